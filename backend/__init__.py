@@ -1,0 +1,1 @@
+"""SmartAttendance backend package (only the face recognizer lives in this repository)."""

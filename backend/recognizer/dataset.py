@@ -1,0 +1,153 @@
+"""Index the student photo folders (read-only): who is enrolled and which files are photos.
+
+``STU001_Alice_Smith/`` → student_id ``STU001``, name ``Alice Smith``. A folder that does
+not follow the pattern still counts (its id is the folder name) and is listed in the
+report. Nothing under the data folder is ever written, moved or followed outside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DatasetError
+from .images import is_image_name
+
+log = logging.getLogger(__name__)
+
+FOLDER_PATTERN = re.compile(r"^(?P<id>[A-Za-z]{2,}\d+)_(?P<name>.+)$")
+HIDDEN_JUNK = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One photo file that belongs to one student."""
+
+    path: Path
+    student_id: str
+    student_name: str
+
+
+@dataclass(frozen=True)
+class Student:
+    student_id: str
+    student_name: str
+    folder: str
+    follows_pattern: bool
+    num_images: int
+
+
+@dataclass
+class DatasetIndex:
+    """What the data folder holds."""
+
+    data_dir: Path
+    students: list[Student]
+    records: list[ImageRecord]
+    ignored_files: list[Path] = field(default_factory=list)  # not photos (by extension) or hidden
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unusable entries, with reasons
+    loose_files: list[Path] = field(default_factory=list)  # files directly in data_dir
+
+    @property
+    def nonconforming_folders(self) -> list[str]:
+        return [s.folder for s in self.students if not s.follows_pattern]
+
+    def names(self) -> dict[str, str]:
+        return {s.student_id: s.student_name for s in self.students}
+
+
+def parse_folder_name(folder: str) -> tuple[str, str, bool]:
+    """``STU001_Alice_Smith`` → ``("STU001", "Alice Smith", True)``; otherwise id = name = folder."""
+    match = FOLDER_PATTERN.match(folder)
+    if match:
+        return match.group("id"), match.group("name").replace("_", " ").strip(), True
+    return folder, folder.replace("_", " ").strip(), False
+
+
+def index_dataset(data_dir: str | Path) -> DatasetIndex:
+    """List student folders and their photos. Raises :class:`DatasetError` if there are none."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(
+            f"Student photo folder not found: {data_dir}. Create it with one sub-folder per student "
+            f"(e.g. {data_dir / 'STU001_Alice_Smith'}) holding that student's photos, or pass --data-dir."
+        )
+    root_real = data_dir.resolve()
+    index = DatasetIndex(data_dir, [], [])
+    seen_ids: dict[str, str] = {}
+    for entry in sorted(data_dir.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or entry.name.lower() in HIDDEN_JUNK:
+            index.ignored_files.append(entry)
+            continue
+        if not entry.is_dir():
+            index.loose_files.append(entry)
+            continue
+        student_id, name, conforming = parse_folder_name(entry.name)
+        if student_id in seen_ids:
+            index.skipped.append((entry, f"student id {student_id} is also used by folder {seen_ids[student_id]}; rename one"))
+            continue
+        seen_ids[student_id] = entry.name
+        photos = _photos_in(entry, root_real, student_id, name, index)
+        index.students.append(Student(student_id, name, entry.name, conforming, len(photos)))
+        index.records.extend(photos)
+    if not index.students:
+        raise DatasetError(
+            f"No student folders in {data_dir}. Add one sub-folder per student "
+            f"(e.g. STU001_Alice_Smith) with that student's photos."
+        )
+    if not index.records:
+        raise DatasetError(f"The student folders in {data_dir} contain no photos (jpg, png, bmp, webp, pgm, tif).")
+    log.info("Indexed %d photos of %d students in %s", len(index.records), len(index.students), data_dir)
+    return index
+
+
+def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index: DatasetIndex) -> list[ImageRecord]:
+    photos: list[ImageRecord] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for d in [d for d in dirnames if is_image_name(Path(d))]:
+            index.skipped.append((Path(dirpath) / d, "is a folder named like a photo, not a photo"))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_image_name(Path(d)))
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            if filename.startswith(".") or filename.lower() in HIDDEN_JUNK or not is_image_name(path):
+                index.ignored_files.append(path)
+                continue
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError) as err:  # broken link or symlink loop
+                index.skipped.append((path, f"cannot follow the link ({type(err).__name__})"))
+                continue
+            if path.is_symlink() and not real.is_relative_to(root_real):
+                index.skipped.append((path, "link points outside the data folder"))
+                continue
+            photos.append(ImageRecord(path, student_id, name))
+    return photos
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a photo's bytes (duplicates, cache keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_labels_csv(path: Path, index: DatasetIndex, embedded_counts: dict[str, int] | None = None) -> None:
+    """``labels.csv``: student_id, student_name, num_images (+ num_embedded when known)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        header = ["student_id", "student_name", "num_images"]
+        if embedded_counts is not None:
+            header.append("num_embedded")
+        writer.writerow(header)
+        for s in index.students:
+            row: list[object] = [s.student_id, s.student_name, s.num_images]
+            if embedded_counts is not None:
+                row.append(embedded_counts.get(s.student_id, 0))
+            writer.writerow(row)

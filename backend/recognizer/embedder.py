@@ -1,0 +1,138 @@
+"""Face crops → L2-normalised embedding vectors, in batches.
+
+Two backends behind one small interface:
+
+* ``FaceNetEmbedder`` (default): facenet-pytorch ``InceptionResnetV1`` with vggface2
+  weights, 512-d, inputs standardised with facenet-pytorch's own
+  ``fixed_image_standardization`` ((x − 127.5) / 128) on RGB crops.
+* ``DlibEmbedder``: dlib's ResNet descriptor, 128-d, weights shipped by
+  ``face_recognition_models``; works fully offline.
+
+Embeddings are always float32 and L2-normalised, so every downstream stage (scaler,
+classifier, cache, distances) sees vectors of the same scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .faces import CropSettings
+from .weights import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """What the pipeline needs from an embedder."""
+
+    name: str
+    dim: int
+    crop: CropSettings
+    weights_sha256: str | None
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """N×S×S×3 RGB uint8 crops → N×dim float32, each row of unit length."""
+        ...
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' → 'cuda' when a CUDA GPU is usable, else 'cpu'; 'cuda' without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from .errors import RetrainError
+
+        raise RetrainError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        from .errors import RetrainError
+
+        raise RetrainError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return device
+
+
+class FaceNetEmbedder:
+    """facenet-pytorch InceptionResnetV1 (vggface2), loaded from a local state_dict file."""
+
+    dim = 512
+
+    def __init__(self, weights_file: str | Path, device: str = "cpu", crop: CropSettings | None = None) -> None:
+        import torch
+        from facenet_pytorch import InceptionResnetV1
+
+        self.name = "facenet-inception-resnet-v1-vggface2"
+        self.crop = crop or CropSettings(size=160)
+        self.device = device
+        self.weights_file = str(weights_file)
+        self.weights_sha256 = sha256_file(weights_file)
+        from .errors import WeightsNotFoundError
+
+        model = InceptionResnetV1(pretrained=None, classify=False)
+        try:
+            state = torch.load(self.weights_file, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise TypeError(f"holds a {type(state).__name__}, not a state_dict")
+            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except Exception as err:  # not a torch file, truncated download, wrong tensor shapes, …
+            raise WeightsNotFoundError(
+                f"{weights_file} is not a FaceNet InceptionResnetV1 state_dict ({err}); "
+                f"replace it with 20180402-114759-vggface2.pt"
+            ) from err
+        if missing or unexpected:
+            raise WeightsNotFoundError(
+                f"{weights_file} is not a FaceNet InceptionResnetV1 state_dict "
+                f"(missing {len(missing)} keys, unexpected {len(unexpected)}); replace it with 20180402-114759-vggface2.pt"
+            )
+        self._model = model.eval().to(device)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        import torch
+        from facenet_pytorch import fixed_image_standardization
+
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+        tensor = fixed_image_standardization(tensor).to(self.device)
+        with torch.inference_mode():
+            out = self._model(tensor)
+        return l2_normalize(out.cpu().numpy())
+
+
+class DlibEmbedder:
+    """dlib's ResNet face descriptor (128-d) on our aligned 150×150 crops. Offline."""
+
+    dim = 128
+
+    def __init__(self, weights_file: str | Path, crop: CropSettings | None = None) -> None:
+        import dlib
+
+        self.name = "dlib-resnet-v1"
+        self.crop = crop or CropSettings(size=150)
+        self.weights_file = str(weights_file)
+        self.weights_sha256 = sha256_file(weights_file)
+        self._model = dlib.face_recognition_model_v1(self.weights_file)
+        self._lock = threading.Lock()
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chips = [np.ascontiguousarray(c, dtype=np.uint8) for c in crops]
+        with self._lock:
+            vectors = self._model.compute_face_descriptor(chips)
+        return l2_normalize(np.array([np.asarray(v) for v in vectors]))

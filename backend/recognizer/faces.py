@@ -1,0 +1,226 @@
+"""Find faces and cut them out: the ONE preprocessing path for training and recognition.
+
+``detect_faces`` → ``largest_face`` → ``align_crop`` are pure functions of the image and
+the detector. The pipeline (training) and the loader (recognition) both call
+:func:`face_crops`, so a photo is cropped identically on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Five-point reference landmarks of a 112×112 aligned face (insightface / ArcFace):
+#: left eye, right eye, nose tip, left mouth corner, right mouth corner (image x, y).
+ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+#: Detection runs on a copy whose longer side is at most this; crops use the original.
+DETECT_MAX_SIDE = 1280
+#: A photo with no face is retried once with this much border added on every side
+#: (pre-cropped enrollment photos fill the frame and detectors need some context).
+RETRY_PAD_FRACTION = 0.35
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in the pixel coordinates of the image it was found in."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray | None  # 5×2 (eyes, nose, mouth corners) or None
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    @property
+    def size(self) -> float:
+        """Shorter side of the box in pixels (how much detail the face has)."""
+        x1, y1, x2, y2 = self.box
+        return max(0.0, min(x2 - x1, y2 - y1))
+
+    def scaled(self, factor: float, shift: tuple[float, float] = (0.0, 0.0)) -> Face:
+        """This face in another image's coordinates: ``p * factor + shift``."""
+        dx, dy = shift
+        x1, y1, x2, y2 = self.box
+        lm = None if self.landmarks is None else self.landmarks * factor + np.array([dx, dy])
+        return Face(
+            (x1 * factor + dx, y1 * factor + dy, x2 * factor + dx, y2 * factor + dy),
+            self.score,
+            lm,
+        )
+
+
+class Detector(Protocol):
+    """What the pipeline needs from a face detector."""
+
+    name: str
+    weights_sha256: str | None
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 image."""
+        ...
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How a face becomes the embedder's input; recorded in the model metadata."""
+
+    size: int = 160
+    method: str = "similarity-5pt-arcface-template"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"crop_size": self.size, "crop_method": self.method}
+
+
+def reference_landmarks(size: int) -> np.ndarray:
+    """The ArcFace 5-point template scaled to a ``size``×``size`` crop."""
+    return ARCFACE_112 * (size / 112.0)
+
+
+def detect_faces(detector: Detector, rgb: np.ndarray, *, retry_padded: bool = True) -> tuple[list[Face], bool]:
+    """Detect faces, largest first, in original-image coordinates.
+
+    Large photos are downscaled for detection only (bounded time and memory); a photo
+    with no face is retried once on a padded copy. Returns ``(faces, padded_retry_used)``.
+    """
+    faces = _detect_downscaled(detector, rgb)
+    used_retry = False
+    if not faces and retry_padded:
+        height, width = rgb.shape[:2]
+        pad = int(round(RETRY_PAD_FRACTION * max(height, width)))
+        padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        faces = [f.scaled(1.0, (-pad, -pad)) for f in _detect_downscaled(detector, padded)]
+        used_retry = bool(faces)
+    faces.sort(key=lambda f: f.area, reverse=True)
+    return faces, used_retry
+
+
+def _detect_downscaled(detector: Detector, rgb: np.ndarray) -> list[Face]:
+    height, width = rgb.shape[:2]
+    longest = max(height, width)
+    if longest <= DETECT_MAX_SIDE:
+        return list(detector.detect(rgb))
+    factor = DETECT_MAX_SIDE / longest
+    small = cv2.resize(rgb, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
+    return [f.scaled(1.0 / factor) for f in detector.detect(small)]
+
+
+def align_crop(rgb: np.ndarray, face: Face, settings: CropSettings) -> np.ndarray:
+    """Cut one face out of the ORIGINAL image as a ``size``×``size`` RGB uint8 crop.
+
+    With landmarks: a similarity transform (rotation, scale, shift; no shear) maps the
+    five points onto the reference template, so eyes land in the same place in every
+    crop. Without landmarks: the box, squared and slightly enlarged, is resized.
+    """
+    size = settings.size
+    if face.landmarks is not None:
+        src = np.asarray(face.landmarks, dtype=np.float64).reshape(5, 2)
+        matrix, _ = cv2.estimateAffinePartial2D(src, reference_landmarks(size), method=cv2.LMEDS)
+        if matrix is not None:
+            return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    x1, y1, x2, y2 = face.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * 0.6
+    scale = size / (2 * half)
+    matrix = np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]])
+    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass(frozen=True)
+class FaceCrops:
+    """Every face found in one image, largest first, with its aligned crop."""
+
+    faces: list[Face]
+    crops: list[np.ndarray]
+    padded_retry: bool = False
+
+
+def face_crops(detector: Detector, rgb: np.ndarray, settings: CropSettings, *, max_faces: int | None = None) -> FaceCrops:
+    """Detect → sort by size → align/crop. Training keeps ``max_faces=1`` (the largest)."""
+    faces, retried = detect_faces(detector, rgb)
+    kept = faces if max_faces is None else faces[:max_faces]
+    return FaceCrops(faces, [align_crop(rgb, f, settings) for f in kept], retried)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+class ScrfdDetector:
+    """InsightFace SCRFD (``det_10g.onnx`` of the ``buffalo_l`` pack, or any SCRFD .onnx).
+
+    Goes through insightface's own ``model_zoo.get_model`` router and ``SCRFD.detect``
+    code path. insightface expects BGR input; callers give RGB and we flip here.
+    """
+
+    def __init__(self, onnx_path: str, *, weights_sha256: str | None = None, providers: list[str] | None = None,
+                 det_thresh: float = 0.5, input_size: tuple[int, int] = (640, 640)) -> None:
+        from insightface.model_zoo import get_model
+
+        self.name = "scrfd"
+        self.model_file = onnx_path
+        self.weights_sha256 = weights_sha256
+        self.input_size = input_size
+        from .errors import WeightsNotFoundError
+
+        try:
+            self._model = get_model(onnx_path, providers=providers or ["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime InvalidProtobuf / InvalidArgument: corrupt or truncated file
+            raise WeightsNotFoundError(
+                f"{onnx_path} is not a readable SCRFD face detector model ({err}); replace the file"
+            ) from err
+        if self._model is None or not hasattr(self._model, "detect"):
+            raise WeightsNotFoundError(f"{onnx_path} is not an SCRFD face detector model (insightface could not load it)")
+        self._model.prepare(ctx_id=-1, input_size=input_size, det_thresh=det_thresh)
+        self._lock = threading.Lock()  # SCRFD caches anchors in a dict; keep calls serial
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        with self._lock:
+            boxes, kpss = self._model.detect(bgr, input_size=self.input_size)
+        faces = []
+        for i, row in enumerate(boxes):
+            landmarks = None if kpss is None else np.asarray(kpss[i], dtype=np.float64).reshape(5, 2)
+            faces.append(Face(tuple(float(v) for v in row[:4]), float(row[4]), landmarks))  # type: ignore[arg-type]
+        return faces
+
+
+class MtcnnDetector:
+    """facenet-pytorch MTCNN: weights ship inside the package, so it works offline."""
+
+    def __init__(self, device: str = "cpu", min_score: float = 0.9) -> None:
+        from facenet_pytorch import MTCNN
+
+        self.name = "mtcnn"
+        self.weights_sha256 = None
+        self.min_score = min_score
+        self._model = MTCNN(keep_all=True, device=device)
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        with self._lock:
+            boxes, probs, points = self._model.detect(rgb, landmarks=True)
+        if boxes is None:
+            return []
+        faces = []
+        for box, prob, pts in zip(boxes, probs, points):
+            score = float(prob)
+            if score >= self.min_score:
+                faces.append(Face(tuple(float(v) for v in box), score, np.asarray(pts, dtype=np.float64).reshape(5, 2)))  # type: ignore[arg-type]
+        return faces

@@ -1,0 +1,124 @@
+"""Decode any photo a teacher might upload into one canonical form: RGB uint8, upright.
+
+Every failure becomes an :class:`ImageError` with a reason a person can act on; the
+pipeline records it and moves on to the next photo.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+log = logging.getLogger(__name__)
+
+#: Extensions we treat as photos (compared lower-case).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
+)
+#: Larger images are refused instead of exhausting memory (≈ 12000 × 8000).
+MAX_PIXELS = 100_000_000
+#: Smaller images cannot hold a recognisable face.
+MIN_SIDE = 32
+
+
+def is_image_name(path: Path) -> bool:
+    """True when the file name has one of the photo extensions (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Read a photo file as an upright RGB uint8 array (H×W×3).
+
+    EXIF orientation is applied (phone photos), grey / palette / 16-bit / CMYK images
+    are converted, and transparent backgrounds are flattened onto white. Raises
+    :class:`ImageError` with a human-readable reason for anything unusable.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageError("is a folder, not a photo")
+        size = path.stat().st_size
+    except OSError as err:  # broken symlink, loop, permissions on the folder
+        raise ImageError(f"cannot access the file ({err.strerror or err})") from err
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"image too large ({width}×{height} px); resize it below "
+                        f"{MAX_PIXELS // 1_000_000} megapixels"
+                    )
+                img.load()
+                return pil_to_rgb(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as err:
+        raise ImageError("not a readable image (unknown or corrupt format)") from err
+    except PermissionError as err:
+        raise ImageError("cannot read the file (permission denied)") from err
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise ImageError(f"image too large ({err})") from err
+    except (OSError, SyntaxError, ValueError) as err:  # truncated / corrupt data
+        raise ImageError(f"corrupt or truncated image ({err})") from err
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert a loaded PIL image of any mode to upright RGB uint8."""
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        arr8 = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
+        rgb = np.repeat(arr8[..., None], 3, axis=2)
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        span = max(float(arr.max(initial=0) - arr.min(initial=0)), 1e-9)
+        arr8 = ((arr - arr.min()) * (255.0 / span)).round().astype(np.uint8)
+        rgb = np.repeat(arr8[..., None], 3, axis=2)
+    else:
+        has_alpha = img.mode in ("RGBA", "LA", "PA") or (
+            img.mode == "P" and "transparency" in img.info
+        )
+        if has_alpha:
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    rgb = np.ascontiguousarray(rgb)
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ImageError(f"image too small ({width}×{height} px; need at least {MIN_SIDE} px a side)")
+    return rgb
+
+
+def to_rgb(image: np.ndarray | str | Path, *, bgr: bool = True) -> np.ndarray:
+    """Accept what a caller has (a path, or an OpenCV BGR / grey array) and return RGB uint8.
+
+    OpenCV frames are BGR; pass ``bgr=False`` for arrays that are already RGB.
+    """
+    if isinstance(image, (str, Path)):
+        return decode_image(image)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"expected an H×W×3 image array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.dtype == np.uint16:
+            arr = (arr // 257).astype(np.uint8)
+        else:
+            raise ImageError(f"expected a uint8 image array, got {arr.dtype}")
+    arr = arr[..., :3]
+    if bgr:
+        arr = arr[..., ::-1]
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,120 @@
+"""Every path the suite reads or writes, derived from one output root in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = Path("backend") / "dataset" / "processed"
+
+BUNDLE_NAME = "face_classifier_v1.pkl"
+LABEL_ENCODER_NAME = "label_encoder.pkl"
+CLASSES_NAME = "label_encoder_classes.npy"
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Artifact locations under an output root (default: the project root)."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None = None) -> OutputPaths:
+        return cls(Path(root).resolve() if root else PROJECT_ROOT)
+
+    # backend/models/Classifier: what the backend loads
+    @property
+    def backend_models(self) -> Path:
+        return self.root / "backend" / "models"
+
+    @property
+    def classifier_dir(self) -> Path:
+        return self.backend_models / "Classifier"
+
+    @property
+    def bundle(self) -> Path:
+        return self.classifier_dir / BUNDLE_NAME
+
+    @property
+    def label_encoder(self) -> Path:
+        return self.classifier_dir / LABEL_ENCODER_NAME
+
+    @property
+    def classes(self) -> Path:
+        return self.classifier_dir / CLASSES_NAME
+
+    @property
+    def manifest(self) -> Path:
+        return self.classifier_dir / MANIFEST_NAME
+
+    @property
+    def versions_dir(self) -> Path:
+        """Earlier published models kept for rollback."""
+        return self.backend_models / "versions"
+
+    @property
+    def staging_dir(self) -> Path:
+        """New artifacts are assembled here, verified, then renamed into place."""
+        return self.backend_models / ".staging"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.backend_models / ".retrain.lock"
+
+    # models/: training data and reports
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def X(self) -> Path:  # noqa: N802 - the artifact's name
+        return self.models_dir / "X.npy"
+
+    @property
+    def y(self) -> Path:
+        return self.models_dir / "y.npy"
+
+    @property
+    def labels_csv(self) -> Path:
+        return self.models_dir / "labels.csv"
+
+    @property
+    def report_txt(self) -> Path:
+        return self.models_dir / "training_report.txt"
+
+    @property
+    def model_readme(self) -> Path:
+        return self.models_dir / "MODEL_README.md"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.models_dir / "metrics.json"
+
+    @property
+    def skipped_csv(self) -> Path:
+        return self.models_dir / "skipped_images.csv"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.models_dir / "plots"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.models_dir / "cache"
+
+    def legacy_artifacts(self) -> list[Path]:
+        """The seed recipe's artifacts, removed after a new model is published."""
+        return [
+            self.bundle,
+            self.label_encoder,
+            self.classes,
+            self.X,
+            self.y,
+            self.labels_csv,
+            self.report_txt,
+            self.model_readme,
+            self.models_dir / "temp",
+            self.root / "backend" / "recognizer" / "embeddings_cache.npy",
+        ]
