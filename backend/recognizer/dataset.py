@@ -109,8 +109,13 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
 def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index: DatasetIndex) -> list[ImageRecord]:
     photos: list[ImageRecord] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        for d in [d for d in dirnames if is_image_name(Path(d))]:
-            index.skipped.append((Path(dirpath) / d, "is a folder named like a photo, not a photo"))
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            if (Path(dirpath) / d).is_symlink():  # os.walk lists it but (followlinks=False) never enters it
+                index.skipped.append((Path(dirpath) / d, "is a link to a folder; links to folders are not followed"))
+            elif is_image_name(Path(d)):
+                index.skipped.append((Path(dirpath) / d, "is a folder named like a photo, not a photo"))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_image_name(Path(d)))
         for filename in sorted(filenames):
             path = Path(dirpath) / filename

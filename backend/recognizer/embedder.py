@@ -74,7 +74,7 @@ class FaceNetEmbedder:
         from facenet_pytorch import InceptionResnetV1
 
         self.name = "facenet-inception-resnet-v1-vggface2"
-        self.crop = crop or CropSettings(size=160)
+        self.crop = crop or CropSettings(size=160, template="facenet")
         self.device = device
         self.weights_file = str(weights_file)
         self.weights_sha256 = sha256_file(weights_file)
@@ -122,7 +122,7 @@ class DlibEmbedder:
         import dlib
 
         self.name = "dlib-resnet-v1"
-        self.crop = crop or CropSettings(size=150)
+        self.crop = crop or CropSettings(size=150, template="dlib")
         self.weights_file = str(weights_file)
         self.weights_sha256 = sha256_file(weights_file)
         self._model = dlib.face_recognition_model_v1(self.weights_file)

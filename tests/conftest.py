@@ -1,0 +1,81 @@
+"""Shared fixtures: real photos from ../shared/data, temp student trees, a trained model.
+
+Nothing here downloads: the end-to-end model uses the offline backends (MTCNN + dlib).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+ORL = SHARED_DATA / "orl"
+LFW = SHARED_DATA / "lfw"
+LFW_STRANGERS = SHARED_DATA / "lfw_strangers"
+SCRFD_WEIGHTS = SHARED_DATA / "weights"
+
+OFFLINE_ARGS = ["--detector", "mtcnn", "--embedder", "dlib", "--device", "cpu"]
+
+
+def require_shared_data() -> None:
+    if not ORL.is_dir():
+        pytest.skip(f"real test photos not found at {SHARED_DATA} (see ../shared/data/README.md)")
+
+
+def make_orl_tree(dst: Path, n_students: int = 12, n_images: int = 10, first: int = 1) -> Path:
+    """Copy ORL people s<first>.. into ``dst/STU0NN_Person_N`` folders (copies, not links)."""
+    require_shared_data()
+    dst.mkdir(parents=True, exist_ok=True)
+    for k in range(first, first + n_students):
+        folder = dst / f"STU{k:03d}_Person_{k}"
+        folder.mkdir(exist_ok=True)
+        for i in range(1, n_images + 1):
+            shutil.copy2(ORL / f"s{k}" / f"{i}.pgm", folder / f"{i}.pgm")
+    return dst
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """relative path → SHA-256 of every file under ``root`` (links not followed)."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = "link:" + str(path.readlink())
+        elif path.is_file():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def orl_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 ORL students × 10 photos (read-only use: copy it if a test modifies it)."""
+    return make_orl_tree(tmp_path_factory.mktemp("orl") / "processed")
+
+
+@pytest.fixture(scope="session")
+def published_root(tmp_path_factory: pytest.TempPathFactory, orl_tree: Path) -> Path:
+    """An output root holding a model published by one real run (MTCNN + dlib) on ``orl_tree``.
+
+    Session-scoped and shared: tests must not modify it (copy it with ``copy_root``).
+    """
+    import retrain_model
+
+    root = tmp_path_factory.mktemp("published")
+    code = retrain_model.main(["--data-dir", str(orl_tree), "--output-root", str(root), "--quiet", *OFFLINE_ARGS])
+    assert code == 0
+    return root
+
+
+@pytest.fixture
+def copy_root(tmp_path: Path, published_root: Path) -> Path:
+    """A private, modifiable copy of ``published_root``."""
+    dst = tmp_path / "root"
+    shutil.copytree(published_root, dst, symlinks=True)
+    return dst
