@@ -1,0 +1,246 @@
+"""Human- and machine-readable reports of one run: training_report.txt, metrics.json,
+MODEL_README.md and skipped_images.csv. Pure writers: they format what the run measured."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import DatasetIndex
+from .evaluate import Evaluation
+from .extract import Extraction
+
+log = logging.getLogger(__name__)
+
+#: Above this many students the confusion matrix lists only the rows with errors.
+FULL_CONFUSION_MAX = 30
+
+
+@dataclass
+class RunSummary:
+    """Everything a report needs, gathered by the pipeline."""
+
+    version: str
+    created_at: str
+    data_dir: Path
+    output_root: Path
+    models: dict
+    index: DatasetIndex
+    extraction: Extraction
+    evaluation: Evaluation
+    threshold: float
+    threshold_source: str
+    excluded_students: list[str]
+    duplicate_groups: list[list[Path]]
+    timings: dict[str, float]
+    prior_artifacts: list[Path] = field(default_factory=list)
+    library_versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all_skipped(self) -> list[tuple[Path, str]]:
+        return [*self.index.skipped, *self.extraction.skipped]
+
+    @property
+    def several_faces(self) -> list[tuple[Path, int]]:
+        return [(r.path, f.num_faces) for r, f in zip(self.extraction.records, self.extraction.faces) if f.num_faces > 1]
+
+    @property
+    def few_photo_students(self) -> list[str]:
+        counts = self.extraction.counts()
+        return sorted(s for s, n in counts.items() if n < 2)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def sweep_table(evaluation: Evaluation) -> list[str]:
+    lines = ["threshold  accepted  rejected  acc.of.accepted  recognised  misidentified"]
+    for r in evaluation.sweep:
+        lines.append(f"   {r.threshold:.2f}     {_pct(r.accepted_rate):>6}    {_pct(r.rejection_rate):>6}"
+                     f"          {_pct(r.accuracy_of_accepted):>6}      {_pct(r.recognition_rate):>6}"
+                     f"         {_pct(r.misidentification_rate):>6}")
+    return lines
+
+
+def confusion_lines(evaluation: Evaluation) -> list[str]:
+    labels, cm = evaluation.labels, evaluation.confusion
+    if cm.size == 0:
+        return ["(no held-out photos)"]
+    if len(labels) <= FULL_CONFUSION_MAX:
+        width = max(6, *(len(s) for s in labels))
+        out = ["rows = true student, columns = predicted", " " * width + " " + " ".join(f"{s[-6:]:>6}" for s in labels)]
+        for name, row in zip(labels, cm):
+            out.append(f"{name:>{width}} " + " ".join(f"{v:>6d}" for v in row))
+        return out
+    out = [f"{len(labels)} students: only students with errors are listed (true → predicted ×count)"]
+    for i, name in enumerate(labels):
+        errors = [(labels[j], int(v)) for j, v in enumerate(cm[i]) if j != i and v]
+        if errors:
+            out.append(f"  {name}: " + ", ".join(f"{p} ×{n}" for p, n in errors))
+    if len(out) == 1:
+        out.append("  (no errors)")
+    return out
+
+
+def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path]) -> None:
+    ev, ex, idx = s.evaluation, s.extraction, s.index
+    counts = ex.counts()
+    lines = [
+        "SmartAttendance face recognition - training report",
+        "=" * 52,
+        f"Model version : {s.version}",
+        f"Created at    : {s.created_at}",
+        f"Data folder   : {s.data_dir}",
+        f"Output root   : {s.output_root}",
+        "",
+        "PIPELINE",
+        f"  detector   : {s.models['detector']['name']} ({s.models['detector'].get('model_file') or 'bundled weights'})",
+        f"  crop       : {s.models['crop_size']}x{s.models['crop_size']} px, {s.models['crop_method']}",
+        f"  embedder   : {s.models['embedder']['name']} ({s.models['embedding_dim']}-d, L2-normalised)",
+        "  classifier : StandardScaler -> class-balanced linear SVM, temperature-calibrated probabilities",
+        "",
+        "DATASET",
+        f"  students            : {len(idx.students)} ({len(counts)} with usable photos)",
+        f"  photos found        : {len(idx.records)}",
+        f"  photos embedded     : {len(ex.records)}",
+        f"  photos skipped      : {len(s.all_skipped)}",
+        f"  other files ignored : {len(idx.ignored_files) + len(idx.loose_files)}",
+        "",
+        "  student_id   photos  embedded  name",
+    ]
+    for st in idx.students:
+        lines.append(f"  {st.student_id:<12} {st.num_images:>6}  {counts.get(st.student_id, 0):>8}  {st.student_name}")
+    if idx.nonconforming_folders:
+        lines += ["", "  Folders not named like STU001_First_Last (folder name used as the id):"]
+        lines += [f"    - {f}" for f in idx.nonconforming_folders]
+    lines += ["", "NEEDS ATTENTION"]
+    attention = []
+    for sid in s.excluded_students:
+        attention.append(f"  - {sid}: no usable photo - EXCLUDED from the model; add clear, front-facing photos")
+    for sid in s.few_photo_students:
+        attention.append(f"  - {sid}: only 1 usable photo - kept for training but not tested; add 5+ photos")
+    for group in s.duplicate_groups:
+        attention.append("  - identical photo in several student folders (probable enrollment mistake): "
+                         + ", ".join(str(p) for p in group))
+    for p, n in s.several_faces:
+        attention.append(f"  - {p}: {n} faces found, the largest was used")
+    lines += attention or ["  nothing"]
+    lines += ["", "EVALUATION (held-out photos; model refitted on all photos afterwards)",
+              f"  train photos : {ev.n_train}", f"  test photos  : {ev.n_test}",
+              f"  accuracy     : {_pct(ev.accuracy)}"]
+    if ev.train_only_students:
+        lines.append(f"  kept in training only (too few photos to test): {', '.join(ev.train_only_students)}")
+    lines += ["", "  Confidence of the top answer:"]
+    for kind, stats in ev.confidence.items():
+        if stats.get("count"):
+            lines.append(f"    {kind:<8} n={stats['count']:<5} mean={stats['mean']:.3f} median={stats['median']:.3f} "
+                         f"p05={stats['p05']:.3f} min={stats['min']:.3f}")
+        else:
+            lines.append(f"    {kind:<8} n=0")
+    lines += ["", "  Classification report:", *("    " + x for x in ev.report_text.splitlines())]
+    lines += ["", "  Confusion matrix:", *("    " + x for x in confusion_lines(ev))]
+    lines += ["", "THRESHOLD SWEEP (test photos of enrolled students)", *("  " + x for x in sweep_table(ev))]
+    lines += ["", "THRESHOLD",
+              f"  recommended : {ev.recommended_threshold:.2f} - {ev.recommendation_reason}",
+              f"  in use      : {s.threshold:.2f} ({s.threshold_source})",
+              "  Faces below the threshold are reported as 'Unknown'. Higher = fewer strangers accepted,",
+              "  more students asked to retry. Change it with --threshold or in the backend per call.",
+              "", f"SKIPPED PHOTOS ({len(s.all_skipped)})"]
+    lines += [f"  - {p}: {reason}" for p, reason in s.all_skipped] or ["  none"]
+    lines += ["", "TIMINGS (s)", *(f"  {k:<10} {v:8.2f}" for k, v in s.timings.items())]
+    lines += ["", "ARTIFACTS", *(f"  {p}" for p in artifact_paths)]
+    lines += ["", "PRIOR ARTIFACTS REPLACED (kept as rollback version)", *(f"  {p}" for p in s.prior_artifacts)]
+    if not s.prior_artifacts:
+        lines.append("  none")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def metrics_dict(s: RunSummary) -> dict:
+    ev = s.evaluation
+    return {
+        "model_version": s.version,
+        "created_at": s.created_at,
+        "models": s.models,
+        "counts": {
+            "students": len(s.index.students),
+            "students_usable": len(s.extraction.counts()),
+            "images_found": len(s.index.records),
+            "images_embedded": len(s.extraction.records),
+            "images_skipped": len(s.all_skipped),
+            "files_ignored": len(s.index.ignored_files) + len(s.index.loose_files),
+            "train": ev.n_train,
+            "test": ev.n_test,
+        },
+        "accuracy": ev.accuracy,
+        "per_student": {k: v for k, v in ev.report_dict.items() if isinstance(v, dict)},
+        "confidence": ev.confidence,
+        "threshold_sweep": [asdict(r) for r in ev.sweep],
+        "recommended_threshold": ev.recommended_threshold,
+        "recommendation_reason": ev.recommendation_reason,
+        "threshold": s.threshold,
+        "threshold_source": s.threshold_source,
+        "confusion_matrix": {"labels": ev.labels, "matrix": np.asarray(ev.confusion).tolist()},
+        "train_only_students": ev.train_only_students,
+        "excluded_students": s.excluded_students,
+        "duplicate_photos": [[str(p) for p in g] for g in s.duplicate_groups],
+        "several_faces": [{"path": str(p), "faces": n} for p, n in s.several_faces],
+        "skipped": [{"path": str(p), "reason": r} for p, r in s.all_skipped],
+        "nonconforming_folders": s.index.nonconforming_folders,
+        "timings_s": s.timings,
+        "library_versions": s.library_versions,
+    }
+
+
+def write_metrics(path: Path, s: RunSummary) -> None:
+    path.write_text(json.dumps(metrics_dict(s), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_skipped_csv(path: Path, s: RunSummary) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        writer.writerows([str(p), r] for p, r in s.all_skipped)
+
+
+def write_model_readme(path: Path, s: RunSummary) -> None:
+    m = s.models
+    text = f"""# Face recognition model {s.version}
+
+Created {s.created_at} from `{s.data_dir}` by `retrain_model.py`.
+Students: {len(s.extraction.counts())} - photos embedded: {len(s.extraction.records)} - held-out accuracy: {_pct(s.evaluation.accuracy)} - threshold in use: **{s.threshold:.2f}**.
+
+## Pipeline (training and recognition share it: `backend/recognizer/faces.py`)
+1. Decode the photo (EXIF rotation applied; grey, transparent, 16-bit and CMYK images converted to RGB).
+2. Detect faces with **{m['detector']['name']}** ({m['detector'].get('model_file') or 'bundled weights'}); keep the largest.
+3. Align and crop to **{m['crop_size']}x{m['crop_size']}** ({m['crop_method']}).
+4. Embed with **{m['embedder']['name']}** -> **{m['embedding_dim']}-d** vector, **L2-normalised** (unit length).
+5. `StandardScaler` (fitted on the training embeddings, stored in the bundle) -> class-balanced linear SVM
+   with temperature-calibrated probabilities (`CalibratedClassifierCV(method="temperature")`).
+6. Highest probability >= threshold -> that student; otherwise **Unknown**.
+
+Never feed the classifier raw or differently-normalised vectors: always L2-normalise, then `scaler.transform`.
+`backend/recognizer/loader.py` does all of this for you.
+
+## Files
+- `backend/models/Classifier/face_classifier_v1.pkl` - joblib dict: `classifier`, `scaler`, `label_encoder`, `student_names`, `threshold`, `metadata`.
+- `backend/models/Classifier/label_encoder.pkl`, `label_encoder_classes.npy` - the student ids, in classifier column order.
+- `backend/models/Classifier/manifest.json` - SHA-256 of every artifact; the loader refuses files that do not match.
+- `models/X.npy` (float32 N x {m['embedding_dim']}), `models/y.npy` (student ids), `models/labels.csv`.
+- `models/training_report.txt`, `models/metrics.json`, `models/skipped_images.csv` - what this run measured and skipped.
+
+## Enrolling students and retraining
+One folder per student under the data folder, named `STU001_First_Last`, holding 5-20 clear photos of that
+student (front-facing, good light, one person). Then double-click `retrain_clean.bat` (Windows) or run
+`python retrain_model.py`. The previous model is kept: `python retrain_model.py --rollback` restores it.
+
+## Changing the threshold
+Re-run with `--threshold 0.8`, or pass `threshold=` to `FaceRecognizer.load(...)` / `identify(...)` in the backend.
+Higher values accept fewer strangers and ask more students to retry. See the sweep in `training_report.txt`.
+"""
+    path.write_text(text, encoding="utf-8")

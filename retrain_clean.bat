@@ -1,0 +1,19 @@
+@echo off
+REM Double-click to retrain the SmartAttendance face model from backend\dataset\processed.
+REM Extra arguments are passed on, e.g.  retrain_clean.bat --dry-run
+setlocal
+cd /d "%~dp0"
+set "PY=python"
+if exist ".venv\Scripts\python.exe" set "PY=.venv\Scripts\python.exe"
+"%PY%" retrain_model.py %*
+set "CODE=%ERRORLEVEL%"
+echo.
+if not "%CODE%"=="0" (
+  echo Retraining FAILED ^(exit code %CODE%^). The previous model is still in place.
+  echo Read the ERROR line above and models\training_report.txt, fix the problem, then run again.
+) else (
+  echo Retraining finished. The backend will use the new model.
+)
+echo.
+pause
+exit /b %CODE%

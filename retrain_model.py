@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Retrain the SmartAttendance face model from the student photo folders, in one pass.
+
+    python retrain_model.py                      # backend/dataset/processed -> backend/models/Classifier
+    python retrain_model.py --dry-run            # show what would happen, touch nothing
+    python retrain_model.py --rollback           # put the previous model back
+
+See README.md and docs/RETRAINING_GUIDE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
+from backend.recognizer.errors import RetrainError
+from backend.recognizer.weights import WEIGHTS_ENV
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="retrain_model.py",
+        description="Index student photo folders, extract face embeddings, train and publish the face classifier.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with one sub-folder per student (STU001_First_Last); "
+                        "default: <output-root>/backend/dataset/processed")
+    p.add_argument("--output-root", type=Path, default=None,
+                   help="where backend/models/Classifier and models/ are written; default: the project folder")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="confidence threshold to publish (0-1) instead of the recommended one")
+    p.add_argument("--test-size", type=float, default=0.2, help="share of each student's photos held out for evaluation")
+    p.add_argument("--seed", type=int, default=42, help="random seed (split, calibration)")
+    p.add_argument("--batch-size", type=int, default=32, help="face crops embedded per batch")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the embedder runs")
+    p.add_argument("--detector", choices=DETECTORS, default="scrfd",
+                   help="face detector: scrfd (insightface buffalo_l det_10g) or mtcnn (offline, bundled)")
+    p.add_argument("--detector-model", default=None, help="an SCRFD .onnx file to use instead of buffalo_l/det_10g.onnx")
+    p.add_argument("--embedder", choices=EMBEDDERS, default="facenet",
+                   help="facenet (512-d, vggface2) or dlib (128-d, offline, bundled)")
+    p.add_argument("--weights-dir", default=None,
+                   help=f"folder with offline weight files (det_10g.onnx, 20180402-114759-vggface2.pt); "
+                        f"also ${WEIGHTS_ENV}")
+    p.add_argument("--keep-versions", type=int, default=1, help="previous models kept for --rollback")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another retraining run is publishing")
+    p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
+    p.add_argument("--rollback", action="store_true", help="restore the previously published model and exit")
+    p.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
+    p.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        parser.error("--threshold must be between 0 and 1")
+    if not 0.0 < args.test_size < 1.0:
+        parser.error("--test-size must be between 0 and 1")
+    if args.keep_versions < 0:
+        parser.error("--keep-versions must be 0 or more")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("insightface", "onnxruntime", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from backend.recognizer import artifacts, pipeline
+
+    options = pipeline.RunOptions(
+        data_dir=args.data_dir, output_root=args.output_root, threshold=args.threshold, test_size=args.test_size,
+        seed=args.seed, batch_size=args.batch_size, keep_versions=args.keep_versions, progress=not args.quiet,
+        lock_timeout=args.wait,
+        backend=BackendConfig(detector=args.detector, embedder=args.embedder, device=args.device,
+                              weights_dir=args.weights_dir, detector_model=args.detector_model,
+                              allow_download=not args.no_download),
+    )
+    try:
+        if args.rollback:
+            _, paths = options.resolved_paths()
+            with artifacts.RetrainLock(paths, timeout=args.wait):
+                result = artifacts.rollback(paths)
+            print(f"Rolled back: model {result.version} is live again.")
+            return 0
+        if args.dry_run:
+            dry = pipeline.dry_run(options)
+            print(f"Dry run: {len(dry.index.students)} students, {len(dry.index.records)} photos in {dry.data_dir}")
+            for s in dry.index.students:
+                print(f"  {s.student_id:<12} {s.num_images:>4} photos  {s.student_name}")
+            print(f"A real run would replace ({len(dry.would_replace)}):")
+            for p in dry.would_replace:
+                print(f"  {p}")
+            print("Nothing was changed.")
+            return 0
+        result = pipeline.run(options)
+    except RetrainError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted: the previously published model is unchanged.", file=sys.stderr)
+        return 130
+    print(pipeline.format_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
