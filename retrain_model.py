@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="confidence threshold to publish (0-1) instead of the recommended one")
     p.add_argument("--test-size", type=float, default=0.2, help="share of each student's photos held out for evaluation")
+    p.add_argument("--max-far", type=float, default=0.01,
+                   help="target: highest acceptable share of strangers (not enrolled) accepted as a student; "
+                        "the recommended threshold is the one that meets it with the best recognition")
     p.add_argument("--seed", type=int, default=42, help="random seed (split, calibration)")
     p.add_argument("--batch-size", type=int, default=32, help="face crops embedded per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the embedder runs")
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threshold must be between 0 and 1")
     if not 0.0 < args.test_size < 1.0:
         parser.error("--test-size must be between 0 and 1")
+    if not 0.0 <= args.max_far < 1.0:
+        parser.error("--max-far must be between 0 and 1 (e.g. 0.01 for 1%)")
     if args.keep_versions < 0:
         parser.error("--keep-versions must be 0 or more")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = pipeline.RunOptions(
         data_dir=args.data_dir, output_root=args.output_root, threshold=args.threshold, test_size=args.test_size,
-        seed=args.seed, batch_size=args.batch_size, keep_versions=args.keep_versions, progress=not args.quiet,
+        max_far=args.max_far, seed=args.seed, batch_size=args.batch_size, keep_versions=args.keep_versions, progress=not args.quiet,
         lock_timeout=args.wait,
         backend=BackendConfig(detector=args.detector, embedder=args.embedder, device=args.device,
                               weights_dir=args.weights_dir, detector_model=args.detector_model,

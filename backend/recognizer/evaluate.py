@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from .train import fit_model
+from .openset import features, fit_calibrator
+from .train import TrainedModel, fit_model
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,11 @@ MIN_TEST_PHOTOS = 30
 TARGET_ACCEPTED_ACCURACY = 0.99
 #: … while turning away at most this share of enrolled students' photos.
 MAX_REJECTION = 0.10
+#: Default target: at most this share of strangers' photos accepted as some student.
+DEFAULT_MAX_FAR = 0.01
+#: Open-set folds: each holds out this share of the students as strangers.
+UNKNOWN_FRACTION = 0.2
+MAX_OPEN_SET_FOLDS = 5
 
 
 @dataclass
@@ -35,6 +41,32 @@ class SweepRow:
     accuracy_of_accepted: float | None  # None when nothing was accepted
     recognition_rate: float  # correct AND accepted, over all test photos
     misidentification_rate: float  # wrong AND accepted, over all test photos
+
+
+@dataclass
+class OpenSetRow:
+    threshold: float
+    recognition_rate: float  # enrolled photos answered correctly AND accepted
+    false_accept_rate: float  # strangers' photos accepted as any student
+    misidentification_rate: float  # enrolled photos accepted as the WRONG student
+    rejection_rate: float  # enrolled photos turned away (reported Unknown)
+
+
+@dataclass
+class OpenSet:
+    """Stranger-safety measurement: students held out as strangers, fold by fold."""
+
+    n_folds: int
+    unknown_students: list[list[str]]
+    n_known_photos: int
+    n_unknown_photos: int
+    sweep: list[OpenSetRow]
+    known_confidence: np.ndarray  # cross-fitted confidences, enrolled test photos
+    known_correct: np.ndarray
+    unknown_confidence: np.ndarray  # cross-fitted confidences, strangers' photos
+    calibrator: object | None  # fitted on every fold: published with the model
+    max_far: float
+    target_reached: bool = False
 
 
 @dataclass
@@ -54,6 +86,7 @@ class Evaluation:
     test_true: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     test_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     test_conf: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    open_set: OpenSet | None = None
 
 
 def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -129,23 +162,125 @@ def _confidence_stats(values: np.ndarray) -> dict[str, float]:
             "p05": float(np.percentile(values, 5)), "min": float(values.min()), "max": float(values.max())}
 
 
-def evaluate(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, seed: int = 42) -> Evaluation:
-    """Fit on the training split, score the held-out split, sweep thresholds."""
+def open_set_sweep(known_conf: np.ndarray, known_correct: np.ndarray, unknown_conf: np.ndarray,
+                   thresholds: tuple[float, ...] = THRESHOLDS) -> list[OpenSetRow]:
+    """Recognition, stranger false-accept, misidentification and rejection rates per threshold."""
+    n_known, n_unknown = max(len(known_conf), 1), max(len(unknown_conf), 1)
+    rows = []
+    for t in thresholds:
+        accepted = known_conf >= t
+        rows.append(OpenSetRow(
+            threshold=t,
+            recognition_rate=float((accepted & known_correct).sum() / n_known),
+            false_accept_rate=float((unknown_conf >= t).sum() / n_unknown),
+            misidentification_rate=float((accepted & ~known_correct).sum() / n_known),
+            rejection_rate=float((~accepted).sum() / n_known),
+        ))
+    return rows
+
+
+def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, str, bool]:
+    """The threshold with the best recognition among those whose stranger false-accept rate
+    is ≤ ``max_far`` (ties → the stricter one). Returns (threshold, reason, target reached)."""
+    ok = [r for r in sweep if r.false_accept_rate <= max_far]
+    if ok:
+        best = max(ok, key=lambda r: (round(r.recognition_rate, 9), r.threshold))
+        return best.threshold, (
+            f"strangers accepted at this threshold: {best.false_accept_rate:.1%} (target ≤ {max_far:.1%}); "
+            f"enrolled students recognised: {best.recognition_rate:.1%} - the best recognition among "
+            "thresholds that meet the stranger target."
+        ), True
+    if not sweep:
+        return DEFAULT_THRESHOLD, "no stranger measurement possible; default used.", False
+    safest = min(sweep, key=lambda r: (r.false_accept_rate, -r.threshold))
+    return safest.threshold, (
+        f"NO threshold keeps strangers' false accepts ≤ {max_far:.1%}: the safest, {safest.threshold:.2f}, still "
+        f"accepts {safest.false_accept_rate:.1%} of strangers (recognising {safest.recognition_rate:.1%} of "
+        "students). Add more and clearer photos per student (5-20, front-facing, good light), fix the photos "
+        "listed under data quality, then retrain."
+    ), False
+
+
+def _open_set_folds(labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Disjoint groups of students to hold out as strangers (each student once, ≤ 5 folds)."""
+    students = np.unique(labels)
+    n_unknown = max(1, int(round(UNKNOWN_FRACTION * len(students))))
+    n_folds = min(MAX_OPEN_SET_FOLDS, len(students) // n_unknown)
+    perm = np.random.default_rng(seed).permutation(students)
+    return [perm[i * n_unknown:(i + 1) * n_unknown] for i in range(n_folds)]
+
+
+def evaluate_open_set(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, seed: int = 42,
+                      max_far: float = DEFAULT_MAX_FAR) -> OpenSet | None:
+    """Hold out whole students as strangers, train without them, score their photos.
+
+    Confidences are cross-fitted: fold k is scored by a calibrator fitted on the other
+    folds, so the false-accept rates are not measured on the data that tuned them.
+    None when there are fewer than 3 students (no stranger can be simulated).
+    """
     labels = np.asarray(labels).astype(str)
+    if len(np.unique(labels)) < 3:
+        return None
+    rows_f, rows_y, rows_fold, rows_known, rows_correct = [], [], [], [], []
+    folds = _open_set_folds(labels, seed)
+    for k, unknown in enumerate(folds):
+        is_unknown = np.isin(labels, unknown)
+        known_idx = np.flatnonzero(~is_unknown)
+        train, test, _ = split_per_student(labels[known_idx], test_size, seed + k)
+        train, test = known_idx[train], known_idx[test]
+        model = fit_model(embeddings[train], labels[train], seed=seed)
+        for idx, known in ((test, True), (np.flatnonzero(is_unknown), False)):
+            if len(idx) == 0:
+                continue
+            proba = model.predict_proba(embeddings[idx])
+            pred = model.classes[np.argmax(proba, axis=1)]
+            correct = (pred == labels[idx]) if known else np.zeros(len(idx), dtype=bool)
+            rows_f.append(features(proba, embeddings[idx], model.open_set.centres))  # type: ignore[union-attr]
+            rows_y.append(correct)
+            rows_fold.append(np.full(len(idx), k))
+            rows_known.append(np.full(len(idx), known))
+            rows_correct.append(correct)
+    F, Y = np.concatenate(rows_f), np.concatenate(rows_y).astype(int)
+    fold, known, correct = np.concatenate(rows_fold), np.concatenate(rows_known), np.concatenate(rows_correct)
+    conf = F[:, 0].copy()  # fallback: the SVM probability
+    for k in range(len(folds)):
+        others = fold != k
+        calibrator = fit_calibrator(F[others], Y[others], seed=seed)
+        if calibrator is not None:
+            conf[fold == k] = calibrator.predict_proba(F[fold == k])[:, 1]
+    sweep = open_set_sweep(conf[known], correct[known], conf[~known])
+    result = OpenSet(
+        n_folds=len(folds), unknown_students=[sorted(map(str, u)) for u in folds],
+        n_known_photos=int(known.sum()), n_unknown_photos=int((~known).sum()), sweep=sweep,
+        known_confidence=conf[known], known_correct=correct[known], unknown_confidence=conf[~known],
+        calibrator=fit_calibrator(F, Y, seed=seed), max_far=max_far,
+    )
+    return result
+
+
+def evaluate(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, seed: int = 42,
+             max_far: float = DEFAULT_MAX_FAR) -> Evaluation:
+    """Closed-set evaluation (known students) + open-set stranger measurement + threshold choice."""
+    labels = np.asarray(labels).astype(str)
+    open_set = evaluate_open_set(embeddings, labels, test_size=test_size, seed=seed, max_far=max_far)
     train_idx, test_idx, train_only = split_per_student(labels, test_size, seed)
     students = sorted(np.unique(labels).tolist())
     if len(test_idx) == 0 or len(np.unique(labels[train_idx])) < 2:
         threshold, reason = recommend_threshold([], 0)
         return Evaluation(len(train_idx), 0, None, students, np.zeros((0, 0), dtype=int), "no held-out photos", {},
-                          {}, [], threshold, reason, train_only)
+                          {}, [], threshold, reason, train_only, open_set=open_set)
     model = fit_model(embeddings[train_idx], labels[train_idx], seed=seed)
-    proba = model.predict_proba(embeddings[test_idx])
-    pred = model.classes[np.argmax(proba, axis=1)]
-    conf = proba.max(axis=1)
+    if open_set is not None and open_set.calibrator is not None and model.open_set is not None:
+        model.open_set.calibrator = open_set.calibrator
+    _, pred, conf = model.recognize(embeddings[test_idx])
     true = labels[test_idx]
     correct = pred == true
     sweep = sweep_thresholds(true, pred, conf)
-    threshold, reason = recommend_threshold(sweep, len(test_idx))
+    if open_set is not None and open_set.calibrator is not None:
+        threshold, reason, open_set.target_reached = recommend_open_set(open_set.sweep, max_far)
+    else:
+        threshold, reason = recommend_threshold(sweep, len(test_idx))
+        reason += " (Stranger safety could not be measured: it needs at least 3 students.)"
     present = sorted(set(true) | set(pred))
     return Evaluation(
         n_train=len(train_idx),
@@ -163,4 +298,5 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0
         test_true=true,
         test_pred=pred,
         test_conf=conf,
+        open_set=open_set,
     )

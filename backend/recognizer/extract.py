@@ -20,6 +20,7 @@ from .embedder import Embedder
 from .errors import ImageError
 from .faces import Detector, face_crops
 from .images import decode_image
+from .quality import sharpness
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class FaceInfo:
     face_size: float
     score: float
     padded_retry: bool
+    sharpness: float = 0.0  # variance of the Laplacian of the grey crop
 
 
 @dataclass
@@ -61,7 +63,8 @@ def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) ->
     if not found.faces:
         raise ImageError("no face found (also tried with a padded border)")
     face = found.faces[0]
-    return found.crops[0], FaceInfo(len(found.faces), face.size, face.score, found.padded_retry)
+    crop = found.crops[0]
+    return crop, FaceInfo(len(found.faces), face.size, face.score, found.padded_retry, sharpness(crop))
 
 
 def extract_embeddings(records: Iterable[ImageRecord], detector: Detector, embedder: Embedder, *,

@@ -24,8 +24,10 @@ from .backends import BackendConfig, build_detector, build_embedder, describe
 from .dataset import DatasetIndex, file_sha256, index_dataset, write_labels_csv
 from .errors import TrainingError
 from .evaluate import evaluate
-from .extract import extract_embeddings
+from .extract import Extraction, extract_embeddings
 from .paths import DEFAULT_DATA_DIR, OutputPaths
+from .plots import write_plots
+from .quality import Finding, few_photo_findings, label_findings, near_duplicates, photo_findings
 from .report import RunSummary, write_metrics, write_model_readme, write_skipped_csv, write_training_report
 from .train import fit_model
 
@@ -43,6 +45,7 @@ class RunOptions:
     output_root: Path | None = None
     threshold: float | None = None
     test_size: float = 0.2
+    max_far: float = 0.01
     seed: int = 42
     batch_size: int = 32
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -105,6 +108,20 @@ def duplicate_groups(index: DatasetIndex) -> list[list[Path]]:
     return [[p for _, p in group] for group in by_hash.values() if len({sid for sid, _ in group}) > 1]
 
 
+def data_quality(extraction: Extraction, summary: RunSummary) -> list[Finding]:
+    """Every data-quality finding of this run, in the order the report lists them."""
+    paths = [r.path for r in extraction.records]
+    labels = extraction.student_ids
+    findings = label_findings(extraction.embeddings, labels, paths)
+    findings += [Finding("duplicate_file", str(g[0]), "the same file is in several student folders: "
+                         + ", ".join(str(p) for p in g)) for g in summary.duplicate_groups]
+    findings += near_duplicates(extraction.embeddings, labels, paths)
+    findings += few_photo_findings(extraction.counts())
+    findings += photo_findings(paths, [f.face_size for f in extraction.faces], [f.sharpness for f in extraction.faces],
+                               [f.num_faces for f in extraction.faces])
+    return findings
+
+
 def dry_run(options: RunOptions) -> DryRunResult:
     """Index the data folder and list what a real run would replace; writes nothing."""
     data_dir, paths = options.resolved_paths()
@@ -148,10 +165,12 @@ def run(options: RunOptions) -> RunResult:
         y = extraction.student_ids
 
         t = time.perf_counter()
-        evaluation = evaluate(X, y, test_size=options.test_size, seed=options.seed)
+        evaluation = evaluate(X, y, test_size=options.test_size, seed=options.seed, max_far=options.max_far)
         timings["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()
         model = fit_model(X, y, seed=options.seed)
+        if model.open_set is not None and evaluation.open_set is not None:
+            model.open_set.calibrator = evaluation.open_set.calibrator
         timings["train"] = time.perf_counter() - t
 
         threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
@@ -166,6 +185,7 @@ def run(options: RunOptions) -> RunResult:
             threshold_source=source, excluded_students=excluded, duplicate_groups=duplicate_groups(index),
             timings=timings, prior_artifacts=prior_artifacts(paths), library_versions=library_versions(),
         )
+        summary.findings = data_quality(extraction, summary)
         detector_file = getattr(detector, "model_file", None)
         bundle = {
             "format_version": 1,
@@ -174,6 +194,7 @@ def run(options: RunOptions) -> RunResult:
             "label_encoder": model.label_encoder,
             "student_names": {sid: names[sid] for sid in model.classes},
             "threshold": float(threshold),
+            "open_set": model.open_set.to_dict() if model.open_set is not None else None,
             "metadata": {
                 "model_version": version,
                 "created_at": created_at,
@@ -208,6 +229,9 @@ def run(options: RunOptions) -> RunResult:
         final = [paths.bundle, paths.label_encoder, paths.classes, paths.manifest, paths.X, paths.y,
                  paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json, paths.skipped_csv]
         timings["total"] = time.perf_counter() - started  # reports show the time up to publishing
+        plot_files = write_plots(stage.models_dir / paths.plots_dir.name, evaluation)
+        summary.plots = [p.relative_to(stage.models_dir) for p in plot_files]
+        final += [paths.models_dir / p for p in summary.plots]
         write_training_report(stage.models_dir / paths.report_txt.name, summary, final)
         write_model_readme(stage.models_dir / paths.model_readme.name, summary)
         write_metrics(stage.models_dir / paths.metrics_json.name, summary)
@@ -241,6 +265,14 @@ def format_summary(result: RunResult) -> str:
         from .report import confusion_lines
 
         lines += ["  confusion matrix:", *("    " + x for x in confusion_lines(ev))]
+    if ev.open_set is not None:
+        at = next((r for r in ev.open_set.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
+        if at is not None:
+            lines.append(f"  stranger safety    : {at.false_accept_rate:.1%} of strangers accepted at "
+                         f"{ev.recommended_threshold:.2f} (target <= {ev.open_set.max_far:.1%}: "
+                         f"{'met' if ev.open_set.target_reached else 'NOT met - see the report'})")
+    if s.findings:
+        lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
     lines += ["  artifacts:", *(f"    {p}" for p in result.artifacts)]
     lines += [f"  previous artifacts removed ({len(result.removed)}):", *(f"    {p}" for p in result.removed)]
     if result.archived_to:

@@ -14,6 +14,7 @@ import numpy as np
 from .dataset import DatasetIndex
 from .evaluate import Evaluation
 from .extract import Extraction
+from .quality import Finding
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class RunSummary:
     timings: dict[str, float]
     prior_artifacts: list[Path] = field(default_factory=list)
     library_versions: dict[str, str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)  # file names relative to models/
 
     @property
     def all_skipped(self) -> list[tuple[Path, str]]:
@@ -65,6 +68,24 @@ def sweep_table(evaluation: Evaluation) -> list[str]:
         lines.append(f"   {r.threshold:.2f}     {_pct(r.accepted_rate):>6}    {_pct(r.rejection_rate):>6}"
                      f"          {_pct(r.accuracy_of_accepted):>6}      {_pct(r.recognition_rate):>6}"
                      f"         {_pct(r.misidentification_rate):>6}")
+    return lines
+
+
+def open_set_lines(ev: Evaluation) -> list[str]:
+    os_ = ev.open_set
+    if os_ is None:
+        return ["  not measured: at least 3 students with usable photos are needed"]
+    at = next((r for r in os_.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
+    lines = [f"  {os_.n_folds} folds; per fold {len(os_.unknown_students[0])} student(s) held out as strangers; "
+             f"{os_.n_known_photos} enrolled test photos, {os_.n_unknown_photos} stranger photos scored",
+             "  threshold  recognised  strangers.accepted  misidentified  rejected"]
+    for r in os_.sweep:
+        lines.append(f"     {r.threshold:.2f}      {_pct(r.recognition_rate):>6}              {_pct(r.false_accept_rate):>6}"
+                     f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}")
+    if at is not None:
+        lines.append(f"  => At threshold {ev.recommended_threshold:.2f} a stranger is marked present as some student in "
+                     f"{_pct(at.false_accept_rate)} of cases (measured on {os_.n_unknown_photos} photos; target "
+                     f"<= {os_.max_far:.1%}: {'met' if os_.target_reached else 'NOT met'}).")
     return lines
 
 
@@ -119,7 +140,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     if idx.nonconforming_folders:
         lines += ["", "  Folders not named like STU001_First_Last (folder name used as the id):"]
         lines += [f"    - {f}" for f in idx.nonconforming_folders]
-    lines += ["", "NEEDS ATTENTION"]
+    lines += ["", "NEEDS ATTENTION (details under DATA QUALITY)"]
     attention = []
     for sid in s.excluded_students:
         attention.append(f"  - {sid}: no usable photo - EXCLUDED from the model; add clear, front-facing photos")
@@ -145,7 +166,9 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
             lines.append(f"    {kind:<8} n=0")
     lines += ["", "  Classification report:", *("    " + x for x in ev.report_text.splitlines())]
     lines += ["", "  Confusion matrix:", *("    " + x for x in confusion_lines(ev))]
-    lines += ["", "THRESHOLD SWEEP (test photos of enrolled students)", *("  " + x for x in sweep_table(ev))]
+    lines += ["", "THRESHOLD SWEEP - known faces (held-out photos of enrolled students)",
+              *("  " + x for x in sweep_table(ev))]
+    lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev)]
     lines += ["", "THRESHOLD",
               f"  recommended : {ev.recommended_threshold:.2f} - {ev.recommendation_reason}",
               f"  in use      : {s.threshold:.2f} ({s.threshold_source})",
@@ -192,8 +215,29 @@ def metrics_dict(s: RunSummary) -> dict:
         "several_faces": [{"path": str(p), "faces": n} for p, n in s.several_faces],
         "skipped": [{"path": str(p), "reason": r} for p, r in s.all_skipped],
         "nonconforming_folders": s.index.nonconforming_folders,
+        "open_set": open_set_dict(ev),
+        "data_quality": [asdict(f) for f in s.findings],
+        "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,
         "library_versions": s.library_versions,
+    }
+
+
+def open_set_dict(ev: Evaluation) -> dict | None:
+    os_ = ev.open_set
+    if os_ is None:
+        return None
+    at = next((r for r in os_.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
+    return {
+        "folds": os_.n_folds,
+        "unknown_students_per_fold": os_.unknown_students,
+        "known_photos": os_.n_known_photos,
+        "unknown_photos": os_.n_unknown_photos,
+        "max_far": os_.max_far,
+        "target_reached": os_.target_reached,
+        "false_accept_rate_at_recommended": None if at is None else at.false_accept_rate,
+        "recognition_rate_at_recommended": None if at is None else at.recognition_rate,
+        "sweep": [asdict(r) for r in os_.sweep],
     }
 
 
@@ -206,6 +250,15 @@ def write_skipped_csv(path: Path, s: RunSummary) -> None:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         writer.writerows([str(p), r] for p, r in s.all_skipped)
+
+
+def _stranger_sentence(ev: Evaluation) -> str:
+    d = open_set_dict(ev)
+    if d is None or d["false_accept_rate_at_recommended"] is None:
+        return "Not measured (needs at least 3 students)."
+    return (f"At the recommended threshold {ev.recommended_threshold:.2f}, {d['false_accept_rate_at_recommended']:.1%} of "
+            f"strangers' photos were accepted as some student ({d['unknown_photos']} photos of held-out students), and "
+            f"{d['recognition_rate_at_recommended']:.1%} of enrolled students' photos were recognised.")
 
 
 def write_model_readme(path: Path, s: RunSummary) -> None:
@@ -222,7 +275,9 @@ Students: {len(s.extraction.counts())} - photos embedded: {len(s.extraction.reco
 4. Embed with **{m['embedder']['name']}** -> **{m['embedding_dim']}-d** vector, **L2-normalised** (unit length).
 5. `StandardScaler` (fitted on the training embeddings, stored in the bundle) -> class-balanced linear SVM
    with temperature-calibrated probabilities (`CalibratedClassifierCV(method="temperature")`).
-6. Highest probability >= threshold -> that student; otherwise **Unknown**.
+6. Open-set confidence of the top answer (SVM probability + similarity to that student's photos, calibrated
+   with students held out as strangers; `backend/recognizer/openset.py`) >= threshold -> that student;
+   otherwise **Unknown**.
 
 Never feed the classifier raw or differently-normalised vectors: always L2-normalise, then `scaler.transform`.
 `backend/recognizer/loader.py` does all of this for you.
@@ -238,6 +293,10 @@ Never feed the classifier raw or differently-normalised vectors: always L2-norma
 One folder per student under the data folder, named `STU001_First_Last`, holding 5-20 clear photos of that
 student (front-facing, good light, one person). Then double-click `retrain_clean.bat` (Windows) or run
 `python retrain_model.py`. The previous model is kept: `python retrain_model.py --rollback` restores it.
+
+## How likely is a stranger to be marked present?
+{_stranger_sentence(s.evaluation)}
+Pictures: {", ".join(f"`models/{p}`" for p in s.plots) or "none"}.
 
 ## Changing the threshold
 Re-run with `--threshold 0.8`, or pass `threshold=` to `FaceRecognizer.load(...)` / `identify(...)` in the backend.

@@ -22,6 +22,7 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from .errors import TrainingError
+from .openset import OpenSetScorer, class_centres
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class TrainedModel:
     scaler: StandardScaler | None  # None only for models published before the scaler existed
     classifier: CalibratedClassifierCV
     label_encoder: LabelEncoder
+    open_set: OpenSetScorer | None = None  # None for models published before open-set scoring
 
     @property
     def classes(self) -> np.ndarray:
@@ -51,6 +53,20 @@ class TrainedModel:
         proba = self.classifier.predict_proba(X)
         # the calibrated classifier was fitted on encoded labels 0..n-1, in that column order
         return np.asarray(proba, dtype=np.float64)
+
+    def recognize(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Embeddings → (probabilities, top student id, confidence of that answer).
+
+        The confidence is the open-set one (see openset.py) when the model has it: the
+        number the backend compares with the threshold.
+        """
+        X = np.asarray(embeddings, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None, :]
+        proba = self.predict_proba(X)
+        top = self.classes[np.argmax(proba, axis=1)]
+        confidence = self.open_set.confidence(proba, X) if self.open_set is not None else proba.max(axis=1)
+        return proba, top, np.asarray(confidence, dtype=np.float64)
 
 
 def calibration_folds(class_counts: np.ndarray) -> int:
@@ -88,7 +104,8 @@ def fit_model(embeddings: np.ndarray, student_ids: np.ndarray, *, seed: int = 42
     classifier = CalibratedClassifierCV(base, method="temperature", cv=calibration_folds(counts), ensemble=False)
     classifier.fit(scaler.transform(X), y)
     log.info("Trained on %d embeddings of %d students", len(X), len(encoder.classes_))
-    return TrainedModel(scaler, classifier, encoder)
+    centres = class_centres(X, y, np.arange(len(encoder.classes_)))
+    return TrainedModel(scaler, classifier, encoder, OpenSetScorer(centres, None))
 
 
 def top_k(proba: np.ndarray, classes: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:

@@ -1,0 +1,36 @@
+"""SmartAttendance face recognition: the public names the web backend needs.
+
+    from backend.recognizer import FaceRecognizer, ModelLoadError
+
+Importing this package is light: the names below are imported on first use, and the
+loader itself imports no deep-learning library until faces are recognised.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ModelLoadError, RetrainError
+    from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
+
+_EXPORTS = {
+    "FaceRecognizer": ".loader",
+    "Recognition": ".loader",
+    "Candidate": ".loader",
+    "verify_model_dir": ".loader",
+    "ModelLoadError": ".errors",
+    "RetrainError": ".errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,610 @@
+"""The backend's import: load the published model, verify it, recognise faces exactly as training did.
+
+    from backend.recognizer import FaceRecognizer
+
+    recognizer = FaceRecognizer.load()                 # backend/models/Classifier of this project
+    for face in recognizer.identify(frame_bgr):        # an OpenCV frame, or a photo path
+        print(face.student_id, face.confidence, face.box)
+
+Importing this module touches no disk, GPU or network and imports no deep-learning
+library. :meth:`FaceRecognizer.load` checks the model files (hashes against the
+manifest BEFORE anything is unpickled: a pickle can run code), the detector and
+embedder are built on the first :meth:`~FaceRecognizer.identify`. Preprocessing is
+:func:`backend.recognizer.faces.face_crops` and the embedder's ``embed`` — the very
+functions the training pipeline calls — so training and recognition cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import artifacts
+from .errors import ModelLoadError, RetrainError
+from .paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
+    from .faces import CropSettings, Detector, Face
+    from .train import TrainedModel
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the output root when none is passed (default: the project root).
+OUTPUT_ROOT_ENV = "SMARTATTENDANCE_OUTPUT_ROOT"
+UNKNOWN = "Unknown"
+#: Threshold for old models without metadata.
+LEGACY_THRESHOLD = 0.5
+BUNDLE_KEYS = ("classifier", "scaler", "label_encoder", "metadata")
+FIX = artifacts.FIX_HINT
+#: How long load() waits for Classifier/ to reappear while another process is swapping models.
+SWAP_WAIT_S = 3.0
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One possible student for a face."""
+
+    student_id: str
+    student_name: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """One face: who it is (or ``"Unknown"``), how sure, and the runners-up.
+
+    ``confidence`` is the open-set confidence that the top answer is the right enrolled
+    student (see openset.py; the SVM probability for older models), and ``top_k`` lists
+    the closest students with their SVM probabilities.
+    ``accepted`` is ``confidence >= threshold``; when False, ``student_id`` and
+    ``student_name`` are ``"Unknown"`` and ``top_k[0]`` still names the closest student.
+    ``box`` is ``(x1, y1, x2, y2)`` in image pixels (None from :meth:`FaceRecognizer.classify`).
+    """
+
+    box: tuple[float, float, float, float] | None
+    student_id: str
+    student_name: str
+    confidence: float
+    accepted: bool
+    top_k: list[Candidate] = field(default_factory=list)
+    detection_score: float | None = None
+
+
+# --------------------------------------------------------------------------- the loaded model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Everything read from one Classifier folder (no detector/embedder yet)."""
+
+    classifier_dir: Path
+    model: TrainedModel
+    classes: np.ndarray  # student id per probability column
+    student_names: dict[str, str]
+    metadata: dict[str, Any]
+    embedding_dim: int
+    threshold: float
+    verified: bool  # hashes checked against a manifest
+    stamp: tuple[Any, ...]  # what reload_if_changed compares
+
+    @property
+    def model_version(self) -> str:
+        return str(self.metadata.get("model_version", "unknown"))
+
+
+def _stamp(classifier_dir: Path) -> tuple[Any, ...]:
+    """Cheap identity of the published files: manifest (or bundle) mtime, size and inode."""
+    for name in (MANIFEST_NAME, BUNDLE_NAME):
+        try:
+            st = (classifier_dir / name).stat()
+        except OSError:
+            continue
+        return (name, st.st_mtime_ns, st.st_size, st.st_ino)
+    return ("missing",)
+
+
+def _unpickle(data: bytes, path: Path) -> Any:
+    import joblib
+
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as err:  # any unpickling failure (version skew, damaged file)
+        raise ModelLoadError(
+            f"{path} could not be loaded ({type(err).__name__}: {err}). It may come from another scikit-learn "
+            f"version or be damaged. {FIX}"
+        ) from err
+
+
+def _n_features(obj: Any) -> int | None:
+    n = getattr(obj, "n_features_in_", None)
+    return int(n) if n is not None else None
+
+
+def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = False) -> LoadedModel:
+    """Read and check one Classifier folder. Raises :class:`ModelLoadError` saying what and what to do.
+
+    Checks: folder and files present; every file's SHA-256 and size equal the manifest
+    (before unpickling); the bundle is a dict with ``classifier``, ``scaler``,
+    ``label_encoder``, ``metadata`` (or the old bare-classifier form, with a warning);
+    embedding dimension consistent across metadata, scaler and classifier; classes equal
+    ``label_encoder_classes.npy`` and ``label_encoder.pkl``; a test prediction works.
+    """
+    from .train import TrainedModel
+
+    classifier_dir = Path(classifier_dir)
+    stamp = _stamp(classifier_dir)
+    if not classifier_dir.is_dir():
+        raise ModelLoadError(
+            f"No trained model found: the folder {classifier_dir} does not exist. Run retraining first "
+            "(python retrain_model.py), or restore the previous model (python retrain_model.py --rollback)."
+        )
+    required = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
+    missing = [n for n in required if not (classifier_dir / n).is_file()]
+    if missing:
+        raise ModelLoadError(f"Model file(s) missing in {classifier_dir}: {', '.join(missing)}. {FIX}")
+
+    manifest: dict[str, Any] | None = None
+    if (classifier_dir / MANIFEST_NAME).exists():
+        manifest = artifacts.verify_manifest(classifier_dir)
+        for name in required:
+            if name not in manifest["files"]:
+                raise ModelLoadError(f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX}")
+    elif require_manifest:
+        raise ModelLoadError(f"{classifier_dir / MANIFEST_NAME} is missing: the model files cannot be verified. {FIX}")
+    else:
+        log.warning(
+            "%s has no %s (a model from before manifests existed): its files cannot be verified. "
+            "Re-run retraining to get a verified model.", classifier_dir, MANIFEST_NAME,
+        )
+
+    def read(name: str) -> bytes:
+        if manifest is not None:
+            return artifacts.read_verified(classifier_dir, manifest, name)
+        return (classifier_dir / name).read_bytes()
+
+    # classes first: np.load without pickle cannot run code
+    try:
+        classes_file = np.load(io.BytesIO(read(CLASSES_NAME)), allow_pickle=False)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        raise ModelLoadError(f"{classifier_dir / CLASSES_NAME} is unreadable ({err}). {FIX}") from err
+    classes_file = np.asarray(classes_file).astype(str)
+
+    bundle = _unpickle(read(BUNDLE_NAME), classifier_dir / BUNDLE_NAME)
+    separate_encoder = _unpickle(read(LABEL_ENCODER_NAME), classifier_dir / LABEL_ENCODER_NAME)
+
+    if isinstance(bundle, dict):
+        absent = [k for k in BUNDLE_KEYS if k not in bundle]
+        if absent:
+            raise ModelLoadError(
+                f"{classifier_dir / BUNDLE_NAME} is missing the key(s) {', '.join(absent)} "
+                f"(expected {', '.join(BUNDLE_KEYS)}). It was not written by this retraining suite. {FIX}"
+            )
+        classifier, scaler, encoder = bundle["classifier"], bundle["scaler"], bundle["label_encoder"]
+        metadata = bundle["metadata"]
+        if not isinstance(metadata, dict):
+            raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: 'metadata' is not a dict. {FIX}")
+        metadata = dict(metadata)
+        names = dict(bundle.get("student_names") or metadata.get("students") or {})
+        threshold = bundle.get("threshold", metadata.get("threshold"))
+        legacy = False
+    elif hasattr(bundle, "predict_proba"):
+        log.warning(
+            "%s is an old-style model (a bare classifier without metadata or scaler). It still works, but its "
+            "preprocessing cannot be checked; re-run retraining to get a verified model.", classifier_dir / BUNDLE_NAME,
+        )
+        classifier, scaler, encoder = bundle, None, separate_encoder
+        metadata = {"model_version": "legacy", "created_at": None}
+        names = {}
+        threshold = LEGACY_THRESHOLD
+        legacy = True
+    else:
+        raise ModelLoadError(
+            f"{classifier_dir / BUNDLE_NAME} holds a {type(bundle).__name__}, neither a model bundle (dict) nor a "
+            f"classifier. {FIX}"
+        )
+
+    if not hasattr(encoder, "classes_") or not hasattr(classifier, "predict_proba"):
+        raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: label encoder or classifier is not fitted. {FIX}")
+    enc_classes = np.asarray(encoder.classes_).astype(str)
+    for other, where in ((classes_file, CLASSES_NAME), (np.asarray(getattr(separate_encoder, "classes_", [])).astype(str), LABEL_ENCODER_NAME)):
+        if other.shape != enc_classes.shape or not np.array_equal(other, enc_classes):
+            raise ModelLoadError(
+                f"The students in {classifier_dir / where} ({len(other)}) do not match those of the classifier "
+                f"({len(enc_classes)}): the files come from different trainings. {FIX}"
+            )
+
+    # which student each probability column stands for
+    clf_classes = np.asarray(getattr(classifier, "classes_", np.arange(len(enc_classes))))
+    if clf_classes.dtype.kind in "iu":
+        if len(clf_classes) != len(enc_classes) or clf_classes.min(initial=0) < 0 or clf_classes.max(initial=0) >= len(enc_classes):
+            raise ModelLoadError(
+                f"The classifier predicts {len(clf_classes)} classes but the label encoder has {len(enc_classes)}. {FIX}"
+            )
+        columns = enc_classes[clf_classes]
+    else:
+        columns = clf_classes.astype(str)
+        if not set(columns) <= set(enc_classes):
+            raise ModelLoadError(f"The classifier's students are not those of the label encoder. {FIX}")
+
+    # embedding dimension: metadata, embedder, scaler and classifier must agree
+    dims = {"classifier": _n_features(classifier), "scaler": _n_features(scaler)}
+    if legacy:
+        dim = dims["classifier"]
+        if dim is None:
+            raise ModelLoadError(f"Cannot tell the embedding size of the old model in {classifier_dir}. Re-run retraining.")
+        metadata["embedding_dim"] = dim
+    else:
+        try:
+            dim = int(metadata["embedding_dim"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: metadata has no valid 'embedding_dim'. {FIX}") from err
+        dims["metadata.embedder.dim"] = (metadata.get("embedder") or {}).get("dim")
+        for key in ("backend_config", "crop_size", "crop_method"):
+            if key not in metadata:
+                raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: metadata lacks '{key}'. {FIX}")
+    wrong = {k: v for k, v in dims.items() if v is not None and int(v) != dim}
+    if wrong:
+        raise ModelLoadError(
+            f"Embedding size mismatch in {classifier_dir}: metadata says {dim}, but "
+            + ", ".join(f"{k} expects {v}" for k, v in wrong.items())
+            + f". The files do not belong together. {FIX}"
+        )
+    try:
+        threshold = float(threshold)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: no valid recognition threshold in the metadata. {FIX}") from err
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: threshold {threshold} is not between 0 and 1. {FIX}")
+    if manifest is not None and not legacy and str(metadata.get("model_version")) != str(manifest["model_version"]):
+        raise ModelLoadError(
+            f"{classifier_dir}: the manifest is for model {manifest['model_version']} but the bundle is model "
+            f"{metadata.get('model_version')}. {FIX}"
+        )
+    metadata.setdefault("threshold", threshold)
+    metadata["students"] = {str(c): str(names.get(c, names.get(str(c), c))) for c in enc_classes}
+
+    open_set = None
+    if isinstance(bundle, dict) and bundle.get("open_set") is not None:
+        from .openset import OpenSetScorer
+
+        try:
+            open_set = OpenSetScorer.from_dict(bundle["open_set"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: unreadable open-set scorer ({err}). {FIX}") from err
+        if open_set.centres.shape != (len(enc_classes), dim):
+            raise ModelLoadError(
+                f"{classifier_dir / BUNDLE_NAME}: open-set centres have shape {open_set.centres.shape}, expected "
+                f"({len(enc_classes)}, {dim}). The files do not belong together. {FIX}"
+            )
+    model = TrainedModel(scaler, classifier, encoder, open_set)
+    loaded = LoadedModel(classifier_dir, model, columns, metadata["students"], metadata, dim, threshold,
+                         manifest is not None, stamp)
+    _smoke_test(loaded)
+    return loaded
+
+
+def _smoke_test(loaded: LoadedModel) -> None:
+    """One prediction on a random unit vector: the classifier really works with this scaler and size."""
+    rng = np.random.default_rng(0)
+    vec = rng.standard_normal((1, loaded.embedding_dim)).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    try:
+        proba = loaded.model.predict_proba(vec)
+    except Exception as err:
+        raise ModelLoadError(f"The model in {loaded.classifier_dir} fails to predict ({type(err).__name__}: {err}). {FIX}") from err
+    if proba.shape != (1, len(loaded.classes)) or not np.all(np.isfinite(proba)):
+        raise ModelLoadError(f"The model in {loaded.classifier_dir} gives malformed probabilities {proba.shape}. {FIX}")
+
+
+def verify_model_dir(classifier_dir: Path) -> None:
+    """The check :func:`artifacts.publish` runs on a staged model: full load + a prediction.
+
+    Builds no detector or embedder. Raises :class:`ModelLoadError`.
+    """
+    load_model_files(classifier_dir, require_manifest=True)
+
+
+# --------------------------------------------------------------------------- engines (detector + embedder)
+
+
+@dataclass(frozen=True)
+class _Engines:
+    key: tuple[Any, ...]
+    detector: Detector
+    embedder: Embedder
+    crop: CropSettings
+
+
+def _engine_key(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    cfg = metadata.get("backend_config") or {}
+    return (
+        cfg.get("detector"), cfg.get("embedder"), cfg.get("detector_model"),
+        (metadata.get("detector") or {}).get("weights_sha256"), (metadata.get("embedder") or {}).get("weights_sha256"),
+        metadata.get("crop_size"), metadata.get("crop_method"),
+    )
+
+
+def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None) -> _Engines:
+    from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
+
+    meta = loaded.metadata
+    cfg = meta.get("backend_config")
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(
+            f"The model in {loaded.classifier_dir} does not record which face detector and embedder it was trained "
+            "with (an old-style model), so faces cannot be recognised with the same preprocessing. Re-run retraining."
+        )
+    det, emb = cfg.get("detector"), cfg.get("embedder")
+    if det not in DETECTORS or emb not in EMBEDDERS:
+        raise ModelLoadError(
+            f"The model was trained with detector {det!r} / embedder {emb!r}, which this version does not know "
+            f"(known: {', '.join(DETECTORS)} / {', '.join(EMBEDDERS)}). Re-run retraining."
+        )
+    detector_model = cfg.get("detector_model")
+    if detector_model and not Path(detector_model).is_file():
+        log.warning("Detector model %s recorded in the metadata is gone; looking it up by name", detector_model)
+        detector_model = None
+    config = BackendConfig(detector=det, embedder=emb, device=device, weights_dir=weights_dir, detector_model=detector_model)
+    try:
+        detector = build_detector(config)
+        embedder = build_embedder(config)
+    except RetrainError:
+        raise
+    except Exception as err:
+        raise ModelLoadError(f"Could not start the face models ({type(err).__name__}: {err}).") from err
+    # parity: the very weights and crop the model was trained with
+    for what, obj in (("detector", detector), ("embedder", embedder)):
+        want = (meta.get(what) or {}).get("weights_sha256")
+        have = getattr(obj, "weights_sha256", None)
+        if want and have and want != have:
+            raise ModelLoadError(
+                f"The {what} weights found here (sha256 {have[:12]}…) are not those the model was trained with "
+                f"({want[:12]}…): recognition would not match training. Put the original weight file in the weights "
+                "folder, or re-run retraining with these weights."
+            )
+    if embedder.dim != loaded.embedding_dim:
+        raise ModelLoadError(
+            f"The embedder gives {embedder.dim}-d vectors but the model expects {loaded.embedding_dim}-d. Re-run retraining."
+        )
+    # the crop the embedder makes must be the one recorded at training (size, method, template…)
+    crop = embedder.crop
+    recorded = {k: meta[k] for k in crop.as_dict() if k in meta}
+    differs = {k: (v, crop.as_dict()[k]) for k, v in recorded.items() if str(v) != str(crop.as_dict()[k])}
+    if differs:
+        raise ModelLoadError(
+            "The face crops this version makes differ from those the model was trained on ("
+            + ", ".join(f"{k}: trained {a!r}, now {b!r}" for k, (a, b) in differs.items())
+            + "). Re-run retraining."
+        )
+    return _Engines(_engine_key(meta), detector, embedder, crop)
+
+
+# --------------------------------------------------------------------------- the public class
+
+
+@dataclass(frozen=True)
+class _State:
+    loaded: LoadedModel
+    engines: _Engines | None
+
+
+class FaceRecognizer:
+    """A published model, ready to recognise faces. Safe to share between threads.
+
+    Create it with :meth:`load`. ``threshold`` (0..1) overrides the model's own: higher
+    is stricter (more faces reported as "Unknown", fewer wrong names).
+    """
+
+    def __init__(self, loaded: LoadedModel, *, paths: OutputPaths | None = None, device: str = "auto",
+                 weights_dir: str | Path | None = None, threshold: float | None = None) -> None:
+        self._state = _State(loaded, None)
+        self._paths = paths
+        self.device = device
+        self.weights_dir = str(weights_dir) if weights_dir else None
+        self.threshold_override = threshold
+        self._init_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._refused_stamp: tuple[Any, ...] | None = None
+
+    @classmethod
+    def load(cls, output_root: str | Path | None = None, *, classifier_dir: str | Path | None = None,
+             device: str = "auto", weights_dir: str | Path | None = None, threshold: float | None = None,
+             require_manifest: bool = False) -> FaceRecognizer:
+        """Load and check the published model.
+
+        ``output_root``: the retraining output root (default ``$SMARTATTENDANCE_OUTPUT_ROOT`` or
+        the project root); the model is ``<root>/backend/models/Classifier``. Or give
+        ``classifier_dir`` directly. ``device``: "auto", "cpu" or "cuda" for the face models.
+        ``weights_dir``: offline folder of weight files. Raises :class:`ModelLoadError`.
+        """
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        paths: OutputPaths | None = None
+        if classifier_dir is None:
+            paths = OutputPaths.at(output_root or os.environ.get(OUTPUT_ROOT_ENV) or None)
+            directory = paths.classifier_dir
+            if not directory.is_dir():
+                _wait_or_recover(paths)
+        else:
+            directory = Path(classifier_dir)
+        loaded = load_model_files(directory, require_manifest=require_manifest)
+        log.info("Loaded model %s (%d students) from %s", loaded.model_version, len(loaded.classes), directory)
+        return cls(loaded, paths=paths, device=device, weights_dir=weights_dir, threshold=threshold)
+
+    # ---- information
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """embedding_dim, threshold (in effect), model_version, created_at, students, plus the full record."""
+        loaded = self._state.loaded
+        meta = dict(loaded.metadata)
+        meta.update(
+            embedding_dim=loaded.embedding_dim,
+            threshold=self.threshold_override if self.threshold_override is not None else loaded.threshold,
+            model_version=loaded.model_version,
+            created_at=loaded.metadata.get("created_at"),
+            students=dict(loaded.student_names),
+        )
+        return meta
+
+    @property
+    def model_version(self) -> str:
+        return self._state.loaded.model_version
+
+    @property
+    def classifier_dir(self) -> Path:
+        return self._state.loaded.classifier_dir
+
+    # ---- recognition
+    def classify(self, embeddings: np.ndarray, threshold: float | None = None, top_k: int = 3) -> list[Recognition]:
+        """N×dim L2-normalised embeddings → one :class:`Recognition` per row (``box`` None)."""
+        return self._classify(self._state, embeddings, threshold, top_k)
+
+    def embed(self, image: np.ndarray | str | Path, *, bgr: bool = True) -> tuple[list[Face], np.ndarray]:
+        """Every face in the image (largest first) and its embedding, as training computes it."""
+        faces, vectors, _ = self._embed(self._ensure_engines(), image, bgr)
+        return faces, vectors
+
+    def identify(self, image: np.ndarray | str | Path, *, threshold: float | None = None, top_k: int = 3,
+                 bgr: bool = True) -> list[Recognition]:
+        """Every face in a frame → who it is.
+
+        ``image``: an OpenCV BGR array (``bgr=False`` for RGB) or a photo path. Faces are
+        found, cropped and embedded by the same functions training uses; returns one
+        :class:`Recognition` per face, largest first (empty list: no face).
+        """
+        state = self._ensure_engines()
+        faces, vectors, _ = self._embed(state, image, bgr)
+        if not faces:
+            return []
+        results = self._classify(state, vectors, threshold, top_k)
+        return [
+            Recognition(tuple(float(v) for v in f.box), r.student_id, r.student_name, r.confidence, r.accepted,  # type: ignore[arg-type]
+                        r.top_k, float(f.score))
+            for f, r in zip(faces, results)
+        ]
+
+    def _embed(self, state: _State, image: np.ndarray | str | Path, bgr: bool) -> tuple[list[Face], np.ndarray, _State]:
+        from .faces import face_crops
+        from .images import to_rgb
+
+        if state.engines is None:
+            raise RuntimeError("face models not started (call through identify/embed)")
+        rgb = to_rgb(image, bgr=bgr)
+        found = face_crops(state.engines.detector, rgb, state.engines.crop, max_faces=None)
+        if not found.crops:
+            return [], np.zeros((0, state.loaded.embedding_dim), dtype=np.float32), state
+        vectors = state.engines.embedder.embed(np.stack(found.crops))
+        return list(found.faces[: len(found.crops)]), vectors, state
+
+    def _classify(self, state: _State, embeddings: np.ndarray, threshold: float | None, top_k: int) -> list[Recognition]:
+        from .train import top_k as best_k
+
+        loaded = state.loaded
+        X = np.asarray(embeddings, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != loaded.embedding_dim:
+            raise ValueError(f"expected N×{loaded.embedding_dim} embeddings, got shape {X.shape}")
+        if len(X) == 0:
+            return []
+        limit = threshold if threshold is not None else (
+            self.threshold_override if self.threshold_override is not None else loaded.threshold)
+        proba, _, confidence = loaded.model.recognize(X)
+        names = loaded.student_names
+        out = []
+        for ranked, conf in zip(best_k(proba, loaded.classes, max(1, top_k)), confidence):
+            cands = [Candidate(sid, names.get(sid, sid), p) for sid, p in ranked]
+            best = cands[0]
+            ok = bool(conf >= limit)
+            out.append(Recognition(None, best.student_id if ok else UNKNOWN, best.student_name if ok else UNKNOWN,
+                                   float(conf), ok, cands[:top_k]))
+        return out
+
+    def _ensure_engines(self) -> _State:
+        state = self._state
+        if state.engines is not None:
+            return state
+        with self._init_lock:
+            state = self._state
+            if state.engines is None:
+                state = _State(state.loaded, _build_engines(state.loaded, self.device, self.weights_dir))
+                self._state = state
+        return state
+
+    # ---- hot reload
+    def reload_if_changed(self) -> bool:
+        """Switch to a newly published model if there is one; True when switched.
+
+        Cheap when nothing changed (one ``stat``). A new model is fully loaded and checked
+        (and its face models started, if this instance already uses them) before the
+        switch, which is atomic for concurrent callers. A broken new model is refused and
+        logged; the current model keeps answering.
+        """
+        with self._reload_lock:
+            current = self._state
+            directory = current.loaded.classifier_dir
+            stamp = _stamp(directory)
+            if stamp == current.loaded.stamp or stamp == ("missing",) or stamp == self._refused_stamp:
+                return False
+            try:
+                loaded = load_model_files(directory, require_manifest=current.loaded.verified)
+                engines = current.engines
+                if engines is not None and engines.key != _engine_key(loaded.metadata):
+                    engines = _build_engines(loaded, self.device, self.weights_dir)
+                elif engines is not None and loaded.embedding_dim != current.loaded.embedding_dim:
+                    engines = _build_engines(loaded, self.device, self.weights_dir)
+            except (RetrainError, OSError) as err:
+                if _stamp(directory) != stamp:  # changed while we read (a publish in progress): try next time
+                    log.info("Model files changed while reloading; will retry")
+                    return False
+                self._refused_stamp = stamp
+                log.error("New model in %s refused; still serving model %s. %s", directory,
+                          current.loaded.model_version, err)
+                return False
+            self._state = _State(loaded, engines)
+            self._refused_stamp = None
+            log.info("Switched from model %s to %s", current.loaded.model_version, loaded.model_version)
+            return True
+
+
+def _wait_or_recover(paths: OutputPaths) -> None:
+    """Classifier/ is missing: wait briefly for a publish in progress, else finish an interrupted one."""
+    deadline = time.monotonic() + SWAP_WAIT_S
+    while time.monotonic() < deadline:
+        if paths.classifier_dir.is_dir():
+            return
+        if not (paths.backend_models / artifacts.JOURNAL_NAME).exists() or not artifacts.publish_in_progress(paths):
+            break
+        time.sleep(0.05)
+    if not paths.classifier_dir.is_dir():
+        try:
+            done = artifacts.recover(paths)
+        except (OSError, RetrainError) as err:
+            log.warning("Could not complete an interrupted publish: %s", err)
+            return
+        for line in done:
+            log.warning("%s", line)
+
+
+__all__ = [
+    "Candidate",
+    "FaceRecognizer",
+    "LoadedModel",
+    "Recognition",
+    "load_model_files",
+    "verify_model_dir",
+]

@@ -1,0 +1,126 @@
+"""Data-quality checks of the enrollment: which photos should the admin look at, and why.
+
+Each finding names a photo (or student) and a reason, so the admin can fix the folders:
+probable mislabels, near-duplicates across students, students with few photos, small or
+blurry faces, photos with several faces.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Fewer usable photos than this and recognition of that student is unreliable.
+MIN_RECOMMENDED_PHOTOS = 5
+#: Faces whose box is smaller than this (shorter side, px) carry little detail.
+MIN_FACE_PX = 40
+#: Variance of the Laplacian of the grey crop below this = blurred (a common sharpness measure).
+MIN_SHARPNESS = 25.0
+#: Two photos of different students this similar are probably the same person.
+NEAR_DUPLICATE_SIMILARITY = 0.97
+#: A photo farther than this many robust deviations below its student's typical similarity is an outlier.
+OUTLIER_MADS = 4.0
+#: Above this many photos the all-pairs near-duplicate check is skipped (time grows with N²).
+MAX_PAIRWISE = 20000
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # mislabel | outlier | near_duplicate | few_photos | small_face | blurry | several_faces | duplicate_file
+    path: str  # photo (or student folder id for few_photos)
+    reason: str
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey crop: low = blurred."""
+    grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
+    """Photos closer to another student's centre than to their own (probable mislabel), or
+    unusually far from their own student's other photos (outlier: wrong person, bad crop)."""
+    X = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        return []
+    sums = np.stack([X[labels == c].sum(axis=0) for c in classes])
+    counts = np.array([(labels == c).sum() for c in classes])
+    col = np.searchsorted(classes, labels)
+    centres = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    sims = X @ centres.T
+    # own centre without the photo itself (leave-one-out), so a mislabel cannot pull it
+    own_sum = sums[col] - X
+    own_norm = np.linalg.norm(own_sum, axis=1)
+    has_others = counts[col] > 1
+    own = np.where(has_others, np.einsum("ij,ij->i", X, own_sum) / np.maximum(own_norm, 1e-12), np.nan)
+    sims[np.arange(len(X)), col] = -np.inf
+    best_other = sims.argmax(axis=1)
+    other_sim = sims[np.arange(len(X)), best_other]
+    findings: list[Finding] = []
+    for i in np.flatnonzero(has_others & (other_sim > own)):
+        findings.append(Finding("mislabel", str(paths[i]),
+                                f"looks more like {classes[best_other[i]]} (similarity {other_sim[i]:.2f}) than like "
+                                f"the other photos of {labels[i]} ({own[i]:.2f}): probably in the wrong folder"))
+    flagged = {f.path for f in findings}
+    for c in classes:
+        idx = np.flatnonzero((labels == c) & has_others)
+        if len(idx) < 4:
+            continue
+        values = own[idx]
+        med = np.median(values)
+        mad = np.median(np.abs(values - med)) * 1.4826 + 1e-6
+        for i in idx[values < med - OUTLIER_MADS * mad]:
+            if str(paths[i]) not in flagged:
+                findings.append(Finding("outlier", str(paths[i]),
+                                        f"unlike the other photos of {c} (similarity {own[i]:.2f}, typical {med:.2f}): "
+                                        "another person, or a poor photo"))
+    return findings
+
+
+def near_duplicates(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path],
+                    threshold: float = NEAR_DUPLICATE_SIMILARITY) -> list[Finding]:
+    """Pairs of photos of DIFFERENT students that are nearly identical (same person twice?)."""
+    X = np.asarray(embeddings, dtype=np.float32)
+    labels = np.asarray(labels).astype(str)
+    if len(X) > MAX_PAIRWISE:
+        log.info("Near-duplicate check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
+        return []
+    findings = []
+    block = 2048
+    for start in range(0, len(X), block):
+        sims = X[start:start + block] @ X.T
+        rows, cols = np.nonzero(sims >= threshold)
+        for r, c in zip(rows, cols):
+            i = start + r
+            if c > i and labels[i] != labels[c]:
+                findings.append(Finding("near_duplicate", str(paths[i]),
+                                        f"nearly identical to {paths[c]} of {labels[c]} (similarity {sims[r, c]:.3f}): "
+                                        "the same person enrolled twice, or a photo in the wrong folder"))
+    return findings
+
+
+def photo_findings(paths: list[Path], face_sizes: list[float], sharpness_values: list[float],
+                   num_faces: list[int]) -> list[Finding]:
+    """Small faces, blurred faces and photos with several faces."""
+    out = []
+    for p, size, sharp, n in zip(paths, face_sizes, sharpness_values, num_faces):
+        if size < MIN_FACE_PX:
+            out.append(Finding("small_face", str(p), f"face only {size:.0f} px across (< {MIN_FACE_PX}): use a closer photo"))
+        if sharp < MIN_SHARPNESS:
+            out.append(Finding("blurry", str(p), f"blurred face (sharpness {sharp:.0f} < {MIN_SHARPNESS:.0f}): retake it"))
+        if n > 1:
+            out.append(Finding("several_faces", str(p), f"{n} faces in the photo; the largest was used"))
+    return out
+
+
+def few_photo_findings(counts: dict[str, int], minimum: int = MIN_RECOMMENDED_PHOTOS) -> list[Finding]:
+    return [Finding("few_photos", sid, f"only {n} usable photo(s) (< {minimum}): add more for reliable recognition")
+            for sid, n in sorted(counts.items()) if n < minimum]

@@ -1,0 +1,287 @@
+"""The backend's loader: every load check fails loudly, hot reload, threads, and training/recognition parity."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from backend.recognizer import FaceRecognizer, ModelLoadError, artifacts
+from backend.recognizer.loader import verify_model_dir
+from backend.recognizer.paths import OutputPaths
+from conftest import ORL, ROOT
+from test_artifacts import DIM, make_bundle, publish_fake
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> OutputPaths:
+    p = OutputPaths.at(tmp_path / "out")
+    publish_fake(p, "v1")
+    return p
+
+
+def rewrite(paths: OutputPaths, name: str, obj: object) -> None:
+    """Replace one Classifier file and re-sign the manifest: only the consistency checks can catch it."""
+    target = paths.classifier_dir / name
+    if name.endswith(".npy"):
+        np.save(target, obj)
+    else:
+        joblib.dump(obj, target)
+    version = artifacts.read_manifest(paths.classifier_dir)["model_version"]
+    artifacts.write_manifest(paths.classifier_dir, version)
+
+
+def test_import_is_light() -> None:
+    code = ("import sys; import backend.recognizer.loader, backend.recognizer; "
+            "heavy = [m for m in ('torch', 'insightface', 'dlib', 'facenet_pytorch', 'onnxruntime', 'sklearn') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_load_exposes_metadata_and_classifies(paths: OutputPaths) -> None:
+    rec = FaceRecognizer.load(paths.root)
+    meta = rec.metadata
+    assert meta["embedding_dim"] == DIM and meta["threshold"] == 0.5 and meta["model_version"] == "v1"
+    assert meta["created_at"] and set(meta["students"]) == {"STU001", "STU002", "STU003"}
+    _, X, y = make_bundle("v1")
+    results = rec.classify(X)
+    assert [r.student_id for r in results] == list(y)
+    assert all(r.accepted and len(r.top_k) == 3 and r.top_k[0].confidence >= r.top_k[1].confidence for r in results)
+    assert results[0].student_name == "Student 1" and results[0].box is None
+    with pytest.raises(ValueError, match="embeddings"):
+        rec.classify(np.zeros((1, DIM + 1)))
+
+
+def test_threshold_decides_unknown(tmp_path: Path) -> None:
+    paths = OutputPaths.at(tmp_path)
+    publish_fake(paths, "vague", noise=3.0)  # students overlap: no confident answers
+    _, X, _ = make_bundle("vague", noise=3.0)
+    rec = FaceRecognizer.load(paths.root)
+    override = FaceRecognizer.load(paths.root, threshold=0.99)
+    assert override.metadata["threshold"] == 0.99
+    for results in (rec.classify(X, threshold=0.99), override.classify(X)):
+        assert any(not r.accepted for r in results)
+        for r in results:
+            assert r.accepted == (r.confidence >= 0.99)
+            assert (r.student_id == r.student_name == "Unknown") == (not r.accepted)
+            assert r.top_k[0].student_id.startswith("STU") and r.top_k[0].confidence == r.confidence
+    lenient = rec.classify(X, threshold=0.0)
+    assert all(r.accepted and r.student_id == r.top_k[0].student_id for r in lenient)
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="Run retraining"):
+        FaceRecognizer.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("name", ["face_classifier_v1.pkl", "label_encoder.pkl", "label_encoder_classes.npy"])
+def test_missing_file(paths: OutputPaths, name: str) -> None:
+    (paths.classifier_dir / name).unlink()
+    with pytest.raises(ModelLoadError, match=f"missing.*{name}"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_missing_manifest_is_refused_when_required(paths: OutputPaths) -> None:
+    paths.manifest.unlink()
+    with pytest.raises(ModelLoadError, match="manifest"):
+        verify_model_dir(paths.classifier_dir)
+
+
+def test_wrong_bundle_keys(paths: OutputPaths) -> None:
+    bundle, _, _ = make_bundle("v1")
+    del bundle["scaler"], bundle["metadata"]
+    rewrite(paths, "face_classifier_v1.pkl", bundle)
+    with pytest.raises(ModelLoadError, match="missing the key.*scaler.*metadata"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_bundle_of_wrong_type(paths: OutputPaths) -> None:
+    rewrite(paths, "face_classifier_v1.pkl", ["not", "a", "model"])
+    with pytest.raises(ModelLoadError, match="neither a model bundle"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_embedding_dim_mismatch(paths: OutputPaths) -> None:
+    bundle, _, _ = make_bundle("v1")
+    bundle["metadata"] = {**bundle["metadata"], "embedding_dim": 512}
+    rewrite(paths, "face_classifier_v1.pkl", bundle)
+    with pytest.raises(ModelLoadError, match="Embedding size mismatch.*512"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_scaler_from_other_model(paths: OutputPaths) -> None:
+    bundle, _, _ = make_bundle("v1")
+    other, _, _ = make_bundle("v1", dim=8)
+    bundle["scaler"] = other["scaler"]
+    rewrite(paths, "face_classifier_v1.pkl", bundle)
+    with pytest.raises(ModelLoadError, match="scaler expects 8"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_classes_mismatch(paths: OutputPaths) -> None:
+    rewrite(paths, "label_encoder_classes.npy", np.array(["STU001", "STU002", "STU999"]))
+    with pytest.raises(ModelLoadError, match="label_encoder_classes.npy.*do not match"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_label_encoder_mismatch(paths: OutputPaths) -> None:
+    other, _, _ = make_bundle("v1", n_students=4)
+    rewrite(paths, "label_encoder.pkl", other["label_encoder"])
+    with pytest.raises(ModelLoadError, match="label_encoder.pkl.*do not match"):
+        FaceRecognizer.load(paths.root)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited"])
+def test_hash_mismatch_names_the_file(paths: OutputPaths, damage: str) -> None:
+    target = paths.bundle
+    data = target.read_bytes()
+    mid = len(data) // 2
+    target.write_bytes(data[:100] if damage == "truncated" else data[:mid] + bytes([data[mid] ^ 1]) + data[mid + 1:])
+    with pytest.raises(ModelLoadError) as info:
+        FaceRecognizer.load(paths.root)
+    assert "face_classifier_v1.pkl" in str(info.value) and "--rollback" in str(info.value)
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.write_text, (Path(_Evil.marker), "pwned"))
+
+
+def test_tampered_pickle_is_never_unpickled(paths: OutputPaths, tmp_path: Path) -> None:
+    _Evil.marker = str(tmp_path / "marker")  # type: ignore[attr-defined]
+    paths.bundle.write_bytes(pickle.dumps({"x": _Evil()}))
+    with pytest.raises(ModelLoadError, match="face_classifier_v1.pkl"):
+        FaceRecognizer.load(paths.root)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_old_bare_classifier_form_still_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    paths = OutputPaths.at(tmp_path)
+    paths.classifier_dir.mkdir(parents=True)
+    bundle, X, y = make_bundle("old")
+    joblib.dump(bundle["classifier"], paths.bundle)
+    joblib.dump(bundle["label_encoder"], paths.label_encoder)
+    np.save(paths.classes, bundle["label_encoder"].classes_)
+    rec = FaceRecognizer.load(paths.root)
+    assert "old-style model" in caplog.text and "no manifest.json" in caplog.text
+    assert rec.metadata["embedding_dim"] == DIM and rec.model_version == "legacy"
+    # no scaler in the old form: the classifier sees raw embeddings, answers are still well-formed
+    assert len(rec.classify(X[:3])) == 3
+    with pytest.raises(ModelLoadError, match="manifest"):
+        FaceRecognizer.load(paths.root, require_manifest=True)
+
+
+# --------------------------------------------------------------------------- reload & threads
+
+
+def test_reload_picks_up_new_model_and_refuses_a_broken_one(paths: OutputPaths) -> None:
+    rec = FaceRecognizer.load(paths.root)
+    _, X, _ = make_bundle("v1")
+    assert rec.reload_if_changed() is False  # nothing new
+    publish_fake(paths, "v2", n_students=4, seed=3)
+    assert rec.reload_if_changed() is True
+    assert rec.model_version == "v2" and len(rec.metadata["students"]) == 4
+    _, X2, y2 = make_bundle("v2", n_students=4, seed=3)
+    answers = [r.student_id for r in rec.classify(X2)]
+    assert answers == list(y2)
+
+    publish_fake(paths, "v3", seed=5)
+    data = paths.bundle.read_bytes()
+    paths.bundle.write_bytes(data[: len(data) // 2])  # a half-written / damaged new model
+    assert rec.reload_if_changed() is False
+    assert rec.model_version == "v2"
+    assert [r.student_id for r in rec.classify(X2)] == answers  # still serving
+    assert rec.reload_if_changed() is False  # refused once, not retried in a loop
+
+
+def test_threads_classify_same_as_serial(paths: OutputPaths) -> None:
+    rec = FaceRecognizer.load(paths.root)
+    _, X, _ = make_bundle("v1")
+    serial = [rec.classify(x) for x in X]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(rec.classify, list(X) * 4))
+    assert parallel == serial * 4
+
+
+def test_threads_share_one_lazy_engine(paths: OutputPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.recognizer import loader
+
+    built = []
+
+    def fake_build(loaded, device, weights_dir):  # noqa: ANN001
+        built.append(threading.get_ident())
+        return loader._Engines(("k",), object(), object(), None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "_build_engines", fake_build)
+    rec = FaceRecognizer.load(paths.root)
+    with ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(lambda _: rec._ensure_engines(), range(32)))
+    assert len(built) == 1 and len({id(s.engines) for s in states}) == 1
+
+
+# --------------------------------------------------------------------------- real photos (MTCNN + dlib)
+
+
+def _training_photos(n_students: int = 4, n_images: int = 2) -> list[tuple[Path, str]]:
+    return [(ORL / f"s{k}" / f"{i}.pgm", f"STU{k:03d}") for k in range(1, n_students + 1) for i in range(1, n_images + 1)]
+
+
+@pytest.fixture(scope="module")
+def live(published_root: Path) -> FaceRecognizer:
+    rec = FaceRecognizer.load(published_root, device="cpu")
+    rec._ensure_engines()
+    return rec
+
+
+def test_parity_identify_embeds_exactly_as_training(live: FaceRecognizer, published_root: Path) -> None:
+    paths = OutputPaths.at(published_root)
+    X = np.load(paths.X)
+    y = np.load(paths.y).astype(str)
+    for photo, student in _training_photos():
+        faces, vectors = live.embed(photo)
+        assert len(faces) >= 1
+        distances = np.abs(X - vectors[0]).max(axis=1)
+        row = int(np.argmin(distances))
+        assert distances[row] <= 1e-6, f"{photo}: embedding differs from training by {distances[row]}"
+        assert y[row] == student
+        assert live.identify(photo)[0].top_k[0].student_id == student
+
+
+def test_identify_accepts_bgr_frames_and_reports_every_face(live: FaceRecognizer) -> None:
+    import cv2
+
+    gray = cv2.imread(str(ORL / "s2" / "1.pgm"), cv2.IMREAD_GRAYSCALE)
+    frame = cv2.cvtColor(np.hstack([gray, np.full_like(gray, 128), cv2.imread(str(ORL / "s3" / "1.pgm"), 0)]), cv2.COLOR_GRAY2BGR)
+    frame = cv2.resize(frame, None, fx=2, fy=2)
+    results = live.identify(frame)
+    assert {r.top_k[0].student_id for r in results} >= {"STU002", "STU003"}
+    for r in results:
+        assert r.box is not None and r.detection_score is not None
+        assert (r.student_id == r.top_k[0].student_id) == r.accepted
+    assert live.identify(np.zeros((120, 120, 3), np.uint8)) == []
+
+
+def test_threads_identify_same_as_serial(live: FaceRecognizer) -> None:
+    photos = [p for p, _ in _training_photos(2, 2)]
+    serial = [live.identify(p) for p in photos]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(live.identify, photos * 2))
+    assert parallel == serial * 2
+
+
+def test_weights_differing_from_training_are_refused(copy_root: Path) -> None:
+    paths = OutputPaths.at(copy_root)
+    bundle = joblib.load(paths.bundle)
+    bundle["metadata"]["embedder"]["weights_sha256"] = "0" * 64
+    rewrite(paths, "face_classifier_v1.pkl", bundle)
+    rec = FaceRecognizer.load(copy_root, device="cpu")  # loading the classifier is fine ...
+    with pytest.raises(ModelLoadError, match="embedder weights"):
+        rec.identify(ORL / "s1" / "1.pgm")  # ... but recognition would not match training
