@@ -30,6 +30,8 @@ MAX_REJECTION = 0.10
 DEFAULT_MAX_FAR = 0.01
 #: Open-set folds: each holds out this share of the students as strangers.
 UNKNOWN_FRACTION = 0.2
+#: A threshold that keeps strangers out by turning away most students is not a solution.
+MIN_USEFUL_RECOGNITION = 0.5
 MAX_OPEN_SET_FOLDS = 5
 
 
@@ -181,8 +183,9 @@ def open_set_sweep(known_conf: np.ndarray, known_correct: np.ndarray, unknown_co
 
 def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, str, bool]:
     """The threshold with the best recognition among those whose stranger false-accept rate
-    is ≤ ``max_far`` (ties → the stricter one). Returns (threshold, reason, target reached)."""
-    ok = [r for r in sweep if r.false_accept_rate <= max_far]
+    is ≤ ``max_far`` and that still recognise at least half of the enrolled photos (ties →
+    the stricter one). Returns (threshold, reason, target reached)."""
+    ok = [r for r in sweep if r.false_accept_rate <= max_far and r.recognition_rate >= MIN_USEFUL_RECOGNITION]
     if ok:
         best = max(ok, key=lambda r: (round(r.recognition_rate, 9), r.threshold))
         return best.threshold, (
@@ -194,7 +197,8 @@ def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, 
         return DEFAULT_THRESHOLD, "no stranger measurement possible; default used.", False
     safest = min(sweep, key=lambda r: (r.false_accept_rate, -r.threshold))
     return safest.threshold, (
-        f"NO threshold keeps strangers' false accepts ≤ {max_far:.1%}: the safest, {safest.threshold:.2f}, still "
+        f"NO threshold keeps strangers' false accepts ≤ {max_far:.1%} while recognising at least "
+        f"{MIN_USEFUL_RECOGNITION:.0%} of enrolled students: the safest, {safest.threshold:.2f}, "
         f"accepts {safest.false_accept_rate:.1%} of strangers (recognising {safest.recognition_rate:.1%} of "
         "students). Add more and clearer photos per student (5-20, front-facing, good light), fix the photos "
         "listed under data quality, then retrain."

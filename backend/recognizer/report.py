@@ -174,7 +174,11 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
               f"  in use      : {s.threshold:.2f} ({s.threshold_source})",
               "  Faces below the threshold are reported as 'Unknown'. Higher = fewer strangers accepted,",
               "  more students asked to retry. Change it with --threshold or in the backend per call.",
-              "", f"SKIPPED PHOTOS ({len(s.all_skipped)})"]
+              "", f"DATA QUALITY ({len(s.findings)} findings: fix these folders/photos, then retrain)"]
+    lines += [f"  - [{f.kind}] {f.path}: {f.reason}" for f in s.findings] or ["  nothing found"]
+    if s.plots:
+        lines += ["", "PICTURES (in models/)", *(f"  {p}" for p in s.plots)]
+    lines += ["", f"SKIPPED PHOTOS ({len(s.all_skipped)})"]
     lines += [f"  - {p}: {reason}" for p, reason in s.all_skipped] or ["  none"]
     lines += ["", "TIMINGS (s)", *(f"  {k:<10} {v:8.2f}" for k, v in s.timings.items())]
     lines += ["", "ARTIFACTS", *(f"  {p}" for p in artifact_paths)]

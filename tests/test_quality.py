@@ -1,0 +1,120 @@
+"""Data-quality findings and plots on real photos: mislabel, duplicate, blur; PNGs are valid."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import OFFLINE_ARGS, ORL, make_orl_tree, tree_digest
+
+import retrain_model
+from backend.recognizer.quality import (
+    MIN_SHARPNESS,
+    few_photo_findings,
+    label_findings,
+    near_duplicates,
+    photo_findings,
+    sharpness,
+)
+
+
+@pytest.fixture(scope="module")
+def flawed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """6 students × 6 photos + one mislabelled photo + one duplicate across students."""
+    root = tmp_path_factory.mktemp("flawed")
+    data = make_orl_tree(root / "data", n_students=6, n_images=6)
+    shutil.copy2(ORL / "s1" / "8.pgm", data / "STU002_Person_2" / "from_s1.pgm")  # s1's face in s2's folder
+    shutil.copy2(data / "STU003_Person_3" / "2.pgm", data / "STU004_Person_4" / "dup.pgm")  # same file twice
+    before = tree_digest(data)
+    out = root / "out"
+    code = retrain_model.main(["--data-dir", str(data), "--output-root", str(out), "--quiet", *OFFLINE_ARGS])
+    assert code == 0
+    assert tree_digest(data) == before
+    return data, out, json.loads((out / "models" / "metrics.json").read_text())
+
+
+def _kinds_for(metrics: dict, path: Path) -> set[str]:
+    return {f["kind"] for f in metrics["data_quality"] if f["path"] == str(path)}
+
+
+def test_mislabelled_photo_is_flagged(flawed_run: tuple[Path, Path, dict]) -> None:
+    data, out, metrics = flawed_run
+    assert "mislabel" in _kinds_for(metrics, data / "STU002_Person_2" / "from_s1.pgm")
+    report = (out / "models" / "training_report.txt").read_text()
+    assert "from_s1.pgm" in report and "STU001" in report.split("from_s1.pgm")[1].splitlines()[0]
+
+
+def test_duplicate_across_students_is_flagged(flawed_run: tuple[Path, Path, dict]) -> None:
+    data, _, metrics = flawed_run
+    dup = str(data / "STU004_Person_4" / "dup.pgm")
+    assert any(dup in group for group in metrics["duplicate_photos"])
+    flagged = {f["kind"] for f in metrics["data_quality"] if dup in f["path"] or dup in f["reason"]}
+    assert "duplicate_file" in flagged
+
+
+def test_clean_photos_are_not_flagged(flawed_run: tuple[Path, Path, dict]) -> None:
+    data, _, metrics = flawed_run
+    flagged = {f["path"] for f in metrics["data_quality"] if f["kind"] in ("mislabel", "outlier", "blurry")}
+    clean = [p for p in data.rglob("*.pgm") if p.name not in ("from_s1.pgm", "dup.pgm")]
+    assert len([p for p in clean if str(p) in flagged]) <= 1
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_plots_exist_are_valid_pngs_and_referenced(flawed_run: tuple[Path, Path, dict]) -> None:
+    _, out, metrics = flawed_run
+    names = {"plots/confusion_matrix.png", "plots/threshold_curves.png", "plots/confidence_histogram.png"}
+    assert set(metrics["plots"]) == names
+    report = (out / "models" / "training_report.txt").read_text()
+    readme = (out / "models" / "MODEL_README.md").read_text()
+    for name in names:
+        w, h = _png_size(out / "models" / name)
+        assert 300 <= w <= 2500 and 250 <= h <= 2500, (name, w, h)
+        img = cv2.imread(str(out / "models" / name))
+        assert img is not None and img.std() > 5  # not a blank picture
+        assert name in report and name in readme
+
+
+def test_label_findings_on_constructed_vectors() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 16)
+    X = np.repeat(centres, 6, axis=0) + 0.05 * rng.normal(size=(24, 16))
+    X[5] = centres[2] + 0.05 * rng.normal(size=16)  # labelled class 0, looks like class 2
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.repeat(["A", "B", "C", "D"], 6)
+    paths = [Path(f"p{i}.jpg") for i in range(24)]
+    found = label_findings(X, y, paths)
+    assert [(f.kind, f.path) for f in found] == [("mislabel", "p5.jpg")]
+    assert "looks more like C" in found[0].reason
+
+
+def test_near_duplicates_only_across_students() -> None:
+    X = np.array([[1, 0], [1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    y = np.array(["A", "A", "B", "C"])
+    found = near_duplicates(X, y, [Path(f"{i}.jpg") for i in range(4)])
+    assert found == []
+    y2 = np.array(["A", "B", "B", "C"])
+    found = near_duplicates(X, y2, [Path(f"{i}.jpg") for i in range(4)])
+    assert [(f.kind, f.path) for f in found] == [("near_duplicate", "0.jpg")]
+
+
+def test_blur_small_face_and_several_faces_are_reported() -> None:
+    sharp = cv2.cvtColor(cv2.imread(str(ORL / "s1" / "1.pgm")), cv2.COLOR_BGR2RGB)
+    sharp = cv2.resize(sharp, (150, 150))
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3)
+    assert sharpness(sharp) > MIN_SHARPNESS > sharpness(blurred)
+    found = photo_findings([Path("a.jpg"), Path("b.jpg")], [120.0, 20.0], [sharpness(sharp), sharpness(blurred)], [1, 3])
+    assert {(f.kind, f.path) for f in found} == {("small_face", "b.jpg"), ("blurry", "b.jpg"), ("several_faces", "b.jpg")}
+
+
+def test_few_photos_listed() -> None:
+    assert [f.path for f in few_photo_findings({"S1": 2, "S2": 9, "S3": 4})] == ["S1", "S3"]
