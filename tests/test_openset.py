@@ -54,6 +54,10 @@ def test_sweep_rates_are_computed_from_the_scores() -> None:
     assert r.false_accept_rate == pytest.approx(0.25)  # 0.9
     assert r.rejection_rate == pytest.approx(0.25)
     assert rows[0.5].false_accept_rate == pytest.approx(0.5)
+    # 95 % upper bound: above the point estimate, and shrinking with more stranger photos
+    assert r.false_accept_upper95 > r.false_accept_rate
+    many = open_set_sweep(known_conf, known_ok, np.r_[np.zeros(399), 0.9])
+    assert next(x for x in many if x.threshold == 0.7).false_accept_upper95 < 0.02
 
 
 def _clusters(n_classes: int, per_class: int, spread: float, dim: int = 64, seed: int = 0):

@@ -52,6 +52,7 @@ class OpenSetRow:
     false_accept_rate: float  # strangers' photos accepted as any student
     misidentification_rate: float  # enrolled photos accepted as the WRONG student
     rejection_rate: float  # enrolled photos turned away (reported Unknown)
+    false_accept_upper95: float = 1.0  # one-sided 95 % upper bound (Clopper-Pearson) of false_accept_rate
 
 
 @dataclass
@@ -167,16 +168,21 @@ def _confidence_stats(values: np.ndarray) -> dict[str, float]:
 def open_set_sweep(known_conf: np.ndarray, known_correct: np.ndarray, unknown_conf: np.ndarray,
                    thresholds: tuple[float, ...] = THRESHOLDS) -> list[OpenSetRow]:
     """Recognition, stranger false-accept, misidentification and rejection rates per threshold."""
+    from scipy.stats import beta
+
     n_known, n_unknown = max(len(known_conf), 1), max(len(unknown_conf), 1)
     rows = []
     for t in thresholds:
         accepted = known_conf >= t
+        k = int((unknown_conf >= t).sum())
+        upper = 1.0 if k >= len(unknown_conf) else float(beta.ppf(0.95, k + 1, max(len(unknown_conf) - k, 1)))
         rows.append(OpenSetRow(
             threshold=t,
             recognition_rate=float((accepted & known_correct).sum() / n_known),
             false_accept_rate=float((unknown_conf >= t).sum() / n_unknown),
             misidentification_rate=float((accepted & ~known_correct).sum() / n_known),
             rejection_rate=float((~accepted).sum() / n_known),
+            false_accept_upper95=upper,
         ))
     return rows
 

@@ -84,7 +84,8 @@ def open_set_lines(ev: Evaluation) -> list[str]:
                      f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}")
     if at is not None:
         lines.append(f"  => At threshold {ev.recommended_threshold:.2f} a stranger is marked present as some student in "
-                     f"{_pct(at.false_accept_rate)} of cases (measured on {os_.n_unknown_photos} photos; target "
+                     f"{_pct(at.false_accept_rate)} of cases (measured on {os_.n_unknown_photos} photos; with 95% "
+                     f"confidence at most {_pct(at.false_accept_upper95)}; target "
                      f"<= {os_.max_far:.1%}: {'met' if os_.target_reached else 'NOT met'}).")
     return lines
 
@@ -240,6 +241,7 @@ def open_set_dict(ev: Evaluation) -> dict | None:
         "max_far": os_.max_far,
         "target_reached": os_.target_reached,
         "false_accept_rate_at_recommended": None if at is None else at.false_accept_rate,
+        "false_accept_upper95_at_recommended": None if at is None else at.false_accept_upper95,
         "recognition_rate_at_recommended": None if at is None else at.recognition_rate,
         "sweep": [asdict(r) for r in os_.sweep],
     }
@@ -261,7 +263,8 @@ def _stranger_sentence(ev: Evaluation) -> str:
     if d is None or d["false_accept_rate_at_recommended"] is None:
         return "Not measured (needs at least 3 students)."
     return (f"At the recommended threshold {ev.recommended_threshold:.2f}, {d['false_accept_rate_at_recommended']:.1%} of "
-            f"strangers' photos were accepted as some student ({d['unknown_photos']} photos of held-out students), and "
+            f"strangers' photos were accepted as some student ({d['unknown_photos']} photos of held-out students; "
+            f"with 95% confidence at most {d['false_accept_upper95_at_recommended']:.1%}), and "
             f"{d['recognition_rate_at_recommended']:.1%} of enrolled students' photos were recognised.")
 
 
