@@ -8,8 +8,10 @@ before the pipeline has touched any artifact.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -81,7 +83,12 @@ def scrfd_weights(explicit_file: str | Path | None = None, folder: str | Path | 
             from insightface.utils.storage import ensure_available
 
             log.info("Downloading the insightface '%s' model pack (first run only)…", SCRFD_PACK)
-            ensure_available("models", SCRFD_PACK, root=str(insightface_root()))
+            chatter = io.StringIO()  # insightface prints; keep our output clean and log it instead
+            try:
+                with contextlib.redirect_stdout(chatter):
+                    ensure_available("models", SCRFD_PACK, root=str(insightface_root()))
+            finally:
+                log.debug("insightface: %s", chatter.getvalue().strip())
         except Exception as err:  # requests.ConnectionError, zip errors, …
             log.debug("insightface download failed: %s", err)
         found = _first_file([pack_dir / SCRFD_FILE])
