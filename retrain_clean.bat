@@ -12,7 +12,7 @@ if not "%CODE%"=="0" (
   echo Retraining FAILED ^(exit code %CODE%^). The previous model is still in place.
   echo Read the ERROR line above and models\training_report.txt, fix the problem, then run again.
 ) else (
-  echo Retraining finished. The backend will use the new model.
+  echo Retraining finished. Restart the attendance backend ^(or let it call reload_if_changed^) to use the new model.
 )
 echo.
 pause

@@ -170,7 +170,8 @@ def run_photos(checks: Checks, recognizer, photos: list[Path], top_k: int) -> No
         for i, face in enumerate(faces, 1):
             box = ", ".join(f"{v:.0f}" for v in face.box or ())
             verdict = f"{face.student_id} ({face.student_name})" if face.accepted else "Unknown"
-            print(f"  face {i} at [{box}]: {verdict}, confidence {face.confidence:.2f}")
+            print(f"  face {i} at [{box}]: {verdict}, confidence {face.confidence:.2f} "
+                  f"(compared with the threshold; SVM probabilities of the closest students below)")
             for rank, cand in enumerate(face.top_k, 1):
                 print(f"      {rank}. {cand.student_id:<12} {cand.student_name:<24} {cand.confidence:.3f}")
     if photos:

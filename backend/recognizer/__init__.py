@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import ModelLoadError, RetrainError
+    from .errors import ImageError, ModelLoadError, RetrainError, WeightsNotFoundError
     from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
 
 _EXPORTS = {
@@ -22,6 +22,8 @@ _EXPORTS = {
     "verify_model_dir": ".loader",
     "ModelLoadError": ".errors",
     "RetrainError": ".errors",
+    "WeightsNotFoundError": ".errors",
+    "ImageError": ".errors",
 }
 
 __all__ = sorted(_EXPORTS)

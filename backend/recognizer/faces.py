@@ -97,7 +97,9 @@ class CropSettings:
         return f"similarity-5pt-{self.template}-template"
 
     def as_dict(self) -> dict[str, object]:
-        return {"crop_size": self.size, "crop_method": self.method, "crop_template": self.template}
+        return {"crop_size": self.size, "crop_method": self.method, "crop_template": self.template,
+                # by value too: editing a template's numbers must not go unnoticed by old models
+                "crop_template_points": [[round(float(v), 4) for v in pt] for pt in TEMPLATES[self.template]]}
 
 
 def reference_landmarks(size: int, template: str = "arcface") -> np.ndarray:
@@ -198,7 +200,9 @@ class ScrfdDetector:
             ) from err
         if self._model is None or not hasattr(self._model, "detect"):
             raise WeightsNotFoundError(f"{onnx_path} is not an SCRFD face detector model (insightface could not load it)")
-        self._model.prepare(ctx_id=-1, input_size=input_size, det_thresh=det_thresh)
+        # insightface resets the session to CPU when ctx_id < 0: only do that for a CPU run
+        on_gpu = any(p.startswith("CUDA") for p in (providers or []))
+        self._model.prepare(ctx_id=0 if on_gpu else -1, input_size=input_size, det_thresh=det_thresh)
         self._lock = threading.Lock()  # SCRFD caches anchors in a dict; keep calls serial
 
     def detect(self, rgb: np.ndarray) -> list[Face]:

@@ -91,7 +91,7 @@ def prior_artifacts(paths: OutputPaths) -> list[Path]:
     found = {p for p in paths.legacy_artifacts() if p.exists()}
     if paths.classifier_dir.is_dir():
         found.update(p for p in paths.classifier_dir.iterdir())
-    for p in (paths.metrics_json, paths.skipped_csv):
+    for p in (paths.metrics_json, paths.skipped_csv, paths.plots_dir):
         if p.exists():
             found.add(p)
     return sorted(found)
@@ -208,7 +208,7 @@ def run(options: RunOptions) -> RunResult:
                 },
                 "library_versions": summary.library_versions,
                 "dataset": {
-                    "data_dir": str(data_dir),
+                    "data_dir": str(Path(data_dir).resolve()),
                     "num_students": len(model.classes),
                     "num_images": len(index.records),
                     "num_embedded": len(extraction.records),

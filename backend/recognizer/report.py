@@ -290,7 +290,8 @@ Never feed the classifier raw or differently-normalised vectors: always L2-norma
 `backend/recognizer/loader.py` does all of this for you.
 
 ## Files
-- `backend/models/Classifier/face_classifier_v1.pkl` - joblib dict: `classifier`, `scaler`, `label_encoder`, `student_names`, `threshold`, `metadata`.
+- `backend/models/Classifier/face_classifier_v1.pkl` - joblib dict: `format_version`, `classifier`, `scaler`, `label_encoder`,
+  `student_names`, `threshold`, `open_set` (student centres + confidence calibrator), `metadata`.
 - `backend/models/Classifier/label_encoder.pkl`, `label_encoder_classes.npy` - the student ids, in classifier column order.
 - `backend/models/Classifier/manifest.json` - SHA-256 of every artifact; the loader refuses files that do not match.
 - `models/X.npy` (float32 N x {m['embedding_dim']}), `models/y.npy` (student ids), `models/labels.csv`.
