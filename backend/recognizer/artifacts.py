@@ -258,6 +258,11 @@ def verify_manifest(directory: Path, *, models_dir: Path | None = None) -> dict[
     """
     manifest = read_manifest(directory)
     for name, entry in sorted(manifest["files"].items()):
+        if not _safe_relative(name) or not isinstance(entry, dict):
+            raise ModelLoadError(
+                f"The model manifest {directory / MANIFEST_NAME} lists {name!r}, which is not a file inside the model "
+                f"folders: it was edited by hand or by someone else. {FIX_HINT}"
+            )
         if name.startswith(MODELS_PREFIX):
             if models_dir is None:
                 continue
@@ -273,6 +278,14 @@ def verify_manifest(directory: Path, *, models_dir: Path | None = None) -> dict[
                 f"different SHA-256): it is half-written, damaged or was replaced. {FIX_HINT}"
             )
     return manifest
+
+
+def _safe_relative(name: object) -> bool:
+    """A relative POSIX path that stays inside its folder (no absolute path, drive, ``..`` or backslash)."""
+    if not isinstance(name, str) or not name or "\\" in name or ":" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 def _current_version(classifier_dir: Path) -> str | None:
@@ -392,6 +405,8 @@ def _run_journal(paths: OutputPaths, journal: dict[str, Any]) -> PublishResult:
     for p in [stage.root] + ([archive] if archive else []):
         if not _inside(p, paths.backend_models):
             raise PublishError(f"publish journal {_journal_path(paths)} points outside {paths.backend_models}; delete it")
+    if not all(_safe_relative(rel) for rel in [*journal["old_models"], *journal["new_models"]]):
+        raise PublishError(f"publish journal {_journal_path(paths)} names files outside {paths.models_dir}; delete it")
     removed: list[Path] = []
     # 1. the current model goes into versions/<old>/ (rename: nothing is copied or lost)
     if archive is not None:
@@ -573,6 +588,23 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _boot_id() -> str | None:
+    """This boot of the machine (Linux); a lock from an earlier boot belongs to a dead run."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux clock ticks since boot): tells a reused pid from the lock's owner."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[19]  # field 22, counted after the ")" of the name
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def lock_owner(paths: OutputPaths) -> dict[str, Any] | None:
     """Who holds the retraining lock (``{"pid", "host", "started_at"}``), or None."""
     try:
@@ -589,19 +621,30 @@ def lock_owner(paths: OutputPaths) -> dict[str, Any] | None:
 def _owner_alive(owner: dict[str, Any]) -> bool:
     if owner.get("host") != socket.gethostname():
         return True  # cannot tell: assume it is running
+    boot = _boot_id()
+    if owner.get("boot_id") and boot and owner["boot_id"] != boot:
+        return False  # the machine restarted since (power cut during a run): that run is gone
     try:
-        return _pid_alive(int(owner.get("pid", -1)))
+        pid = int(owner.get("pid", -1))
     except (TypeError, ValueError):
         return False
+    if not _pid_alive(pid):
+        return False
+    started = _process_start(pid)
+    if owner.get("proc_start") and started and str(owner["proc_start"]) != started:
+        return False  # the pid now belongs to another process
+    return True
 
 
 class RetrainLock:
     """Only one retraining run publishes at a time.
 
     ``with RetrainLock(paths, timeout=60):`` creates ``paths.lock_file`` exclusively,
-    recording pid, host and start time. A second run waits up to ``timeout`` seconds,
-    then raises :class:`LockError`. A lock left by a run that no longer exists (same
-    host, pid not alive) is cleared with a warning.
+    recording pid, host and start time (and, on Linux, the boot id and the process's
+    start tick). A second run waits up to ``timeout`` seconds, then raises
+    :class:`LockError`. A lock left by a run that no longer exists (same host, and the pid
+    is not alive, or belongs to a newer process, or the machine rebooted since) is
+    cleared with a warning.
     """
 
     #: An empty/unreadable lock file older than this is a crash between create and write.
@@ -617,7 +660,8 @@ class RetrainLock:
         path = self.paths.lock_file
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started_at": _utcnow().isoformat(timespec="seconds"), "token": secrets.token_hex(8)}
+                "started_at": _utcnow().isoformat(timespec="seconds"), "token": secrets.token_hex(8),
+                "boot_id": _boot_id(), "proc_start": _process_start(os.getpid())}
         deadline = time.monotonic() + max(0.0, self.timeout)
         while True:
             try:

@@ -8,6 +8,7 @@ report. Nothing under the data folder is ever written, moved or followed outside
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import logging
 import os
@@ -87,6 +88,10 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
         if not entry.is_dir():
             index.loose_files.append(entry)
             continue
+        if entry.is_symlink():  # a student folder elsewhere: never followed outside the data folder
+            index.skipped.append((entry, "is a link to a folder; links to folders are not followed "
+                                         "(copy the photos into a real folder instead)"))
+            continue
         student_id, name, conforming = parse_folder_name(entry.name)
         if student_id in seen_ids:
             index.skipped.append((entry, f"student id {student_id} is also used by folder {seen_ids[student_id]}; rename one"))
@@ -108,7 +113,12 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
 
 def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index: DatasetIndex) -> list[ImageRecord]:
     photos: list[ImageRecord] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+
+    def unreadable(err: OSError) -> None:  # os.walk would otherwise skip the folder silently
+        where = Path(err.filename) if err.filename else folder
+        index.skipped.append((where, f"cannot open the folder ({err.strerror or err}); check its permissions"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=False):
         for d in dirnames:
             if d.startswith("."):
                 continue
@@ -125,13 +135,24 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
             try:
                 real = path.resolve(strict=True)
             except (OSError, RuntimeError) as err:  # broken link or symlink loop
-                index.skipped.append((path, f"cannot follow the link ({type(err).__name__})"))
+                index.skipped.append((path, _unfollowable(err)))
                 continue
             if path.is_symlink() and not real.is_relative_to(root_real):
                 index.skipped.append((path, "link points outside the data folder"))
                 continue
             photos.append(ImageRecord(path, student_id, name))
     return photos
+
+
+def _unfollowable(err: OSError | RuntimeError) -> str:
+    """Why a link cannot be used, in words (Python < 3.13 raises RuntimeError on a loop, later ELOOP)."""
+    if isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP:
+        return "cannot follow the link: it loops back on itself; replace it with the photo"
+    if isinstance(err, FileNotFoundError):
+        return "cannot follow the link: the file it points to does not exist (moved or deleted?)"
+    if isinstance(err, PermissionError):
+        return "cannot follow the link (permission denied)"
+    return f"cannot follow the link ({type(err).__name__}: {getattr(err, 'strerror', None) or err})"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -7,6 +7,7 @@ pipeline records it and moves on to the next photo.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -50,14 +51,13 @@ def decode_image(path: str | Path) -> np.ndarray:
         raise ImageError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is
+            # MAX_PIXELS, checked from the header before any pixel is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"image too large ({width}×{height} px); resize it below "
-                        f"{MAX_PIXELS // 1_000_000} megapixels"
-                    )
+                    raise _too_large(width, height)
                 img.load()
                 return pil_to_rgb(img)
     except ImageError:
@@ -67,9 +67,16 @@ def decode_image(path: str | Path) -> np.ndarray:
     except PermissionError as err:
         raise ImageError("cannot read the file (permission denied)") from err
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise ImageError(f"image too large ({err})") from err
+        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL: "Image size (N pixels) exceeds limit ..."
+        megapixels = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "far too many pixels"
+        limit = MAX_PIXELS // 1_000_000
+        raise ImageError(f"image too large ({megapixels}); resize it below {limit} megapixels") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated / corrupt data
         raise ImageError(f"corrupt or truncated image ({err})") from err
+
+
+def _too_large(width: int, height: int) -> ImageError:
+    return ImageError(f"image too large ({width}×{height} px); resize it below {MAX_PIXELS // 1_000_000} megapixels")
 
 
 def pil_to_rgb(img: Image.Image) -> np.ndarray:

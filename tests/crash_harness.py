@@ -1,0 +1,108 @@
+"""Run ``retrain_model.main`` in a child process that stops at a chosen point, so a test can SIGKILL it there.
+
+    python tests/crash_harness.py <point> <marker-file> [retrain_model.py arguments...]
+
+At ``<point>`` the child writes its pid to ``<marker-file>`` and then sleeps forever
+(``hold-<point>``: sleeps ``HOLD_S`` seconds, then carries on). Nothing in the product is
+changed: the hooks wrap module functions in this process only.
+
+Points, in the order a run reaches them:
+  extract        while embedding photos (the 3rd photo is being decoded)
+  train          evaluation done, the classifier about to be fitted
+  stage          every new file written to backend/models/.staging/, manifest not yet
+  swap_archived  publishing: the current Classifier/ moved to versions/, the new one not yet in place
+  swap_models    publishing: the new Classifier/ in place, models/ files only partly moved in
+  prune          publishing: everything swapped in, old versions and the journal not yet cleaned up
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HOLD_S = float(os.environ.get("CRASH_HARNESS_HOLD_S", "3"))
+POINTS = ("extract", "train", "stage", "swap_archived", "swap_models", "prune")
+
+
+def install(point: str, marker: Path) -> None:
+    from backend.recognizer import artifacts, extract, pipeline
+
+    hold = point.startswith("hold-")
+    name = point[5:] if hold else point
+    if name not in POINTS:
+        raise SystemExit(f"unknown point {point!r}; known: {', '.join(POINTS)}")
+
+    def reached() -> None:
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, marker)
+        if hold:
+            time.sleep(HOLD_S)
+            return
+        while True:
+            time.sleep(3600)
+
+    if name == "extract":
+        real_prepare = extract.prepare_crop
+        calls = {"n": 0}
+
+        def prepare_crop(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls["n"] += 1
+            if calls["n"] == 3:
+                reached()
+            return real_prepare(*args, **kwargs)
+
+        extract.prepare_crop = prepare_crop
+    elif name == "train":
+        real_fit = pipeline.fit_model
+
+        def fit_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            reached()
+            return real_fit(*args, **kwargs)
+
+        pipeline.fit_model = fit_model
+    elif name == "stage":
+        real_manifest = artifacts.write_manifest
+
+        def write_manifest(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            reached()
+            return real_manifest(*args, **kwargs)
+
+        artifacts.write_manifest = write_manifest
+    elif name == "prune":
+        real_prune = artifacts.prune_versions
+
+        def prune_versions(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            reached()
+            return real_prune(*args, **kwargs)
+
+        artifacts.prune_versions = prune_versions
+    else:  # the renames of the swap itself
+        real_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            real_replace(src, dst, *args, **kwargs)
+            s, d = Path(src), Path(dst)
+            if name == "swap_archived" and d.name == "Classifier" and d.parent.parent.name == "versions":
+                reached()
+            elif name == "swap_models" and ".staging" in s.parts and "models" in s.parts[s.parts.index(".staging"):]:
+                reached()  # the first models/ file moved from the stage: the rest are still staged
+
+        os.replace = replace  # this child process only
+
+
+def main() -> int:
+    point, marker, *argv = sys.argv[1:]
+    install(point, Path(marker))
+    import retrain_model
+
+    return retrain_model.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
