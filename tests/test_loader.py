@@ -8,12 +8,14 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import joblib
 import numpy as np
 import pytest
 
-from backend.recognizer import FaceRecognizer, ModelLoadError, artifacts
+from backend.recognizer import FaceRecognizer, ModelLoadError, artifacts, loader
+from backend.recognizer.errors import WeightsNotFoundError
 from backend.recognizer.loader import verify_model_dir
 from backend.recognizer.paths import OutputPaths
 from conftest import ORL, ROOT
@@ -216,7 +218,7 @@ def test_threads_share_one_lazy_engine(paths: OutputPaths, monkeypatch: pytest.M
 
     built = []
 
-    def fake_build(loaded, device, weights_dir):  # noqa: ANN001
+    def fake_build(loaded, device, weights_dir, allow_download=False):  # noqa: ANN001
         built.append(threading.get_ident())
         return loader._Engines(("k",), object(), object(), None)  # type: ignore[arg-type]
 
@@ -285,3 +287,20 @@ def test_weights_differing_from_training_are_refused(copy_root: Path) -> None:
     rec = FaceRecognizer.load(copy_root, device="cpu")  # loading the classifier is fine ...
     with pytest.raises(ModelLoadError, match="embedder weights"):
         rec.identify(ORL / "s1" / "1.pgm")  # ... but recognition would not match training
+
+
+def test_loader_does_not_download_weights_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend must not stall on a download at its first camera frame."""
+    seen: list[bool] = []
+
+    def fake_detector(config):  # noqa: ANN001
+        seen.append(config.allow_download)
+        raise WeightsNotFoundError("det_10g.onnx missing")
+
+    monkeypatch.setattr("backend.recognizer.backends.build_detector", fake_detector)
+    meta = {"backend_config": {"detector": "scrfd", "embedder": "facenet", "detector_model": None}}
+    fake = SimpleNamespace(metadata=meta, classifier_dir=Path("x"))
+    for kwargs, expected in (({}, False), ({"allow_download": True}, True)):
+        with pytest.raises(WeightsNotFoundError):
+            loader._build_engines(fake, "cpu", None, **kwargs)  # type: ignore[arg-type]
+        assert seen[-1] is expected

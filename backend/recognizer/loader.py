@@ -338,7 +338,8 @@ def _engine_key(metadata: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None) -> _Engines:
+def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None,
+                   allow_download: bool = False) -> _Engines:
     from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
 
     meta = loaded.metadata
@@ -358,7 +359,10 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None) ->
     if detector_model and not Path(detector_model).is_file():
         log.warning("Detector model %s recorded in the metadata is gone; looking it up by name", detector_model)
         detector_model = None
-    config = BackendConfig(detector=det, embedder=emb, device=device, weights_dir=weights_dir, detector_model=detector_model)
+    # no download by default: recognition must use the very weights training used, which are
+    # already on this machine (a download at the first camera frame would stall the backend)
+    config = BackendConfig(detector=det, embedder=emb, device=device, weights_dir=weights_dir,
+                           detector_model=detector_model, allow_download=allow_download)
     try:
         detector = build_detector(config)
         embedder = build_embedder(config)
@@ -410,8 +414,10 @@ class FaceRecognizer:
     """
 
     def __init__(self, loaded: LoadedModel, *, paths: OutputPaths | None = None, device: str = "auto",
-                 weights_dir: str | Path | None = None, threshold: float | None = None) -> None:
+                 weights_dir: str | Path | None = None, threshold: float | None = None,
+                 allow_download: bool = False) -> None:
         self._state = _State(loaded, None)
+        self.allow_download = allow_download
         self._paths = paths
         self.device = device
         self.weights_dir = str(weights_dir) if weights_dir else None
@@ -423,13 +429,15 @@ class FaceRecognizer:
     @classmethod
     def load(cls, output_root: str | Path | None = None, *, classifier_dir: str | Path | None = None,
              device: str = "auto", weights_dir: str | Path | None = None, threshold: float | None = None,
-             require_manifest: bool = False) -> FaceRecognizer:
+             require_manifest: bool = False, allow_download: bool = False) -> FaceRecognizer:
         """Load and check the published model.
 
         ``output_root``: the retraining output root (default ``$SMARTATTENDANCE_OUTPUT_ROOT`` or
         the project root); the model is ``<root>/backend/models/Classifier``. Or give
         ``classifier_dir`` directly. ``device``: "auto", "cpu" or "cuda" for the face models.
-        ``weights_dir``: offline folder of weight files. Raises :class:`ModelLoadError`.
+        ``weights_dir``: offline folder of weight files. ``allow_download``: let the detector /
+        embedder libraries download missing weights (off: the weights training used are
+        expected on this machine already). Raises :class:`ModelLoadError`.
         """
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
@@ -443,7 +451,8 @@ class FaceRecognizer:
             directory = Path(classifier_dir)
         loaded = load_model_files(directory, require_manifest=require_manifest)
         log.info("Loaded model %s (%d students) from %s", loaded.model_version, len(loaded.classes), directory)
-        return cls(loaded, paths=paths, device=device, weights_dir=weights_dir, threshold=threshold)
+        return cls(loaded, paths=paths, device=device, weights_dir=weights_dir, threshold=threshold,
+                   allow_download=allow_download)
 
     # ---- information
     @property
@@ -541,7 +550,7 @@ class FaceRecognizer:
         with self._init_lock:
             state = self._state
             if state.engines is None:
-                state = _State(state.loaded, _build_engines(state.loaded, self.device, self.weights_dir))
+                state = _State(state.loaded, _build_engines(state.loaded, self.device, self.weights_dir, self.allow_download))
                 self._state = state
         return state
 
@@ -564,9 +573,9 @@ class FaceRecognizer:
                 loaded = load_model_files(directory, require_manifest=current.loaded.verified)
                 engines = current.engines
                 if engines is not None and engines.key != _engine_key(loaded.metadata):
-                    engines = _build_engines(loaded, self.device, self.weights_dir)
+                    engines = _build_engines(loaded, self.device, self.weights_dir, self.allow_download)
                 elif engines is not None and loaded.embedding_dim != current.loaded.embedding_dim:
-                    engines = _build_engines(loaded, self.device, self.weights_dir)
+                    engines = _build_engines(loaded, self.device, self.weights_dir, self.allow_download)
             except (RetrainError, OSError) as err:
                 if _stamp(directory) != stamp:  # changed while we read (a publish in progress): try next time
                     log.info("Model files changed while reloading; will retry")
