@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify the published face recognition model and optionally run it on photos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--output-root", default=None,
-                   help="output root used by retrain_model.py (default: this project's folder)")
+    p.add_argument(
+        "--output-root", default=None, help="output root used by retrain_model.py (default: this project's folder)"
+    )
     p.add_argument("--images", nargs="+", default=[], metavar="PATH", help="photos to recognise faces in")
     p.add_argument("--folder", default=None, metavar="DIR", help="recognise faces in every photo under this folder")
     p.add_argument("--strict", action="store_true", help="exit non-zero on any warning, not only on failures")
@@ -66,8 +67,11 @@ def check_files(checks: Checks, paths) -> bool:  # noqa: ANN001 - OutputPaths
     required = [paths.bundle, paths.label_encoder, paths.classes, paths.manifest]
     missing = [p for p in required if not p.is_file()]
     if missing:
-        checks.fail("model files missing: " + ", ".join(str(p) for p in missing)
-                    + ". Run python retrain_model.py (or --rollback to restore the previous model).")
+        checks.fail(
+            "model files missing: "
+            + ", ".join(str(p) for p in missing)
+            + ". Run python retrain_model.py (or --rollback to restore the previous model)."
+        )
         return False
     checks.ok(f"model files present in {paths.classifier_dir}")
     for p in (paths.X, paths.y):
@@ -118,8 +122,10 @@ def check_embeddings(checks: Checks, recognizer, paths, sample: int) -> None:  #
         else:
             drift = float(np.max(np.abs(mean - X.mean(axis=0))) / max(float(np.median(scale)), 1e-12))
             if drift > 0.25:
-                checks.warn(f"scaler mean differs from the stored embeddings' mean ({drift:.2f} std): "
-                            "X.npy may not be the data this model was trained on")
+                checks.warn(
+                    f"scaler mean differs from the stored embeddings' mean ({drift:.2f} std): "
+                    "X.npy may not be the data this model was trained on"
+                )
             else:
                 checks.ok(f"scaler statistics finite and consistent with X.npy (max drift {drift:.3f} std)")
 
@@ -130,8 +136,10 @@ def check_embeddings(checks: Checks, recognizer, paths, sample: int) -> None:  #
     top1 = np.array([r.top_k[0].student_id for r in results])
     agreement = float(np.mean(top1 == y[rows]))
     accepted = float(np.mean([r.accepted for r in results]))
-    message = (f"classify on {len(rows)} stored embeddings: {agreement:.1%} agree with y.npy, "
-               f"{accepted:.1%} above the threshold {recognizer.metadata['threshold']:.2f}")
+    message = (
+        f"classify on {len(rows)} stored embeddings: {agreement:.1%} agree with y.npy, "
+        f"{accepted:.1%} above the threshold {recognizer.metadata['threshold']:.2f}"
+    )
     if agreement < AGREEMENT_FAIL:
         checks.fail(message + ". The model does not recognise its own training photos: re-run retraining.")
     elif agreement < AGREEMENT_WARN:
@@ -145,7 +153,9 @@ def photo_list(images: list[str], folder: str | None) -> list[Path]:
 
     out = [Path(p) for p in images]
     if folder:
-        out += sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith("."))
+        out += sorted(
+            p for p in Path(folder).rglob("*") if p.is_file() and is_image_name(p) and not p.name.startswith(".")
+        )
     return out
 
 
@@ -170,8 +180,10 @@ def run_photos(checks: Checks, recognizer, photos: list[Path], top_k: int) -> No
         for i, face in enumerate(faces, 1):
             box = ", ".join(f"{v:.0f}" for v in face.box or ())
             verdict = f"{face.student_id} ({face.student_name})" if face.accepted else "Unknown"
-            print(f"  face {i} at [{box}]: {verdict}, confidence {face.confidence:.2f} "
-                  f"(compared with the threshold; SVM probabilities of the closest students below)")
+            print(
+                f"  face {i} at [{box}]: {verdict}, confidence {face.confidence:.2f} "
+                f"(compared with the threshold; SVM probabilities of the closest students below)"
+            )
             for rank, cand in enumerate(face.top_k, 1):
                 print(f"      {rank}. {cand.student_id:<12} {cand.student_name:<24} {cand.confidence:.3f}")
     if photos:
@@ -180,7 +192,9 @@ def run_photos(checks: Checks, recognizer, photos: list[Path], top_k: int) -> No
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from backend.recognizer.errors import ModelLoadError
     from backend.recognizer.loader import FaceRecognizer
     from backend.recognizer.paths import OutputPaths
@@ -191,14 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     if check_files(checks, paths):
         check_manifest(checks, paths)
         try:
-            recognizer = FaceRecognizer.load(paths.root, device=args.device, weights_dir=args.weights_dir,
-                                             require_manifest=True)
+            recognizer = FaceRecognizer.load(
+                paths.root, device=args.device, weights_dir=args.weights_dir, require_manifest=True
+            )
         except ModelLoadError as err:
             checks.fail(f"load: {err}")
         else:
             meta = recognizer.metadata
-            checks.ok(f"loaded model {meta['model_version']} (created {meta.get('created_at')}): "
-                      f"{len(meta['students'])} students, {meta['embedding_dim']}-d embeddings, threshold {meta['threshold']:.2f}")
+            checks.ok(
+                f"loaded model {meta['model_version']} (created {meta.get('created_at')}): "
+                f"{len(meta['students'])} students, {meta['embedding_dim']}-d embeddings, threshold {meta['threshold']:.2f}"
+            )
             check_embeddings(checks, recognizer, paths, args.sample)
             photos = photo_list(args.images, args.folder)
             if args.folder and not Path(args.folder).is_dir():
@@ -209,9 +226,13 @@ def main(argv: list[str] | None = None) -> int:
             run_photos(checks, recognizer, [p for p in photos if p.exists()], args.top_k)
     c = checks.counts
     failed = c["FAIL"] > 0 or (args.strict and c["WARN"] > 0)
-    print(f"\nSummary: {c['PASS']} passed, {c['WARN']} warning(s), {c['FAIL']} failed -> {'FAIL' if failed else 'PASS'}")
+    print(
+        f"\nSummary: {c['PASS']} passed, {c['WARN']} warning(s), {c['FAIL']} failed -> {'FAIL' if failed else 'PASS'}"
+    )
     if failed and c["FAIL"]:
-        print("Fix: re-run retraining (python retrain_model.py) or restore the previous model (python retrain_model.py --rollback).")
+        print(
+            "Fix: re-run retraining (python retrain_model.py) or restore the previous model (python retrain_model.py --rollback)."
+        )
     return 1 if failed else 0
 
 

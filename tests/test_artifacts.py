@@ -13,18 +13,18 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from conftest import tree_digest
 
 from backend.recognizer import artifacts
 from backend.recognizer.errors import LockError, ModelLoadError, PublishError
 from backend.recognizer.loader import load_model_files, verify_model_dir
 from backend.recognizer.paths import OutputPaths
 from backend.recognizer.train import TrainedModel, fit_model
-from conftest import tree_digest
 
 DIM = 16
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fitted(n_students: int, dim: int, seed: int, noise: float) -> tuple[TrainedModel, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_students, dim))
@@ -34,21 +34,31 @@ def _fitted(n_students: int, dim: int, seed: int, noise: float) -> tuple[Trained
     return fit_model(X, y), X, y
 
 
-def make_bundle(version: str, n_students: int = 3, dim: int = DIM, seed: int = 0,
-                noise: float = 0.05) -> tuple[dict, np.ndarray, np.ndarray]:
+def make_bundle(
+    version: str, n_students: int = 3, dim: int = DIM, seed: int = 0, noise: float = 0.05
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """A real (tiny) bundle as the pipeline writes it, trained on random unit vectors (noise: class overlap)."""
     model, X, y = _fitted(n_students, dim, seed, noise)
     names = {sid: f"Student {sid[-1]}" for sid in model.classes}
     bundle = {
-        "format_version": 1, "classifier": model.classifier, "scaler": model.scaler,
-        "label_encoder": model.label_encoder, "student_names": names, "threshold": 0.5,
+        "format_version": 1,
+        "classifier": model.classifier,
+        "scaler": model.scaler,
+        "label_encoder": model.label_encoder,
+        "student_names": names,
+        "threshold": 0.5,
         "metadata": {
-            "model_version": version, "created_at": "2026-01-01T00:00:00+00:00", "embedding_dim": dim,
-            "threshold": 0.5, "normalisation": "l2",
+            "model_version": version,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "embedding_dim": dim,
+            "threshold": 0.5,
+            "normalisation": "l2",
             "detector": {"name": "mtcnn", "model_file": None, "weights_sha256": None},
             "embedder": {"name": "fake", "weights_sha256": None, "dim": dim},
             "backend_config": {"detector": "mtcnn", "embedder": "dlib", "detector_model": None},
-            "crop_size": 150, "crop_method": "similarity-5pt-arcface-template", "students": names,
+            "crop_size": 150,
+            "crop_method": "similarity-5pt-arcface-template",
+            "students": names,
         },
     }
     return bundle, X, y
@@ -67,8 +77,12 @@ def make_stage(paths: OutputPaths, version: str | None = None, **kw) -> artifact
     return stage
 
 
-def publish_fake(paths: OutputPaths, version: str | None = None, keep_versions: int = 1, **kw) -> artifacts.PublishResult:
-    return artifacts.publish(paths, make_stage(paths, version, **kw), verify=verify_model_dir, keep_versions=keep_versions)
+def publish_fake(
+    paths: OutputPaths, version: str | None = None, keep_versions: int = 1, **kw
+) -> artifacts.PublishResult:
+    return artifacts.publish(
+        paths, make_stage(paths, version, **kw), verify=verify_model_dir, keep_versions=keep_versions
+    )
 
 
 def current_version(paths: OutputPaths) -> str:
@@ -92,13 +106,25 @@ def test_version_ids_are_unique_and_sortable() -> None:
 def test_first_publish_writes_everything_and_manifest_covers_it(paths: OutputPaths) -> None:
     result = publish_fake(paths, "v1")
     assert result.version == "v1" and result.archived_to is None and result.removed == []
-    for p in (paths.bundle, paths.label_encoder, paths.classes, paths.manifest, paths.X, paths.y,
-              paths.models_dir / "plots" / "cm.png"):
+    for p in (
+        paths.bundle,
+        paths.label_encoder,
+        paths.classes,
+        paths.manifest,
+        paths.X,
+        paths.y,
+        paths.models_dir / "plots" / "cm.png",
+    ):
         assert p.is_file() and p in result.published
     manifest = artifacts.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
     assert manifest["format"] == 1 and manifest["model_version"] == "v1"
-    assert {"face_classifier_v1.pkl", "label_encoder.pkl", "label_encoder_classes.npy", "models/X.npy",
-            "models/plots/cm.png"} <= set(manifest["files"])
+    assert {
+        "face_classifier_v1.pkl",
+        "label_encoder.pkl",
+        "label_encoder_classes.npy",
+        "models/X.npy",
+        "models/plots/cm.png",
+    } <= set(manifest["files"])
     assert not paths.staging_dir.exists()
     assert not (paths.backend_models / artifacts.JOURNAL_NAME).exists()
     assert load_model_files(paths.classifier_dir).model_version == "v1"
@@ -229,7 +255,9 @@ def test_interrupted_publish_is_recovered(paths: OutputPaths, monkeypatch: pytes
     assert current_version(paths) == "v3"
 
 
-def test_loader_finishes_interrupted_publish_when_classifier_missing(paths: OutputPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loader_finishes_interrupted_publish_when_classifier_missing(
+    paths: OutputPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from backend.recognizer.loader import FaceRecognizer
 
     publish_fake(paths, "v1")
@@ -306,7 +334,9 @@ def test_lock_blocks_a_second_run_then_frees(paths: OutputPaths) -> None:
 def test_stale_lock_from_dead_process_is_cleared(paths: OutputPaths, caplog: pytest.LogCaptureFixture) -> None:
     import socket
 
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(proc.stdout)
     paths.lock_file.parent.mkdir(parents=True)
     paths.lock_file.write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(), "started_at": "earlier"}))

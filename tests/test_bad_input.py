@@ -59,8 +59,12 @@ KINDS: list[Kind] = [
     Kind("folder_named_jpg", f"{ADA}/album.jpg", "skipped", "folder named like a photo"),
     Kind("tiny_20x20", f"{ADA}/tiny.png", "skipped", "too small"),
     Kind("no_face_gradient", f"{ADA}/gradient.jpg", "skipped", "no face found"),
-    Kind("decompression_bomb_png", f"{ADA}/bomb.png", "skipped",
-         "image too large (400 megapixels); resize it below 100 megapixels"),
+    Kind(
+        "decompression_bomb_png",
+        f"{ADA}/bomb.png",
+        "skipped",
+        "image too large (400 megapixels); resize it below 100 megapixels",
+    ),
     Kind("symlink_loop", f"{ADA}/loop.jpg", "skipped", "cannot follow the link: it loops back on itself"),
     Kind("symlink_ping_pong", f"{ADA}/ping.jpg", "skipped", "cannot follow the link: it loops back on itself"),
     Kind("dangling_symlink", f"{ADA}/dangling.jpg", "skipped", "the file it points to does not exist"),
@@ -116,6 +120,7 @@ def _rgb(path: Path) -> Image.Image:
 
 def _png_bomb(path: Path, side: int = 20000) -> None:
     """A 400-megapixel greyscale PNG of a few hundred bytes (header says 20000×20000)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -139,7 +144,7 @@ def build_corpus(base: Path) -> Path:
     _rgb(ada_src[4]).convert("L").save(ada / "gray.png")
     rgba = np.array(_rgb(ada_src[5]).convert("RGBA"))
     yy, xx = np.mgrid[: rgba.shape[0], : rgba.shape[1]]
-    rgba[..., 3] = np.where((xx - 125) ** 2 + (yy - 125) ** 2 < 115 ** 2, 255, 0)  # transparent background
+    rgba[..., 3] = np.where((xx - 125) ** 2 + (yy - 125) ** 2 < 115**2, 255, 0)  # transparent background
     Image.fromarray(rgba).save(ada / "rgba.png")
     _rgb(ada_src[6]).convert("P", palette=Image.Palette.ADAPTIVE).save(ada / "palette.png")
     Image.fromarray(np.asarray(_rgb(ada_src[7]).convert("L")).astype(np.uint16) * 257).save(ada / "sixteen.png")
@@ -170,7 +175,8 @@ def build_corpus(base: Path) -> Path:
     Image.fromarray(np.full((20, 20, 3), 128, np.uint8)).save(ada / "tiny.png")
     yy, xx = np.mgrid[0:300, 0:400]
     Image.fromarray(np.dstack([xx * 255 // 399, yy * 255 // 299, np.full_like(xx, 90)]).astype(np.uint8)).save(
-        ada / "gradient.jpg", quality=95)
+        ada / "gradient.jpg", quality=95
+    )
     _png_bomb(ada / "bomb.png")
     # links
     os.symlink("loop.jpg", ada / "loop.jpg")
@@ -265,8 +271,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     metrics_file = OutputPaths.at(out).metrics_json
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.exists() else {}
     skipped = {d["path"]: d["reason"] for d in metrics.get("skipped", [])}
-    return Run(base, data, out, code, so.getvalue(), se.getvalue(), metrics, skipped, before, outside_before,
-               root_before)
+    return Run(
+        base, data, out, code, so.getvalue(), se.getvalue(), metrics, skipped, before, outside_before, root_before
+    )
 
 
 def test_corpus_covers_the_issue() -> None:
@@ -479,8 +486,9 @@ def _in_child_as(uid: int, gid: int, fn) -> dict[str, str]:  # noqa: ANN001
     return json.loads(payload.decode("utf-8"))
 
 
-def test_only_one_usable_student_because_the_others_all_fail(tmp_path: Path, copy_root: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_only_one_usable_student_because_the_others_all_fail(
+    tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Two folders, but one holds only broken photos: clear error, previous model kept and loadable."""
     from backend.recognizer import FaceRecognizer
 
@@ -492,6 +500,7 @@ def test_only_one_usable_student_because_the_others_all_fail(tmp_path: Path, cop
     (data / "STU002_Broken" / "a.jpg").write_bytes(b"")
     (data / "STU002_Broken" / "b.jpg").write_bytes(b"not a jpeg")
     before_data = tree_digest(data)
+
     # everything the backend and rollback use; models/cache/ (the embedding cache, a disposable accelerator) may
     # be refreshed by any run
     def published(root: Path) -> dict[str, str]:
@@ -541,9 +550,12 @@ def test_pixel_limit_is_ours_not_pils(tmp_path: Path, monkeypatch: pytest.Monkey
         images.decode_image(tmp_path / "50.png")  # PIL's own refusal, same advice
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.duplicate_groups hashes every indexed file, so two empty (or "
-                   "identical broken) files in different students are reported as a duplicate photo; fix belongs "
-                   "in pipeline.py")
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline.duplicate_groups hashes every indexed file, so two empty (or "
+    "identical broken) files in different students are reported as a duplicate photo; fix belongs "
+    "in pipeline.py",
+)
 def test_unusable_files_are_not_reported_as_duplicate_photos(run: Run) -> None:
     for group in run.metrics["duplicate_photos"]:
         assert not all(p in run.skipped for p in group), group
@@ -554,14 +566,30 @@ def test_unusable_files_are_not_reported_as_duplicate_photos(run: Run) -> None:
 PRODUCT_FILES = [*sorted((ROOT / "backend").rglob("*.py")), ROOT / "retrain_model.py", ROOT / "test_retrained_model.py"]
 
 
-@pytest.mark.parametrize("needle", [r"\bsubprocess\b", r"\bos\.system\b", r"\bos\.popen\b", r"shell\s*=\s*True",
-                                    r"\bos\.exec", r"\bos\.spawn", r"(?<![\w.])eval\(", r"(?<![\w.])exec\(",
-                                    r"\bpty\b", r"\bcommands\b"])
+@pytest.mark.parametrize(
+    "needle",
+    [
+        r"\bsubprocess\b",
+        r"\bos\.system\b",
+        r"\bos\.popen\b",
+        r"shell\s*=\s*True",
+        r"\bos\.exec",
+        r"\bos\.spawn",
+        r"(?<![\w.])eval\(",
+        r"(?<![\w.])exec\(",
+        r"\bpty\b",
+        r"\bcommands\b",
+    ],
+)
 def test_product_code_runs_no_shell_or_program(needle: str) -> None:
     import re
 
-    hits = [f"{p.relative_to(ROOT)}:{n}" for p in PRODUCT_FILES
-            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if re.search(needle, line)]
+    hits = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in PRODUCT_FILES
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(needle, line)
+    ]
     assert not hits, f"{needle} in product code: {hits}"
 
 

@@ -22,7 +22,8 @@ from backend.recognizer.paths import OutputPaths
 
 
 def test_second_run_is_refused_clearly_then_waits_with_wait(
-        tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = OutputPaths.at(copy_root)
     data = tiny_tree(tmp_path / "data")
     old_version = FaceRecognizer.load(copy_root).model_version
@@ -40,8 +41,9 @@ def test_second_run_is_refused_clearly_then_waits_with_wait(
         assert tree_digest(paths.backend_models / "Classifier") == before
         assert json.loads(paths.lock_file.read_text())["pid"] == a.pid  # B did not take or drop A's lock
         # run B with --wait: waits for A to publish, then publishes its own model on top
-        code = retrain_model.main(["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", "--wait", "300",
-                                   *OFFLINE_ARGS])
+        code = retrain_model.main(
+            ["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", "--wait", "300", *OFFLINE_ARGS]
+        )
         assert code == 0, capsys.readouterr().err[-3000:]
     finally:
         if a.poll() is None:
@@ -57,10 +59,12 @@ def test_second_run_is_refused_clearly_then_waits_with_wait(
 
 def _lock_holder(paths: OutputPaths) -> subprocess.Popen:
     """A real process that takes the retraining lock and keeps it (until killed)."""
-    code = ("import sys, time; from backend.recognizer.artifacts import RetrainLock; "
-            "from backend.recognizer.paths import OutputPaths; "
-            "RetrainLock(OutputPaths.at(sys.argv[1]), timeout=0).acquire(); print('locked', flush=True); "
-            "time.sleep(600)")
+    code = (
+        "import sys, time; from backend.recognizer.artifacts import RetrainLock; "
+        "from backend.recognizer.paths import OutputPaths; "
+        "RetrainLock(OutputPaths.at(sys.argv[1]), timeout=0).acquire(); print('locked', flush=True); "
+        "time.sleep(600)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(paths.root)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
@@ -91,8 +95,14 @@ def test_lock_whose_pid_now_belongs_to_someone_else_is_stale(tmp_path: Path, cas
     paths = OutputPaths.at(tmp_path / "out")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        info = {"pid": other.pid, "host": socket.gethostname(), "started_at": "earlier", "token": "x",
-                "boot_id": artifacts._boot_id(), "proc_start": artifacts._process_start(other.pid)}
+        info = {
+            "pid": other.pid,
+            "host": socket.gethostname(),
+            "started_at": "earlier",
+            "token": "x",
+            "boot_id": artifacts._boot_id(),
+            "proc_start": artifacts._process_start(other.pid),
+        }
         paths.lock_file.parent.mkdir(parents=True)
         paths.lock_file.write_text(json.dumps(info))
         assert artifacts.publish_in_progress(paths)  # the genuine owner: alive

@@ -48,16 +48,31 @@ def tiny_tree(dst: Path) -> Path:
     return dst
 
 
-def start_child(point: str, data: Path, root: Path, workdir: Path, *extra: str,
-                env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path, Path]:
+def start_child(
+    point: str, data: Path, root: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, Path, Path]:
     """Start retrain_model.py in a child that stops at ``point`` (see crash_harness.py)."""
     marker = workdir / f"{point}.reached"
     log = workdir / f"{point}.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, str(HARNESS), point, str(marker), "--data-dir", str(data), "--output-root", str(root),
-             "--quiet", *OFFLINE_ARGS, *extra],
-            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            [
+                sys.executable,
+                str(HARNESS),
+                point,
+                str(marker),
+                "--data-dir",
+                str(data),
+                "--output-root",
+                str(root),
+                "--quiet",
+                *OFFLINE_ARGS,
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     return proc, marker, log
 
@@ -66,8 +81,10 @@ def wait_until_reached(proc: subprocess.Popen, marker: Path, log: Path, point: s
     deadline = time.monotonic() + MARKER_TIMEOUT_S
     while not marker.exists():
         if proc.poll() is not None:
-            pytest.fail(f"the child ended (exit {proc.returncode}) before reaching {point}:\n"
-                        + log.read_text(errors="replace")[-4000:])
+            pytest.fail(
+                f"the child ended (exit {proc.returncode}) before reaching {point}:\n"
+                + log.read_text(errors="replace")[-4000:]
+            )
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
@@ -76,8 +93,9 @@ def wait_until_reached(proc: subprocess.Popen, marker: Path, log: Path, point: s
     assert int(marker.read_text()) == proc.pid
 
 
-def start_until(point: str, data: Path, root: Path, workdir: Path, *extra: str,
-                env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path, Path]:
+def start_until(
+    point: str, data: Path, root: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, Path, Path]:
     """Start retrain_model.py in a child stopped at ``point``; return once it is there."""
     proc, marker, log = start_child(point, data, root, workdir, *extra, env=env)
     wait_until_reached(proc, marker, log, point)
@@ -113,8 +131,15 @@ def killed(tmp_path_factory: pytest.TempPathFactory, published_root: Path) -> di
             root = base / point
             shutil.copytree(published_root, root, symlinks=True)
             paths = OutputPaths.at(root)
-            out[point] = Killed(root, data, 0, _version(paths), tree_digest(paths.classifier_dir),
-                                _models_digest(paths), tree_digest(data))
+            out[point] = Killed(
+                root,
+                data,
+                0,
+                _version(paths),
+                tree_digest(paths.classifier_dir),
+                _models_digest(paths),
+                tree_digest(data),
+            )
             running[point] = start_child(point, data, root, base)
         for point, (proc, marker, log) in running.items():
             wait_until_reached(proc, marker, log, point)
@@ -139,7 +164,8 @@ def _version(paths: OutputPaths) -> str:
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_sigkill_leaves_a_loadable_model_and_the_next_run_succeeds(
-        point: str, killed: dict[str, Killed], capsys: pytest.CaptureFixture[str]) -> None:
+    point: str, killed: dict[str, Killed], capsys: pytest.CaptureFixture[str]
+) -> None:
     k = killed[point]
     copy_root, data, old_version = k.root, k.data, k.old_version
     paths = OutputPaths.at(copy_root)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_orl_tree, tree_digest
 from PIL import Image
 
 from backend.recognizer.dataset import index_dataset, parse_folder_name, write_labels_csv
 from backend.recognizer.errors import DatasetError
 from backend.recognizer.images import decode_image
-from conftest import make_orl_tree, tree_digest
 
 
 def _photo(path: Path, seed: int = 0, fmt: str | None = None) -> Path:
@@ -54,8 +54,19 @@ def messy(tmp_path: Path) -> Path:
     data = tmp_path / "processed"
     alice = data / "STU001_Alice_Smith"
     for i, name in enumerate(["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.bmp", "f.WEBP", "g.tif", "h.TIFF"]):
-        _photo(alice / name, i, fmt={"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WEBP",
-                                    "tif": "TIFF", "tiff": "TIFF"}[name.rsplit(".", 1)[1].lower()])
+        _photo(
+            alice / name,
+            i,
+            fmt={
+                "jpg": "JPEG",
+                "jpeg": "JPEG",
+                "png": "PNG",
+                "bmp": "BMP",
+                "webp": "WEBP",
+                "tif": "TIFF",
+                "tiff": "TIFF",
+            }[name.rsplit(".", 1)[1].lower()],
+        )
     _photo(alice / "2024" / "i.jpg", 20)  # photos in a sub-folder count
     (alice / "notes.txt").write_text("not a photo")
     (alice / "scan.pdf").write_bytes(b"%PDF-1.4")
@@ -112,8 +123,10 @@ def test_index_messy_tree(messy: Path) -> None:
 
     photos = {str(r.path.relative_to(messy)) for r in index.records}
     alice = {p for p in photos if p.startswith("STU001_Alice_Smith/")}
-    assert alice == {f"STU001_Alice_Smith/{n}" for n in
-                     ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.bmp", "f.WEBP", "g.tif", "h.TIFF", "2024/i.jpg"]}
+    assert alice == {
+        f"STU001_Alice_Smith/{n}"
+        for n in ["a.jpg", "b.JPG", "c.Jpeg", "d.PNG", "e.bmp", "f.WEBP", "g.tif", "h.TIFF", "2024/i.jpg"]
+    }
     assert by_id["STU001"].num_images == 9
     assert by_id["Bob Jones"].num_images == 2
     assert by_id["STU003"].num_images == 2
@@ -150,7 +163,7 @@ def test_duplicate_student_id_is_skipped(tmp_path: Path) -> None:
     _photo(tmp_path / "STU001_Alicia" / "1.jpg", 1)
     index = index_dataset(tmp_path)
     assert [s.folder for s in index.students] == ["STU001_Alice"]
-    (path, why), = index.skipped
+    ((path, why),) = index.skipped
     assert path.name == "STU001_Alicia" and "STU001" in why and "STU001_Alice" in why
 
 
@@ -187,7 +200,10 @@ def test_index_real_orl_tree(tmp_path: Path) -> None:
     data = make_orl_tree(tmp_path / "processed", n_students=3, n_images=4)
     index = index_dataset(data)
     assert [(s.student_id, s.student_name, s.num_images) for s in index.students] == [
-        ("STU001", "Person 1", 4), ("STU002", "Person 2", 4), ("STU003", "Person 3", 4)]
+        ("STU001", "Person 1", 4),
+        ("STU002", "Person 2", 4),
+        ("STU003", "Person 3", 4),
+    ]
     assert len(index.records) == 12 and not index.skipped and not index.ignored_files
     assert all(r.path.suffix == ".pgm" for r in index.records)
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import LFW, ORL, require_shared_data
 
 from backend.recognizer.backends import BackendConfig, build_embedder
 from backend.recognizer.embedder import DlibEmbedder, FaceNetEmbedder, l2_normalize
@@ -20,7 +21,6 @@ from backend.recognizer.errors import WeightsNotFoundError
 from backend.recognizer.faces import MtcnnDetector, face_crops
 from backend.recognizer.images import decode_image
 from backend.recognizer.weights import FACENET_FILE, dlib_weights
-from conftest import LFW, ORL, require_shared_data
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,9 @@ def reference_rgb(reference_model, rgb_crops: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- FaceNet
 
 
-def test_facenet_output_shape_dtype_unit_norm(facenet: FaceNetEmbedder, ours_rgb: np.ndarray,
-                                              rgb_crops: np.ndarray) -> None:
+def test_facenet_output_shape_dtype_unit_norm(
+    facenet: FaceNetEmbedder, ours_rgb: np.ndarray, rgb_crops: np.ndarray
+) -> None:
     out = ours_rgb
     assert out.shape == (2, 512) and out.dtype == np.float32
     assert facenet.dim == 512 and facenet.crop.size == 160
@@ -121,16 +122,18 @@ def test_facenet_output_shape_dtype_unit_norm(facenet: FaceNetEmbedder, ours_rgb
     np.testing.assert_allclose(again[0], out[1], atol=1e-5)
 
 
-def test_facenet_loads_with_and_without_logits(facenet: FaceNetEmbedder, facenet_files: dict[str, Path],
-                                              ours_rgb: np.ndarray, rgb_crops: np.ndarray) -> None:
+def test_facenet_loads_with_and_without_logits(
+    facenet: FaceNetEmbedder, facenet_files: dict[str, Path], ours_rgb: np.ndarray, rgb_crops: np.ndarray
+) -> None:
     # ``facenet`` was loaded from the classify=True state_dict (logits.* present)
     plain = FaceNetEmbedder(facenet_files["plain"], device="cpu")
     np.testing.assert_allclose(plain.embed(rgb_crops[:1]), ours_rgb[:1], atol=1e-5)
     assert plain.weights_sha256 != facenet.weights_sha256
 
 
-def test_facenet_standardisation_equals_facenet_pytorch(ours_rgb: np.ndarray, reference_rgb: np.ndarray,
-                                                         reference_model, rgb_crops: np.ndarray) -> None:
+def test_facenet_standardisation_equals_facenet_pytorch(
+    ours_rgb: np.ndarray, reference_rgb: np.ndarray, reference_model, rgb_crops: np.ndarray
+) -> None:
     # the loaded weights are the saved ones and the input is standardised exactly like facenet-pytorch
     np.testing.assert_allclose(ours_rgb, reference_rgb, atol=1e-5)
     # the check is sensitive: another common standardisation gives other vectors
@@ -138,8 +141,9 @@ def test_facenet_standardisation_equals_facenet_pytorch(ours_rgb: np.ndarray, re
     assert np.abs(other - ours_rgb).max() > 1e-2
 
 
-def test_facenet_takes_rgb_not_bgr(facenet: FaceNetEmbedder, ours_rgb: np.ndarray, reference_rgb: np.ndarray,
-                                   rgb_crops: np.ndarray) -> None:
+def test_facenet_takes_rgb_not_bgr(
+    facenet: FaceNetEmbedder, ours_rgb: np.ndarray, reference_rgb: np.ndarray, rgb_crops: np.ndarray
+) -> None:
     bgr = np.ascontiguousarray(rgb_crops[:2, ..., ::-1])
     ours_bgr = facenet.embed(bgr)
     # RGB crops give exactly the manual RGB path …
@@ -149,13 +153,17 @@ def test_facenet_takes_rgb_not_bgr(facenet: FaceNetEmbedder, ours_rgb: np.ndarra
     assert np.abs(ours_bgr - ours_rgb).max() > 100 * np.abs(ours_rgb - reference_rgb).max()
 
 
-def test_build_embedder_facenet_from_weights_dir(facenet_files: dict[str, Path], rgb_crops: np.ndarray,
-                                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_build_embedder_facenet_from_weights_dir(
+    facenet_files: dict[str, Path], rgb_crops: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("SMARTATTENDANCE_WEIGHTS_DIR", raising=False)
-    emb = build_embedder(BackendConfig(embedder="facenet", device="cpu",
-                                       weights_dir=str(facenet_files["with_logits"].parent), allow_download=False))
+    emb = build_embedder(
+        BackendConfig(
+            embedder="facenet", device="cpu", weights_dir=str(facenet_files["with_logits"].parent), allow_download=False
+        )
+    )
     assert isinstance(emb, FaceNetEmbedder)
     assert Path(emb.weights_file) == facenet_files["with_logits"]
     assert emb.embed(rgb_crops[:1]).shape == (1, 512)

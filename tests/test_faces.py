@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import LFW, ORL, SCRFD_WEIGHTS, require_shared_data
 
 from backend.recognizer.backends import BackendConfig, build_detector
 from backend.recognizer.faces import (
@@ -26,7 +27,6 @@ from backend.recognizer.faces import (
     reference_landmarks,
 )
 from backend.recognizer.images import decode_image
-from conftest import LFW, ORL, SCRFD_WEIGHTS, require_shared_data
 
 SCRFD_25G = SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"
 SCRFD_500M = SCRFD_WEIGHTS / "scrfd_500m_bnkps.onnx"
@@ -41,8 +41,9 @@ def _require_scrfd() -> None:
 @pytest.fixture(scope="module")
 def scrfd_25g() -> ScrfdDetector:
     _require_scrfd()
-    det = build_detector(BackendConfig(detector="scrfd", detector_model=str(SCRFD_25G), device="cpu",
-                                       allow_download=False))
+    det = build_detector(
+        BackendConfig(detector="scrfd", detector_model=str(SCRFD_25G), device="cpu", allow_download=False)
+    )
     assert isinstance(det, ScrfdDetector)
     return det
 
@@ -206,7 +207,7 @@ def test_padded_retry_on_tight_crops(scrfd_25g: ScrfdDetector, mtcnn: MtcnnDetec
     rgb = decode_image(lfw_sample(1, offset=11)[0])
     f, _ = detect_faces(scrfd_25g, rgb)
     x1, y1, x2, y2 = (int(round(v)) for v in f[0].box)
-    tight = np.ascontiguousarray(rgb[y1 + 4:y2 - 4, x1 + 4:x2 - 4])
+    tight = np.ascontiguousarray(rgb[y1 + 4 : y2 - 4, x1 + 4 : x2 - 4])
     faces_t, retried_t = detect_faces(scrfd_25g, tight)
     assert faces_t
     assert retried_t == (not scrfd_25g.detect(tight))
@@ -368,4 +369,3 @@ def test_build_detector_missing_model_file(tmp_path: Path) -> None:
         build_detector(BackendConfig(detector="scrfd", detector_model=str(tmp_path / "nope.onnx"), device="cpu"))
     with pytest.raises(Exception, match="unknown detector"):
         build_detector(BackendConfig(detector="yolo", device="cpu"))
-

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import LFW, ORL, require_shared_data
 from PIL import Image
 
 from backend.recognizer import faces as faces_mod
 from backend.recognizer.errors import ImageError
 from backend.recognizer.faces import DETECT_MAX_SIDE, Face, detect_faces
 from backend.recognizer.images import MIN_SIDE, decode_image, is_image_name, to_rgb
-from conftest import LFW, ORL, require_shared_data
 
 
 def _gradient_rgb(width: int = 64, height: int = 48) -> np.ndarray:

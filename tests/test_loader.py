@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import joblib
 import numpy as np
 import pytest
+from conftest import ORL, ROOT
+from test_artifacts import DIM, make_bundle, publish_fake
 
 from backend.recognizer import FaceRecognizer, ModelLoadError, artifacts, loader
 from backend.recognizer.errors import WeightsNotFoundError
 from backend.recognizer.loader import verify_model_dir
 from backend.recognizer.paths import OutputPaths
-from conftest import ORL, ROOT
-from test_artifacts import DIM, make_bundle, publish_fake
 
 
 @pytest.fixture
@@ -41,9 +41,11 @@ def rewrite(paths: OutputPaths, name: str, obj: object) -> None:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys; import backend.recognizer.loader, backend.recognizer; "
-            "heavy = [m for m in ('torch', 'insightface', 'dlib', 'facenet_pytorch', 'onnxruntime', 'sklearn') if m in sys.modules]; "
-            "print(heavy)")
+    code = (
+        "import sys; import backend.recognizer.loader, backend.recognizer; "
+        "heavy = [m for m in ('torch', 'insightface', 'dlib', 'facenet_pytorch', 'onnxruntime', 'sklearn') if m in sys.modules]; "
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -146,7 +148,7 @@ def test_hash_mismatch_names_the_file(paths: OutputPaths, damage: str) -> None:
     target = paths.bundle
     data = target.read_bytes()
     mid = len(data) // 2
-    target.write_bytes(data[:100] if damage == "truncated" else data[:mid] + bytes([data[mid] ^ 1]) + data[mid + 1:])
+    target.write_bytes(data[:100] if damage == "truncated" else data[:mid] + bytes([data[mid] ^ 1]) + data[mid + 1 :])
     with pytest.raises(ModelLoadError) as info:
         FaceRecognizer.load(paths.root)
     assert "face_classifier_v1.pkl" in str(info.value) and "--rollback" in str(info.value)
@@ -233,7 +235,9 @@ def test_threads_share_one_lazy_engine(paths: OutputPaths, monkeypatch: pytest.M
 
 
 def _training_photos(n_students: int = 4, n_images: int = 2) -> list[tuple[Path, str]]:
-    return [(ORL / f"s{k}" / f"{i}.pgm", f"STU{k:03d}") for k in range(1, n_students + 1) for i in range(1, n_images + 1)]
+    return [
+        (ORL / f"s{k}" / f"{i}.pgm", f"STU{k:03d}") for k in range(1, n_students + 1) for i in range(1, n_images + 1)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +265,9 @@ def test_identify_accepts_bgr_frames_and_reports_every_face(live: FaceRecognizer
     import cv2
 
     gray = cv2.imread(str(ORL / "s2" / "1.pgm"), cv2.IMREAD_GRAYSCALE)
-    frame = cv2.cvtColor(np.hstack([gray, np.full_like(gray, 128), cv2.imread(str(ORL / "s3" / "1.pgm"), 0)]), cv2.COLOR_GRAY2BGR)
+    frame = cv2.cvtColor(
+        np.hstack([gray, np.full_like(gray, 128), cv2.imread(str(ORL / "s3" / "1.pgm"), 0)]), cv2.COLOR_GRAY2BGR
+    )
     frame = cv2.resize(frame, None, fx=2, fy=2)
     results = live.identify(frame)
     assert {r.top_k[0].student_id for r in results} >= {"STU002", "STU003"}

@@ -18,8 +18,18 @@ from backend.recognizer.paths import OutputPaths
 
 def test_published_artifacts_have_the_contracted_shapes_and_keys(published_root: Path) -> None:
     paths = OutputPaths.at(published_root)
-    for p in (paths.bundle, paths.label_encoder, paths.classes, paths.manifest, paths.X, paths.y,
-              paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json):
+    for p in (
+        paths.bundle,
+        paths.label_encoder,
+        paths.classes,
+        paths.manifest,
+        paths.X,
+        paths.y,
+        paths.labels_csv,
+        paths.report_txt,
+        paths.model_readme,
+        paths.metrics_json,
+    ):
         assert p.is_file() and p.stat().st_size > 0, p
     bundle = joblib.load(paths.bundle)
     assert {"classifier", "scaler", "label_encoder", "metadata"} <= set(bundle)
@@ -27,7 +37,15 @@ def test_published_artifacts_have_the_contracted_shapes_and_keys(published_root:
     assert meta["embedding_dim"] == 128  # dlib; the metadata records the real dim
     assert meta["detector"]["name"] == "mtcnn" and meta["embedder"]["name"].startswith("dlib")
     assert meta["embedder"]["weights_sha256"] and len(meta["embedder"]["weights_sha256"]) == 64
-    for key in ("threshold", "crop_size", "normalisation", "library_versions", "created_at", "dataset", "model_version"):
+    for key in (
+        "threshold",
+        "crop_size",
+        "normalisation",
+        "library_versions",
+        "created_at",
+        "dataset",
+        "model_version",
+    ):
         assert key in meta, key
     X, y = np.load(paths.X), np.load(paths.y)
     assert X.dtype == np.float32 and X.shape == (120, 128) and y.shape == (120,)
@@ -60,7 +78,8 @@ def test_report_and_metrics_agree_and_accuracy_is_high(published_root: Path) -> 
 
 
 def test_rerun_replaces_prior_artifacts_lists_them_and_leaves_photos_untouched(
-        tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = OutputPaths.at(copy_root)
     # leftovers of the seed recipe must go, and be listed
     (paths.models_dir / "temp").mkdir()
@@ -85,7 +104,9 @@ def test_rerun_replaces_prior_artifacts_lists_them_and_leaves_photos_untouched(
     assert len(np.load(paths.classes)) == 4
 
 
-def test_missing_data_dir_fails_clearly_and_deletes_nothing(copy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_data_dir_fails_clearly_and_deletes_nothing(
+    copy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = tree_digest(copy_root)
     code = retrain_model.main(["--data-dir", str(copy_root / "nope"), "--output-root", str(copy_root), *OFFLINE_ARGS])
     err = capsys.readouterr().err
@@ -96,20 +117,36 @@ def test_missing_data_dir_fails_clearly_and_deletes_nothing(copy_root: Path, cap
 
 def test_empty_data_dir_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "data").mkdir()
-    assert retrain_model.main(["--data-dir", str(tmp_path / "data"), "--output-root", str(tmp_path), *OFFLINE_ARGS]) != 0
+    assert (
+        retrain_model.main(["--data-dir", str(tmp_path / "data"), "--output-root", str(tmp_path), *OFFLINE_ARGS]) != 0
+    )
     assert "No student folders" in capsys.readouterr().err
     assert not (tmp_path / "backend" / "models" / "Classifier").exists()
 
 
 def test_missing_weights_stop_before_anything_is_touched(
-        tmp_path: Path, copy_root: Path, orl_tree: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, copy_root: Path, orl_tree: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.insightface cache
     before = tree_digest(copy_root)
     empty = tmp_path / "weights"
     empty.mkdir()
-    code = retrain_model.main(["--data-dir", str(orl_tree), "--output-root", str(copy_root), "--detector", "scrfd",
-                               "--embedder", "dlib", "--weights-dir", str(empty), "--no-download", "--quiet"])
+    code = retrain_model.main(
+        [
+            "--data-dir",
+            str(orl_tree),
+            "--output-root",
+            str(copy_root),
+            "--detector",
+            "scrfd",
+            "--embedder",
+            "dlib",
+            "--weights-dir",
+            str(empty),
+            "--no-download",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0
     assert "det_10g.onnx" in err and str(empty) in err
@@ -126,7 +163,8 @@ def test_dry_run_touches_nothing(copy_root: Path, orl_tree: Path, capsys: pytest
 
 
 def test_only_one_usable_student_keeps_the_previous_model(
-        tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = make_orl_tree(tmp_path / "data", n_students=1, n_images=3)
     before = tree_digest(copy_root / "backend" / "models" / "Classifier")
     code = retrain_model.main(["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", *OFFLINE_ARGS])
@@ -139,9 +177,13 @@ def test_run_emits_no_future_or_deprecation_warning_from_sklearn(tmp_path: Path)
     data = make_orl_tree(tmp_path / "data", n_students=3, n_images=4, first=30)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code = retrain_model.main(["--data-dir", str(data), "--output-root", str(tmp_path / "out"), "--quiet",
-                                   *OFFLINE_ARGS])
+        code = retrain_model.main(
+            ["--data-dir", str(data), "--output-root", str(tmp_path / "out"), "--quiet", *OFFLINE_ARGS]
+        )
     assert code == 0
-    bad = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
-           and "sklearn" in (w.filename or "")]
+    bad = [
+        w
+        for w in caught
+        if issubclass(w.category, (FutureWarning, DeprecationWarning)) and "sklearn" in (w.filename or "")
+    ]
     assert not bad, [str(w.message) for w in bad]

@@ -112,8 +112,14 @@ def test_blur_small_face_and_several_faces_are_reported() -> None:
     sharp = cv2.resize(sharp, (150, 150))
     blurred = cv2.GaussianBlur(sharp, (0, 0), 3)
     assert sharpness(sharp) > MIN_SHARPNESS > sharpness(blurred)
-    found = photo_findings([Path("a.jpg"), Path("b.jpg")], [120.0, 20.0], [sharpness(sharp), sharpness(blurred)], [1, 3])
-    assert {(f.kind, f.path) for f in found} == {("small_face", "b.jpg"), ("blurry", "b.jpg"), ("several_faces", "b.jpg")}
+    found = photo_findings(
+        [Path("a.jpg"), Path("b.jpg")], [120.0, 20.0], [sharpness(sharp), sharpness(blurred)], [1, 3]
+    )
+    assert {(f.kind, f.path) for f in found} == {
+        ("small_face", "b.jpg"),
+        ("blurry", "b.jpg"),
+        ("several_faces", "b.jpg"),
+    }
 
 
 def test_few_photos_listed() -> None:

@@ -115,9 +115,16 @@ def test_every_models_output_of_a_real_model_is_checked(copy_root: Path) -> None
     """Each file the manifest lists under models/ (X.npy … plots), truncated, is named by the check."""
     paths = OutputPaths.at(copy_root)
     files = artifacts.read_manifest(paths.classifier_dir)["files"]
-    listed = [n[len("models/"):] for n in files if n.startswith("models/")]
-    assert {"X.npy", "y.npy", "labels.csv", "training_report.txt", "metrics.json", "skipped_images.csv",
-            "MODEL_README.md"} <= set(listed)
+    listed = [n[len("models/") :] for n in files if n.startswith("models/")]
+    assert {
+        "X.npy",
+        "y.npy",
+        "labels.csv",
+        "training_report.txt",
+        "metrics.json",
+        "skipped_images.csv",
+        "MODEL_README.md",
+    } <= set(listed)
     for rel in listed:
         target = paths.models_dir / rel
         original = target.read_bytes()
@@ -144,8 +151,14 @@ def test_manifest_entry_pointing_outside_the_model_folder_is_refused(paths: Outp
 def test_forged_journal_cannot_move_files_from_outside(paths: OutputPaths, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    journal = {"version": "v3", "stage": str(paths.staging_dir / "v3"), "archive": str(paths.versions_dir / "v2"),
-               "old_models": ["../../victim.txt"], "new_models": [], "keep_versions": 1}
+    journal = {
+        "version": "v3",
+        "stage": str(paths.staging_dir / "v3"),
+        "archive": str(paths.versions_dir / "v2"),
+        "old_models": ["../../victim.txt"],
+        "new_models": [],
+        "keep_versions": 1,
+    }
     (paths.backend_models / artifacts.JOURNAL_NAME).write_text(json.dumps(journal))
     with pytest.raises(artifacts.PublishError, match="outside"):
         artifacts.recover(paths)

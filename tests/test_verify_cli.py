@@ -8,14 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ORL, ROOT
 
 import test_retrained_model as cli
-from conftest import ORL, ROOT
 
 
 def test_subprocess_passes_on_fresh_model(published_root: Path) -> None:
-    proc = subprocess.run([sys.executable, "test_retrained_model.py", "--output-root", str(published_root), "--strict"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "test_retrained_model.py", "--output-root", str(published_root), "--strict"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[FAIL]" not in proc.stdout and "-> PASS" in proc.stdout
     assert "integrity:" in proc.stdout and "agree with y.npy" in proc.stdout
@@ -24,8 +29,13 @@ def test_subprocess_passes_on_fresh_model(published_root: Path) -> None:
 def test_subprocess_fails_on_damaged_model(copy_root: Path) -> None:
     label_encoder = copy_root / "backend" / "models" / "Classifier" / "label_encoder.pkl"
     label_encoder.write_bytes(label_encoder.read_bytes()[:-10])
-    proc = subprocess.run([sys.executable, "test_retrained_model.py", "--output-root", str(copy_root)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "test_retrained_model.py", "--output-root", str(copy_root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "[FAIL] integrity:" in proc.stdout and "label_encoder.pkl" in proc.stdout
     assert "--rollback" in proc.stdout and "-> FAIL" in proc.stdout
@@ -38,7 +48,9 @@ def test_identify_on_photos_prints_top3(published_root: Path, capsys: pytest.Cap
     assert "face 1 at" in out and "STU002" in out and "   3. " in out
 
 
-def test_strict_turns_warnings_into_failure(published_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_strict_turns_warnings_into_failure(
+    published_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blank = tmp_path / "photos"
     blank.mkdir()
     import cv2

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.error import URLError
 
 import pytest
+from conftest import SCRFD_WEIGHTS
 
 from backend.recognizer import weights
 from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
@@ -26,7 +27,6 @@ from backend.recognizer.weights import (
     facenet_weights,
     scrfd_weights,
 )
-from conftest import SCRFD_WEIGHTS
 
 assert SCRFD_FILE == "det_10g.onnx" and FACENET_FILE == "20180402-114759-vggface2.pt"
 assert WEIGHTS_ENV == "SMARTATTENDANCE_WEIGHTS_DIR"
@@ -78,8 +78,9 @@ def _touch(path: Path, data: bytes = b"weights") -> Path:
 
 
 @pytest.mark.parametrize("allow_download", [False, True])
-def test_scrfd_missing_names_file_and_destination(home: Path, tmp_path: Path, downloads: list[str],
-                                                  allow_download: bool) -> None:
+def test_scrfd_missing_names_file_and_destination(
+    home: Path, tmp_path: Path, downloads: list[str], allow_download: bool
+) -> None:
     empty = tmp_path / "weights"
     empty.mkdir()
     with pytest.raises(WeightsNotFoundError) as info:
@@ -103,8 +104,9 @@ def test_scrfd_missing_after_failed_download_hints_empty_pack(home: Path, downlo
 
 
 @pytest.mark.parametrize("allow_download", [False, True])
-def test_facenet_missing_names_file_source_and_destination(home: Path, tmp_path: Path, downloads: list[str],
-                                                           allow_download: bool) -> None:
+def test_facenet_missing_names_file_source_and_destination(
+    home: Path, tmp_path: Path, downloads: list[str], allow_download: bool
+) -> None:
     empty = tmp_path / "weights"
     empty.mkdir()
     with pytest.raises(WeightsNotFoundError) as info:
@@ -161,8 +163,9 @@ def test_facenet_found_in_weights_dir(home: Path, tmp_path: Path, downloads: lis
     assert downloads == []
 
 
-def test_found_via_environment_variable(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        downloads: list[str]) -> None:
+def test_found_via_environment_variable(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, downloads: list[str]
+) -> None:
     env_dir = tmp_path / "from_env"
     det = _touch(env_dir / SCRFD_FILE)
     emb = _touch(env_dir / FACENET_FILE)
@@ -211,8 +214,9 @@ def test_facenet_download_lands_in_library_cache(home: Path, monkeypatch: pytest
     assert found.read_bytes() == b"downloaded"
 
 
-def test_real_scrfd_loads_from_weights_dir_and_env(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   downloads: list[str]) -> None:
+def test_real_scrfd_loads_from_weights_dir_and_env(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, downloads: list[str]
+) -> None:
     src = SCRFD_WEIGHTS / "scrfd_500m_bnkps.onnx"
     if not src.is_file():
         pytest.skip(f"SCRFD weights not found in {SCRFD_WEIGHTS}")
@@ -247,8 +251,9 @@ def test_dlib_weights_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "face_recognition_models" else real(name, *a)
+    )
     with pytest.raises(WeightsNotFoundError, match="face.recognition.models"):
         dlib_weights()
 
@@ -256,8 +261,10 @@ def test_dlib_weights_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_user_caches_untouched(home: Path, tmp_path: Path, downloads: list[str]) -> None:
     """Failed lookups with downloads off create nothing anywhere under the (fake) home."""
     before = sorted(p.relative_to(home) for p in home.rglob("*"))
-    for call in (lambda: scrfd_weights(None, tmp_path, allow_download=False),
-                 lambda: facenet_weights(tmp_path, allow_download=False)):
+    for call in (
+        lambda: scrfd_weights(None, tmp_path, allow_download=False),
+        lambda: facenet_weights(tmp_path, allow_download=False),
+    ):
         with pytest.raises(WeightsNotFoundError):
             call()
     assert sorted(p.relative_to(home) for p in home.rglob("*")) == before

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily (below)
     from .errors import ImageError, ModelLoadError, RetrainError, WeightsNotFoundError
     from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
 

@@ -48,7 +48,9 @@ MANIFEST_FORMAT = 1
 MODELS_PREFIX = "models/"
 JOURNAL_NAME = ".publish.json"
 ARCHIVE_INFO = "archived.json"
-FIX_HINT = "Re-run retraining (python retrain_model.py) or restore the previous model (python retrain_model.py --rollback)."
+FIX_HINT = (
+    "Re-run retraining (python retrain_model.py) or restore the previous model (python retrain_model.py --rollback)."
+)
 
 
 def _utcnow() -> _dt.datetime:
@@ -137,7 +139,9 @@ def _files_under(directory: Path) -> list[str]:
     """Relative POSIX paths of every regular file under ``directory`` (sorted)."""
     if not directory.is_dir():
         return []
-    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() and not p.is_symlink())
+    return sorted(
+        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() and not p.is_symlink()
+    )
 
 
 # --------------------------------------------------------------------------- staging
@@ -218,7 +222,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise ModelLoadError(f"The model manifest {path} is missing, so the model files cannot be verified. {FIX_HINT}") from err
+        raise ModelLoadError(
+            f"The model manifest {path} is missing, so the model files cannot be verified. {FIX_HINT}"
+        ) from err
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"The model manifest {path} is unreadable or corrupt ({err}). {FIX_HINT}") from err
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or "model_version" not in manifest:
@@ -266,7 +272,7 @@ def verify_manifest(directory: Path, *, models_dir: Path | None = None) -> dict[
         if name.startswith(MODELS_PREFIX):
             if models_dir is None:
                 continue
-            path = models_dir / name[len(MODELS_PREFIX):]
+            path = models_dir / name[len(MODELS_PREFIX) :]
         else:
             path = directory / name
         if not path.is_file():
@@ -300,7 +306,7 @@ def _manifest_models_files(classifier_dir: Path) -> list[str]:
         manifest = read_manifest(classifier_dir)
     except ModelLoadError:
         return []
-    return [n[len(MODELS_PREFIX):] for n in manifest["files"] if n.startswith(MODELS_PREFIX)]
+    return [n[len(MODELS_PREFIX) :] for n in manifest["files"] if n.startswith(MODELS_PREFIX)]
 
 
 # --------------------------------------------------------------------------- publish / rollback / recover
@@ -379,8 +385,13 @@ def _swap_in(
 
     new_models = _files_under(stage.models_dir)
     old_models = sorted(
-        {rel for rel in set(new_models) | set(_manifest_models_files(paths.classifier_dir)) | set(_legacy_models_files(paths))
-         if (paths.models_dir / rel).is_file()}
+        {
+            rel
+            for rel in set(new_models)
+            | set(_manifest_models_files(paths.classifier_dir))
+            | set(_legacy_models_files(paths))
+            if (paths.models_dir / rel).is_file()
+        }
     )
     has_current = paths.classifier_dir.exists() or bool(old_models)
     archive = paths.versions_dir / _archive_name(paths) if has_current else None
@@ -404,7 +415,9 @@ def _run_journal(paths: OutputPaths, journal: dict[str, Any]) -> PublishResult:
     archive = Path(journal["archive"]) if journal.get("archive") else None
     for p in [stage.root] + ([archive] if archive else []):
         if not _inside(p, paths.backend_models):
-            raise PublishError(f"publish journal {_journal_path(paths)} points outside {paths.backend_models}; delete it")
+            raise PublishError(
+                f"publish journal {_journal_path(paths)} points outside {paths.backend_models}; delete it"
+            )
     if not all(_safe_relative(rel) for rel in [*journal["old_models"], *journal["new_models"]]):
         raise PublishError(f"publish journal {_journal_path(paths)} names files outside {paths.models_dir}; delete it")
     removed: list[Path] = []
@@ -412,8 +425,10 @@ def _run_journal(paths: OutputPaths, journal: dict[str, Any]) -> PublishResult:
     if archive is not None:
         (archive / "models").mkdir(parents=True, exist_ok=True)
         if not (archive / ARCHIVE_INFO).exists():
-            atomic_write_json(archive / ARCHIVE_INFO, {"archived_at": _utcnow().isoformat(timespec="microseconds"),
-                                                       "replaced_by": stage.version})
+            atomic_write_json(
+                archive / ARCHIVE_INFO,
+                {"archived_at": _utcnow().isoformat(timespec="microseconds"), "replaced_by": stage.version},
+            )
         for rel in journal["old_models"]:
             src, dst = paths.models_dir / rel, archive / "models" / rel
             if src.is_file() and not dst.exists():  # once archived, models/rel can only be the new file
@@ -482,7 +497,7 @@ def list_versions(paths: OutputPaths) -> list[Path]:
 
 def prune_versions(paths: OutputPaths, keep_versions: int) -> list[Path]:
     """Delete archived versions beyond the newest ``keep_versions``; return what was deleted."""
-    doomed = list_versions(paths)[max(0, keep_versions):]
+    doomed = list_versions(paths)[max(0, keep_versions) :]
     for d in doomed:
         shutil.rmtree(d, ignore_errors=True)
         log.info("Deleted old model version %s", d.name)
@@ -511,8 +526,10 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
 
         def verify(directory: Path) -> None:
             load_model_files(directory, require_manifest=has_manifest)
-    result = _swap_in(paths, stage, verify=verify, keep_versions=None, models_check=has_manifest,
-                      discard_stage_on_failure=False)
+
+    result = _swap_in(
+        paths, stage, verify=verify, keep_versions=None, models_check=has_manifest, discard_stage_on_failure=False
+    )
     log.info("Rolled back to model %s", result.version)
     return result
 
@@ -659,9 +676,14 @@ class RetrainLock:
     def acquire(self) -> None:
         path = self.paths.lock_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started_at": _utcnow().isoformat(timespec="seconds"), "token": secrets.token_hex(8),
-                "boot_id": _boot_id(), "proc_start": _process_start(os.getpid())}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": _utcnow().isoformat(timespec="seconds"),
+            "token": secrets.token_hex(8),
+            "boot_id": _boot_id(),
+            "proc_start": _process_start(os.getpid()),
+        }
         deadline = time.monotonic() + max(0.0, self.timeout)
         while True:
             try:
@@ -671,7 +693,8 @@ class RetrainLock:
                 if self._stale(owner):
                     log.warning(
                         "Clearing a stale retraining lock %s left by a run that no longer exists (%s)",
-                        path, _describe(owner),
+                        path,
+                        _describe(owner),
                     )
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()

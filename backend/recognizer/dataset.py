@@ -89,12 +89,19 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
             index.loose_files.append(entry)
             continue
         if entry.is_symlink():  # a student folder elsewhere: never followed outside the data folder
-            index.skipped.append((entry, "is a link to a folder; links to folders are not followed "
-                                         "(copy the photos into a real folder instead)"))
+            index.skipped.append(
+                (
+                    entry,
+                    "is a link to a folder; links to folders are not followed "
+                    "(copy the photos into a real folder instead)",
+                )
+            )
             continue
         student_id, name, conforming = parse_folder_name(entry.name)
         if student_id in seen_ids:
-            index.skipped.append((entry, f"student id {student_id} is also used by folder {seen_ids[student_id]}; rename one"))
+            index.skipped.append(
+                (entry, f"student id {student_id} is also used by folder {seen_ids[student_id]}; rename one")
+            )
             continue
         seen_ids[student_id] = entry.name
         photos = _photos_in(entry, root_real, student_id, name, index)

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from .openset import features, fit_calibrator
-from .train import TrainedModel, fit_model
+from .train import fit_model
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,9 @@ def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(test, dtype=int)), train_only
 
 
-def sweep_thresholds(true: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                     thresholds: tuple[float, ...] = THRESHOLDS) -> list[SweepRow]:
+def sweep_thresholds(
+    true: np.ndarray, pred: np.ndarray, conf: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS
+) -> list[SweepRow]:
     """Accepted / rejected / correct shares of the test photos at each threshold."""
     rows = []
     n = max(len(true), 1)
@@ -119,14 +120,16 @@ def sweep_thresholds(true: np.ndarray, pred: np.ndarray, conf: np.ndarray,
     for t in thresholds:
         accepted = conf >= t
         n_acc = int(accepted.sum())
-        rows.append(SweepRow(
-            threshold=t,
-            accepted_rate=n_acc / n,
-            rejection_rate=1 - n_acc / n,
-            accuracy_of_accepted=float(correct[accepted].mean()) if n_acc else None,
-            recognition_rate=float((correct & accepted).sum() / n),
-            misidentification_rate=float((~correct & accepted).sum() / n),
-        ))
+        rows.append(
+            SweepRow(
+                threshold=t,
+                accepted_rate=n_acc / n,
+                rejection_rate=1 - n_acc / n,
+                accuracy_of_accepted=float(correct[accepted].mean()) if n_acc else None,
+                recognition_rate=float((correct & accepted).sum() / n),
+                misidentification_rate=float((~correct & accepted).sum() / n),
+            )
+        )
     return rows
 
 
@@ -142,8 +145,13 @@ def recommend_threshold(sweep: list[SweepRow], n_test: int) -> tuple[float, str]
             f"only {n_test} held-out photos (< {MIN_TEST_PHOTOS}): too few to tune, so the default "
             f"{DEFAULT_THRESHOLD:.2f} is used. Add photos to get a tuned threshold."
         )
-    good = [r for r in sweep if r.accuracy_of_accepted is not None
-            and r.accuracy_of_accepted >= TARGET_ACCEPTED_ACCURACY and r.rejection_rate <= MAX_REJECTION]
+    good = [
+        r
+        for r in sweep
+        if r.accuracy_of_accepted is not None
+        and r.accuracy_of_accepted >= TARGET_ACCEPTED_ACCURACY
+        and r.rejection_rate <= MAX_REJECTION
+    ]
     if good:
         best = max(good, key=lambda r: r.threshold)
         return best.threshold, (
@@ -161,12 +169,22 @@ def recommend_threshold(sweep: list[SweepRow], n_test: int) -> tuple[float, str]
 def _confidence_stats(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {"count": 0}
-    return {"count": int(len(values)), "mean": float(values.mean()), "median": float(np.median(values)),
-            "p05": float(np.percentile(values, 5)), "min": float(values.min()), "max": float(values.max())}
+    return {
+        "count": int(len(values)),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p05": float(np.percentile(values, 5)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
-def open_set_sweep(known_conf: np.ndarray, known_correct: np.ndarray, unknown_conf: np.ndarray,
-                   thresholds: tuple[float, ...] = THRESHOLDS) -> list[OpenSetRow]:
+def open_set_sweep(
+    known_conf: np.ndarray,
+    known_correct: np.ndarray,
+    unknown_conf: np.ndarray,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> list[OpenSetRow]:
     """Recognition, stranger false-accept, misidentification and rejection rates per threshold."""
     from scipy.stats import beta
 
@@ -176,14 +194,16 @@ def open_set_sweep(known_conf: np.ndarray, known_correct: np.ndarray, unknown_co
         accepted = known_conf >= t
         k = int((unknown_conf >= t).sum())
         upper = 1.0 if k >= len(unknown_conf) else float(beta.ppf(0.95, k + 1, max(len(unknown_conf) - k, 1)))
-        rows.append(OpenSetRow(
-            threshold=t,
-            recognition_rate=float((accepted & known_correct).sum() / n_known),
-            false_accept_rate=float((unknown_conf >= t).sum() / n_unknown),
-            misidentification_rate=float((accepted & ~known_correct).sum() / n_known),
-            rejection_rate=float((~accepted).sum() / n_known),
-            false_accept_upper95=upper,
-        ))
+        rows.append(
+            OpenSetRow(
+                threshold=t,
+                recognition_rate=float((accepted & known_correct).sum() / n_known),
+                false_accept_rate=float((unknown_conf >= t).sum() / n_unknown),
+                misidentification_rate=float((accepted & ~known_correct).sum() / n_known),
+                rejection_rate=float((~accepted).sum() / n_known),
+                false_accept_upper95=upper,
+            )
+        )
     return rows
 
 
@@ -194,21 +214,29 @@ def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, 
     ok = [r for r in sweep if r.false_accept_rate <= max_far and r.recognition_rate >= MIN_USEFUL_RECOGNITION]
     if ok:
         best = max(ok, key=lambda r: (round(r.recognition_rate, 9), r.threshold))
-        return best.threshold, (
-            f"strangers accepted at this threshold: {best.false_accept_rate:.1%} (target ≤ {max_far:.1%}); "
-            f"enrolled students recognised: {best.recognition_rate:.1%} - the best recognition among "
-            "thresholds that meet the stranger target."
-        ), True
+        return (
+            best.threshold,
+            (
+                f"strangers accepted at this threshold: {best.false_accept_rate:.1%} (target ≤ {max_far:.1%}); "
+                f"enrolled students recognised: {best.recognition_rate:.1%} - the best recognition among "
+                "thresholds that meet the stranger target."
+            ),
+            True,
+        )
     if not sweep:
         return DEFAULT_THRESHOLD, "no stranger measurement possible; default used.", False
     safest = min(sweep, key=lambda r: (r.false_accept_rate, -r.threshold))
-    return safest.threshold, (
-        f"NO threshold keeps strangers' false accepts ≤ {max_far:.1%} while recognising at least "
-        f"{MIN_USEFUL_RECOGNITION:.0%} of enrolled students: the safest, {safest.threshold:.2f}, "
-        f"accepts {safest.false_accept_rate:.1%} of strangers (recognising {safest.recognition_rate:.1%} of "
-        "students). Add more and clearer photos per student (5-20, front-facing, good light), fix the photos "
-        "listed under data quality, then retrain."
-    ), False
+    return (
+        safest.threshold,
+        (
+            f"NO threshold keeps strangers' false accepts ≤ {max_far:.1%} while recognising at least "
+            f"{MIN_USEFUL_RECOGNITION:.0%} of enrolled students: the safest, {safest.threshold:.2f}, "
+            f"accepts {safest.false_accept_rate:.1%} of strangers (recognising {safest.recognition_rate:.1%} of "
+            "students). Add more and clearer photos per student (5-20, front-facing, good light), fix the photos "
+            "listed under data quality, then retrain."
+        ),
+        False,
+    )
 
 
 def _open_set_folds(labels: np.ndarray, seed: int) -> list[np.ndarray]:
@@ -217,11 +245,17 @@ def _open_set_folds(labels: np.ndarray, seed: int) -> list[np.ndarray]:
     n_unknown = max(1, int(round(UNKNOWN_FRACTION * len(students))))
     n_folds = min(MAX_OPEN_SET_FOLDS, len(students) // n_unknown)
     perm = np.random.default_rng(seed).permutation(students)
-    return [perm[i * n_unknown:(i + 1) * n_unknown] for i in range(n_folds)]
+    return [perm[i * n_unknown : (i + 1) * n_unknown] for i in range(n_folds)]
 
 
-def evaluate_open_set(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, seed: int = 42,
-                      max_far: float = DEFAULT_MAX_FAR) -> OpenSet | None:
+def evaluate_open_set(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    test_size: float = 0.2,
+    seed: int = 42,
+    max_far: float = DEFAULT_MAX_FAR,
+) -> OpenSet | None:
     """Hold out whole students as strangers, train without them, score their photos.
 
     Confidences are cross-fitted: fold k is scored by a calibrator fitted on the other
@@ -260,16 +294,28 @@ def evaluate_open_set(embeddings: np.ndarray, labels: np.ndarray, *, test_size: 
             conf[fold == k] = calibrator.predict_proba(F[fold == k])[:, 1]
     sweep = open_set_sweep(conf[known], correct[known], conf[~known])
     result = OpenSet(
-        n_folds=len(folds), unknown_students=[sorted(map(str, u)) for u in folds],
-        n_known_photos=int(known.sum()), n_unknown_photos=int((~known).sum()), sweep=sweep,
-        known_confidence=conf[known], known_correct=correct[known], unknown_confidence=conf[~known],
-        calibrator=fit_calibrator(F, Y, seed=seed), max_far=max_far,
+        n_folds=len(folds),
+        unknown_students=[sorted(map(str, u)) for u in folds],
+        n_known_photos=int(known.sum()),
+        n_unknown_photos=int((~known).sum()),
+        sweep=sweep,
+        known_confidence=conf[known],
+        known_correct=correct[known],
+        unknown_confidence=conf[~known],
+        calibrator=fit_calibrator(F, Y, seed=seed),
+        max_far=max_far,
     )
     return result
 
 
-def evaluate(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0.2, seed: int = 42,
-             max_far: float = DEFAULT_MAX_FAR) -> Evaluation:
+def evaluate(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    test_size: float = 0.2,
+    seed: int = 42,
+    max_far: float = DEFAULT_MAX_FAR,
+) -> Evaluation:
     """Closed-set evaluation (known students) + open-set stranger measurement + threshold choice."""
     labels = np.asarray(labels).astype(str)
     open_set = evaluate_open_set(embeddings, labels, test_size=test_size, seed=seed, max_far=max_far)
@@ -277,8 +323,21 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, *, test_size: float = 0
     students = sorted(np.unique(labels).tolist())
     if len(test_idx) == 0 or len(np.unique(labels[train_idx])) < 2:
         threshold, reason = recommend_threshold([], 0)
-        return Evaluation(len(train_idx), 0, None, students, np.zeros((0, 0), dtype=int), "no held-out photos", {},
-                          {}, [], threshold, reason, train_only, open_set=open_set)
+        return Evaluation(
+            len(train_idx),
+            0,
+            None,
+            students,
+            np.zeros((0, 0), dtype=int),
+            "no held-out photos",
+            {},
+            {},
+            [],
+            threshold,
+            reason,
+            train_only,
+            open_set=open_set,
+        )
     model = fit_model(embeddings[train_idx], labels[train_idx], seed=seed)
     if open_set is not None and open_set.calibrator is not None and model.open_set is not None:
         model.open_set.calibrator = open_set.calibrator

@@ -25,16 +25,16 @@ log = logging.getLogger(__name__)
 #: dlib's own ``get_face_chip`` (0.53). How each was derived: docs/ALIGNMENT.md.
 TEMPLATES: dict[str, np.ndarray] = {
     # insightface / ArcFace 112×112 reference points, divided by 112
-    "arcface": np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                         [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0,
+    "arcface": np.array(
+        [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    )
+    / 112.0,
     # where MTCNN's points fall in facenet-pytorch's box crop (margin 14 at 160 px): the
     # crops FaceNet vggface2 expects; median over 100 LFW photos, mirrored to be symmetric
-    "facenet": np.array([[0.2853, 0.4002], [0.7147, 0.4002], [0.5000, 0.5834],
-                         [0.3200, 0.7388], [0.6800, 0.7388]]),
+    "facenet": np.array([[0.2853, 0.4002], [0.7147, 0.4002], [0.5000, 0.5834], [0.3200, 0.7388], [0.6800, 0.7388]]),
     # where MTCNN's points fall in dlib's get_face_chip(size=150, padding=0.25);
     # median over the 400 ORL photos, mirrored to be symmetric
-    "dlib": np.array([[0.3119, 0.3200], [0.6881, 0.3200], [0.5000, 0.5235],
-                      [0.3369, 0.7038], [0.6631, 0.7038]]),
+    "dlib": np.array([[0.3119, 0.3200], [0.6881, 0.3200], [0.5000, 0.5235], [0.3369, 0.7038], [0.6631, 0.7038]]),
 }
 #: Detection runs on a copy whose longer side is at most this; crops use the original.
 DETECT_MAX_SIDE = 1280
@@ -97,9 +97,13 @@ class CropSettings:
         return f"similarity-5pt-{self.template}-template"
 
     def as_dict(self) -> dict[str, object]:
-        return {"crop_size": self.size, "crop_method": self.method, "crop_template": self.template,
-                # by value too: editing a template's numbers must not go unnoticed by old models
-                "crop_template_points": [[round(float(v), 4) for v in pt] for pt in TEMPLATES[self.template]]}
+        return {
+            "crop_size": self.size,
+            "crop_method": self.method,
+            "crop_template": self.template,
+            # by value too: editing a template's numbers must not go unnoticed by old models
+            "crop_template_points": [[round(float(v), 4) for v in pt] for pt in TEMPLATES[self.template]],
+        }
 
 
 def reference_landmarks(size: int, template: str = "arcface") -> np.ndarray:
@@ -165,7 +169,9 @@ class FaceCrops:
     padded_retry: bool = False
 
 
-def face_crops(detector: Detector, rgb: np.ndarray, settings: CropSettings, *, max_faces: int | None = None) -> FaceCrops:
+def face_crops(
+    detector: Detector, rgb: np.ndarray, settings: CropSettings, *, max_faces: int | None = None
+) -> FaceCrops:
     """Detect → sort by size → align/crop. Training keeps ``max_faces=1`` (the largest)."""
     faces, retried = detect_faces(detector, rgb)
     kept = faces if max_faces is None else faces[:max_faces]
@@ -182,8 +188,15 @@ class ScrfdDetector:
     code path. insightface expects BGR input; callers give RGB and we flip here.
     """
 
-    def __init__(self, onnx_path: str, *, weights_sha256: str | None = None, providers: list[str] | None = None,
-                 det_thresh: float = 0.5, input_size: tuple[int, int] = (640, 640)) -> None:
+    def __init__(
+        self,
+        onnx_path: str,
+        *,
+        weights_sha256: str | None = None,
+        providers: list[str] | None = None,
+        det_thresh: float = 0.5,
+        input_size: tuple[int, int] = (640, 640),
+    ) -> None:
         from insightface.model_zoo import get_model
 
         self.name = "scrfd"
@@ -199,7 +212,9 @@ class ScrfdDetector:
                 f"{onnx_path} is not a readable SCRFD face detector model ({err}); replace the file"
             ) from err
         if self._model is None or not hasattr(self._model, "detect"):
-            raise WeightsNotFoundError(f"{onnx_path} is not an SCRFD face detector model (insightface could not load it)")
+            raise WeightsNotFoundError(
+                f"{onnx_path} is not an SCRFD face detector model (insightface could not load it)"
+            )
         # insightface resets the session to CPU when ctx_id < 0: only do that for a CPU run
         on_gpu = any(p.startswith("CUDA") for p in (providers or []))
         self._model.prepare(ctx_id=0 if on_gpu else -1, input_size=input_size, det_thresh=det_thresh)

@@ -93,9 +93,7 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
         arr8 = ((arr - arr.min()) * (255.0 / span)).round().astype(np.uint8)
         rgb = np.repeat(arr8[..., None], 3, axis=2)
     else:
-        has_alpha = img.mode in ("RGBA", "LA", "PA") or (
-            img.mode == "P" and "transparency" in img.info
-        )
+        has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
         if has_alpha:
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

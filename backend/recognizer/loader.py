@@ -160,13 +160,17 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
         manifest = artifacts.verify_manifest(classifier_dir)
         for name in required:
             if name not in manifest["files"]:
-                raise ModelLoadError(f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX}")
+                raise ModelLoadError(
+                    f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX}"
+                )
     elif require_manifest:
         raise ModelLoadError(f"{classifier_dir / MANIFEST_NAME} is missing: the model files cannot be verified. {FIX}")
     else:
         log.warning(
             "%s has no %s (a model from before manifests existed): its files cannot be verified. "
-            "Re-run retraining to get a verified model.", classifier_dir, MANIFEST_NAME,
+            "Re-run retraining to get a verified model.",
+            classifier_dir,
+            MANIFEST_NAME,
         )
 
     def read(name: str) -> bytes:
@@ -204,7 +208,8 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     elif hasattr(bundle, "predict_proba"):
         log.warning(
             "%s is an old-style model (a bare classifier without metadata or scaler). It still works, but its "
-            "preprocessing cannot be checked; re-run retraining to get a verified model.", classifier_dir / BUNDLE_NAME,
+            "preprocessing cannot be checked; re-run retraining to get a verified model.",
+            classifier_dir / BUNDLE_NAME,
         )
         classifier, scaler, encoder = bundle, None, separate_encoder
         metadata = {"model_version": "legacy", "created_at": None}
@@ -220,7 +225,10 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     if not hasattr(encoder, "classes_") or not hasattr(classifier, "predict_proba"):
         raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: label encoder or classifier is not fitted. {FIX}")
     enc_classes = np.asarray(encoder.classes_).astype(str)
-    for other, where in ((classes_file, CLASSES_NAME), (np.asarray(getattr(separate_encoder, "classes_", [])).astype(str), LABEL_ENCODER_NAME)):
+    for other, where in (
+        (classes_file, CLASSES_NAME),
+        (np.asarray(getattr(separate_encoder, "classes_", [])).astype(str), LABEL_ENCODER_NAME),
+    ):
         if other.shape != enc_classes.shape or not np.array_equal(other, enc_classes):
             raise ModelLoadError(
                 f"The students in {classifier_dir / where} ({len(other)}) do not match those of the classifier "
@@ -230,7 +238,11 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     # which student each probability column stands for
     clf_classes = np.asarray(getattr(classifier, "classes_", np.arange(len(enc_classes))))
     if clf_classes.dtype.kind in "iu":
-        if len(clf_classes) != len(enc_classes) or clf_classes.min(initial=0) < 0 or clf_classes.max(initial=0) >= len(enc_classes):
+        if (
+            len(clf_classes) != len(enc_classes)
+            or clf_classes.min(initial=0) < 0
+            or clf_classes.max(initial=0) >= len(enc_classes)
+        ):
             raise ModelLoadError(
                 f"The classifier predicts {len(clf_classes)} classes but the label encoder has {len(enc_classes)}. {FIX}"
             )
@@ -245,13 +257,17 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     if legacy:
         dim = dims["classifier"]
         if dim is None:
-            raise ModelLoadError(f"Cannot tell the embedding size of the old model in {classifier_dir}. Re-run retraining.")
+            raise ModelLoadError(
+                f"Cannot tell the embedding size of the old model in {classifier_dir}. Re-run retraining."
+            )
         metadata["embedding_dim"] = dim
     else:
         try:
             dim = int(metadata["embedding_dim"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: metadata has no valid 'embedding_dim'. {FIX}") from err
+            raise ModelLoadError(
+                f"{classifier_dir / BUNDLE_NAME}: metadata has no valid 'embedding_dim'. {FIX}"
+            ) from err
         dims["metadata.embedder.dim"] = (metadata.get("embedder") or {}).get("dim")
         for key in ("backend_config", "crop_size", "crop_method"):
             if key not in metadata:
@@ -266,7 +282,9 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     try:
         threshold = float(threshold)  # type: ignore[arg-type]
     except (TypeError, ValueError) as err:
-        raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: no valid recognition threshold in the metadata. {FIX}") from err
+        raise ModelLoadError(
+            f"{classifier_dir / BUNDLE_NAME}: no valid recognition threshold in the metadata. {FIX}"
+        ) from err
     if not 0.0 <= threshold <= 1.0:
         raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: threshold {threshold} is not between 0 and 1. {FIX}")
     if manifest is not None and not legacy and str(metadata.get("model_version")) != str(manifest["model_version"]):
@@ -291,8 +309,9 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
                 f"({len(enc_classes)}, {dim}). The files do not belong together. {FIX}"
             )
     model = TrainedModel(scaler, classifier, encoder, open_set)
-    loaded = LoadedModel(classifier_dir, model, columns, metadata["students"], metadata, dim, threshold,
-                         manifest is not None, stamp)
+    loaded = LoadedModel(
+        classifier_dir, model, columns, metadata["students"], metadata, dim, threshold, manifest is not None, stamp
+    )
     _smoke_test(loaded)
     return loaded
 
@@ -305,7 +324,9 @@ def _smoke_test(loaded: LoadedModel) -> None:
     try:
         proba = loaded.model.predict_proba(vec)
     except Exception as err:
-        raise ModelLoadError(f"The model in {loaded.classifier_dir} fails to predict ({type(err).__name__}: {err}). {FIX}") from err
+        raise ModelLoadError(
+            f"The model in {loaded.classifier_dir} fails to predict ({type(err).__name__}: {err}). {FIX}"
+        ) from err
     if proba.shape != (1, len(loaded.classes)) or not np.all(np.isfinite(proba)):
         raise ModelLoadError(f"The model in {loaded.classifier_dir} gives malformed probabilities {proba.shape}. {FIX}")
 
@@ -332,14 +353,17 @@ class _Engines:
 def _engine_key(metadata: dict[str, Any]) -> tuple[Any, ...]:
     cfg = metadata.get("backend_config") or {}
     return (
-        cfg.get("detector"), cfg.get("embedder"), cfg.get("detector_model"),
-        (metadata.get("detector") or {}).get("weights_sha256"), (metadata.get("embedder") or {}).get("weights_sha256"),
-        metadata.get("crop_size"), metadata.get("crop_method"),
+        cfg.get("detector"),
+        cfg.get("embedder"),
+        cfg.get("detector_model"),
+        (metadata.get("detector") or {}).get("weights_sha256"),
+        (metadata.get("embedder") or {}).get("weights_sha256"),
+        metadata.get("crop_size"),
+        metadata.get("crop_method"),
     )
 
 
-def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None,
-                   allow_download: bool = False) -> _Engines:
+def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, allow_download: bool = False) -> _Engines:
     from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
 
     meta = loaded.metadata
@@ -361,8 +385,14 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None,
         detector_model = None
     # no download by default: recognition must use the very weights training used, which are
     # already on this machine (a download at the first camera frame would stall the backend)
-    config = BackendConfig(detector=det, embedder=emb, device=device, weights_dir=weights_dir,
-                           detector_model=detector_model, allow_download=allow_download)
+    config = BackendConfig(
+        detector=det,
+        embedder=emb,
+        device=device,
+        weights_dir=weights_dir,
+        detector_model=detector_model,
+        allow_download=allow_download,
+    )
     try:
         detector = build_detector(config)
         embedder = build_embedder(config)
@@ -413,9 +443,16 @@ class FaceRecognizer:
     is stricter (more faces reported as "Unknown", fewer wrong names).
     """
 
-    def __init__(self, loaded: LoadedModel, *, paths: OutputPaths | None = None, device: str = "auto",
-                 weights_dir: str | Path | None = None, threshold: float | None = None,
-                 allow_download: bool = False) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        paths: OutputPaths | None = None,
+        device: str = "auto",
+        weights_dir: str | Path | None = None,
+        threshold: float | None = None,
+        allow_download: bool = False,
+    ) -> None:
         self._state = _State(loaded, None)
         self.allow_download = allow_download
         self._paths = paths
@@ -427,9 +464,17 @@ class FaceRecognizer:
         self._refused_stamp: tuple[Any, ...] | None = None
 
     @classmethod
-    def load(cls, output_root: str | Path | None = None, *, classifier_dir: str | Path | None = None,
-             device: str = "auto", weights_dir: str | Path | None = None, threshold: float | None = None,
-             require_manifest: bool = False, allow_download: bool = False) -> FaceRecognizer:
+    def load(
+        cls,
+        output_root: str | Path | None = None,
+        *,
+        classifier_dir: str | Path | None = None,
+        device: str = "auto",
+        weights_dir: str | Path | None = None,
+        threshold: float | None = None,
+        require_manifest: bool = False,
+        allow_download: bool = False,
+    ) -> FaceRecognizer:
         """Load and check the published model.
 
         ``output_root``: the retraining output root (default ``$SMARTATTENDANCE_OUTPUT_ROOT`` or
@@ -451,8 +496,14 @@ class FaceRecognizer:
             directory = Path(classifier_dir)
         loaded = load_model_files(directory, require_manifest=require_manifest)
         log.info("Loaded model %s (%d students) from %s", loaded.model_version, len(loaded.classes), directory)
-        return cls(loaded, paths=paths, device=device, weights_dir=weights_dir, threshold=threshold,
-                   allow_download=allow_download)
+        return cls(
+            loaded,
+            paths=paths,
+            device=device,
+            weights_dir=weights_dir,
+            threshold=threshold,
+            allow_download=allow_download,
+        )
 
     # ---- information
     @property
@@ -487,8 +538,9 @@ class FaceRecognizer:
         faces, vectors, _ = self._embed(self._ensure_engines(), image, bgr)
         return faces, vectors
 
-    def identify(self, image: np.ndarray | str | Path, *, threshold: float | None = None, top_k: int = 3,
-                 bgr: bool = True) -> list[Recognition]:
+    def identify(
+        self, image: np.ndarray | str | Path, *, threshold: float | None = None, top_k: int = 3, bgr: bool = True
+    ) -> list[Recognition]:
         """Every face in a frame → who it is.
 
         ``image``: an OpenCV BGR array (``bgr=False`` for RGB) or a photo path. Faces are
@@ -501,8 +553,15 @@ class FaceRecognizer:
             return []
         results = self._classify(state, vectors, threshold, top_k)
         return [
-            Recognition(tuple(float(v) for v in f.box), r.student_id, r.student_name, r.confidence, r.accepted,  # type: ignore[arg-type]
-                        r.top_k, float(f.score))
+            Recognition(
+                tuple(float(v) for v in f.box),
+                r.student_id,
+                r.student_name,
+                r.confidence,
+                r.accepted,  # type: ignore[arg-type]
+                r.top_k,
+                float(f.score),
+            )
             for f, r in zip(faces, results)
         ]
 
@@ -519,7 +578,9 @@ class FaceRecognizer:
         vectors = state.engines.embedder.embed(np.stack(found.crops))
         return list(found.faces[: len(found.crops)]), vectors, state
 
-    def _classify(self, state: _State, embeddings: np.ndarray, threshold: float | None, top_k: int) -> list[Recognition]:
+    def _classify(
+        self, state: _State, embeddings: np.ndarray, threshold: float | None, top_k: int
+    ) -> list[Recognition]:
         from .train import top_k as best_k
 
         loaded = state.loaded
@@ -530,8 +591,11 @@ class FaceRecognizer:
             raise ValueError(f"expected N×{loaded.embedding_dim} embeddings, got shape {X.shape}")
         if len(X) == 0:
             return []
-        limit = threshold if threshold is not None else (
-            self.threshold_override if self.threshold_override is not None else loaded.threshold)
+        limit = (
+            threshold
+            if threshold is not None
+            else (self.threshold_override if self.threshold_override is not None else loaded.threshold)
+        )
         proba, _, confidence = loaded.model.recognize(X)
         names = loaded.student_names
         out = []
@@ -539,8 +603,16 @@ class FaceRecognizer:
             cands = [Candidate(sid, names.get(sid, sid), p) for sid, p in ranked]
             best = cands[0]
             ok = bool(conf >= limit)
-            out.append(Recognition(None, best.student_id if ok else UNKNOWN, best.student_name if ok else UNKNOWN,
-                                   float(conf), ok, cands[:top_k]))
+            out.append(
+                Recognition(
+                    None,
+                    best.student_id if ok else UNKNOWN,
+                    best.student_name if ok else UNKNOWN,
+                    float(conf),
+                    ok,
+                    cands[:top_k],
+                )
+            )
         return out
 
     def _ensure_engines(self) -> _State:
@@ -550,7 +622,9 @@ class FaceRecognizer:
         with self._init_lock:
             state = self._state
             if state.engines is None:
-                state = _State(state.loaded, _build_engines(state.loaded, self.device, self.weights_dir, self.allow_download))
+                state = _State(
+                    state.loaded, _build_engines(state.loaded, self.device, self.weights_dir, self.allow_download)
+                )
                 self._state = state
         return state
 
@@ -581,8 +655,9 @@ class FaceRecognizer:
                     log.info("Model files changed while reloading; will retry")
                     return False
                 self._refused_stamp = stamp
-                log.error("New model in %s refused; still serving model %s. %s", directory,
-                          current.loaded.model_version, err)
+                log.error(
+                    "New model in %s refused; still serving model %s. %s", directory, current.loaded.model_version, err
+                )
                 return False
             self._state = _State(loaded, engines)
             self._refused_stamp = None

@@ -65,9 +65,13 @@ def threshold_png(path: Path, ev: Evaluation) -> Path | None:
         rows = ev.open_set.sweep
         t = [r.threshold for r in rows]
         ax.plot(t, [r.recognition_rate for r in rows], "o-", label="enrolled students recognised")
-        ax.plot(t, [r.false_accept_rate for r in rows], "s-", color="crimson", label="strangers accepted (false accept)")
+        ax.plot(
+            t, [r.false_accept_rate for r in rows], "s-", color="crimson", label="strangers accepted (false accept)"
+        )
         ax.plot(t, [r.rejection_rate for r in rows], "^-", color="gray", label="enrolled students rejected")
-        ax.axhline(ev.open_set.max_far, color="crimson", ls=":", lw=1, label=f"stranger target {ev.open_set.max_far:.0%}")
+        ax.axhline(
+            ev.open_set.max_far, color="crimson", ls=":", lw=1, label=f"stranger target {ev.open_set.max_far:.0%}"
+        )
     elif ev.sweep:
         t = [r.threshold for r in ev.sweep]
         ax.plot(t, [r.recognition_rate for r in ev.sweep], "o-", label="recognised")
@@ -75,7 +79,9 @@ def threshold_png(path: Path, ev: Evaluation) -> Path | None:
     else:
         plt.close(fig)
         return None
-    ax.axvline(ev.recommended_threshold, color="green", ls="--", lw=1, label=f"recommended {ev.recommended_threshold:.2f}")
+    ax.axvline(
+        ev.recommended_threshold, color="green", ls="--", lw=1, label=f"recommended {ev.recommended_threshold:.2f}"
+    )
     ax.set_xlabel("confidence threshold")
     ax.set_ylabel("share of photos")
     ax.set_ylim(-0.02, 1.02)
@@ -97,8 +103,13 @@ def confidence_png(path: Path, ev: Evaluation) -> Path | None:
     os_ = ev.open_set
     ax.hist(os_.known_confidence[os_.known_correct], bins=bins, alpha=0.6, label="enrolled, correct answer")
     if (~os_.known_correct).any():
-        ax.hist(os_.known_confidence[~os_.known_correct], bins=bins, alpha=0.6, color="orange",
-                label="enrolled, wrong answer")
+        ax.hist(
+            os_.known_confidence[~os_.known_correct],
+            bins=bins,
+            alpha=0.6,
+            color="orange",
+            label="enrolled, wrong answer",
+        )
     ax.hist(os_.unknown_confidence, bins=bins, alpha=0.6, color="crimson", label="strangers (not enrolled)")
     ax.axvline(ev.recommended_threshold, color="green", ls="--", lw=1, label="recommended threshold")
     ax.set_xlabel("confidence")
@@ -115,8 +126,11 @@ def write_plots(folder: Path, ev: Evaluation) -> list[Path]:
     """All plots into ``folder``; a plot that fails is logged, never fatal."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fn in (("confusion_matrix.png", confusion_png), ("threshold_curves.png", threshold_png),
-                     ("confidence_histogram.png", confidence_png)):
+    for name, fn in (
+        ("confusion_matrix.png", confusion_png),
+        ("threshold_curves.png", threshold_png),
+        ("confidence_histogram.png", confidence_png),
+    ):
         try:
             out = fn(folder / name, ev)
         except Exception:  # a plotting problem must not lose a trained model

@@ -68,9 +68,14 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
     other_sim = sims[np.arange(len(X)), best_other]
     findings: list[Finding] = []
     for i in np.flatnonzero(has_others & (other_sim > own)):
-        findings.append(Finding("mislabel", str(paths[i]),
-                                f"looks more like {classes[best_other[i]]} (similarity {other_sim[i]:.2f}) than like "
-                                f"the other photos of {labels[i]} ({own[i]:.2f}): probably in the wrong folder"))
+        findings.append(
+            Finding(
+                "mislabel",
+                str(paths[i]),
+                f"looks more like {classes[best_other[i]]} (similarity {other_sim[i]:.2f}) than like "
+                f"the other photos of {labels[i]} ({own[i]:.2f}): probably in the wrong folder",
+            )
+        )
     flagged = {f.path for f in findings}
     for c in classes:
         idx = np.flatnonzero((labels == c) & has_others)
@@ -84,14 +89,20 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
         halfway = med - 0.5 * (med - np.median(other_sim[idx]))
         for i in idx[values < min(med - OUTLIER_MADS * mad, halfway)]:
             if str(paths[i]) not in flagged:
-                findings.append(Finding("outlier", str(paths[i]),
-                                        f"unlike the other photos of {c} (similarity {own[i]:.2f}, typical {med:.2f}): "
-                                        "another person, or a poor photo"))
+                findings.append(
+                    Finding(
+                        "outlier",
+                        str(paths[i]),
+                        f"unlike the other photos of {c} (similarity {own[i]:.2f}, typical {med:.2f}): "
+                        "another person, or a poor photo",
+                    )
+                )
     return findings
 
 
-def near_duplicates(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path],
-                    threshold: float = NEAR_DUPLICATE_SIMILARITY) -> list[Finding]:
+def near_duplicates(
+    embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], threshold: float = NEAR_DUPLICATE_SIMILARITY
+) -> list[Finding]:
     """Pairs of photos of DIFFERENT students that are nearly identical (same person twice?)."""
     X = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels).astype(str)
@@ -101,31 +112,44 @@ def near_duplicates(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path
     findings = []
     block = 2048
     for start in range(0, len(X), block):
-        sims = X[start:start + block] @ X.T
+        sims = X[start : start + block] @ X.T
         rows, cols = np.nonzero(sims >= threshold)
         for r, c in zip(rows, cols):
             i = start + r
             if c > i and labels[i] != labels[c]:
-                findings.append(Finding("near_duplicate", str(paths[i]),
-                                        f"nearly identical to {paths[c]} of {labels[c]} (similarity {sims[r, c]:.3f}): "
-                                        "the same person enrolled twice, or a photo in the wrong folder"))
+                findings.append(
+                    Finding(
+                        "near_duplicate",
+                        str(paths[i]),
+                        f"nearly identical to {paths[c]} of {labels[c]} (similarity {sims[r, c]:.3f}): "
+                        "the same person enrolled twice, or a photo in the wrong folder",
+                    )
+                )
     return findings
 
 
-def photo_findings(paths: list[Path], face_sizes: list[float], sharpness_values: list[float],
-                   num_faces: list[int]) -> list[Finding]:
+def photo_findings(
+    paths: list[Path], face_sizes: list[float], sharpness_values: list[float], num_faces: list[int]
+) -> list[Finding]:
     """Small faces, blurred faces and photos with several faces."""
     out = []
     for p, size, sharp, n in zip(paths, face_sizes, sharpness_values, num_faces):
         if size < MIN_FACE_PX:
-            out.append(Finding("small_face", str(p), f"face only {size:.0f} px across (< {MIN_FACE_PX}): use a closer photo"))
+            out.append(
+                Finding("small_face", str(p), f"face only {size:.0f} px across (< {MIN_FACE_PX}): use a closer photo")
+            )
         if sharp < MIN_SHARPNESS:
-            out.append(Finding("blurry", str(p), f"blurred face (sharpness {sharp:.0f} < {MIN_SHARPNESS:.0f}): retake it"))
+            out.append(
+                Finding("blurry", str(p), f"blurred face (sharpness {sharp:.0f} < {MIN_SHARPNESS:.0f}): retake it")
+            )
         if n > 1:
             out.append(Finding("several_faces", str(p), f"{n} faces in the photo; the largest was used"))
     return out
 
 
 def few_photo_findings(counts: dict[str, int], minimum: int = MIN_RECOMMENDED_PHOTOS) -> list[Finding]:
-    return [Finding("few_photos", sid, f"only {n} usable photo(s) (< {minimum}): add more for reliable recognition")
-            for sid, n in sorted(counts.items()) if n < minimum]
+    return [
+        Finding("few_photos", sid, f"only {n} usable photo(s) (< {minimum}): add more for reliable recognition")
+        for sid, n in sorted(counts.items())
+        if n < minimum
+    ]

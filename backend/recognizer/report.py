@@ -50,7 +50,9 @@ class RunSummary:
 
     @property
     def several_faces(self) -> list[tuple[Path, int]]:
-        return [(r.path, f.num_faces) for r, f in zip(self.extraction.records, self.extraction.faces) if f.num_faces > 1]
+        return [
+            (r.path, f.num_faces) for r, f in zip(self.extraction.records, self.extraction.faces) if f.num_faces > 1
+        ]
 
     @property
     def few_photo_students(self) -> list[str]:
@@ -65,9 +67,11 @@ def _pct(value: float | None) -> str:
 def sweep_table(evaluation: Evaluation) -> list[str]:
     lines = ["threshold  accepted  rejected  acc.of.accepted  recognised  misidentified"]
     for r in evaluation.sweep:
-        lines.append(f"   {r.threshold:.2f}     {_pct(r.accepted_rate):>6}    {_pct(r.rejection_rate):>6}"
-                     f"          {_pct(r.accuracy_of_accepted):>6}      {_pct(r.recognition_rate):>6}"
-                     f"         {_pct(r.misidentification_rate):>6}")
+        lines.append(
+            f"   {r.threshold:.2f}     {_pct(r.accepted_rate):>6}    {_pct(r.rejection_rate):>6}"
+            f"          {_pct(r.accuracy_of_accepted):>6}      {_pct(r.recognition_rate):>6}"
+            f"         {_pct(r.misidentification_rate):>6}"
+        )
     return lines
 
 
@@ -76,17 +80,23 @@ def open_set_lines(ev: Evaluation) -> list[str]:
     if os_ is None:
         return ["  not measured: at least 3 students with usable photos are needed"]
     at = next((r for r in os_.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
-    lines = [f"  {os_.n_folds} folds; per fold {len(os_.unknown_students[0])} student(s) held out as strangers; "
-             f"{os_.n_known_photos} enrolled test photos, {os_.n_unknown_photos} stranger photos scored",
-             "  threshold  recognised  strangers.accepted  misidentified  rejected"]
+    lines = [
+        f"  {os_.n_folds} folds; per fold {len(os_.unknown_students[0])} student(s) held out as strangers; "
+        f"{os_.n_known_photos} enrolled test photos, {os_.n_unknown_photos} stranger photos scored",
+        "  threshold  recognised  strangers.accepted  misidentified  rejected",
+    ]
     for r in os_.sweep:
-        lines.append(f"     {r.threshold:.2f}      {_pct(r.recognition_rate):>6}              {_pct(r.false_accept_rate):>6}"
-                     f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}")
+        lines.append(
+            f"     {r.threshold:.2f}      {_pct(r.recognition_rate):>6}              {_pct(r.false_accept_rate):>6}"
+            f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}"
+        )
     if at is not None:
-        lines.append(f"  => At threshold {ev.recommended_threshold:.2f} a stranger is marked present as some student in "
-                     f"{_pct(at.false_accept_rate)} of cases (measured on {os_.n_unknown_photos} photos; with 95% "
-                     f"confidence at most {_pct(at.false_accept_upper95)}; target "
-                     f"<= {os_.max_far:.1%}: {'met' if os_.target_reached else 'NOT met'}).")
+        lines.append(
+            f"  => At threshold {ev.recommended_threshold:.2f} a stranger is marked present as some student in "
+            f"{_pct(at.false_accept_rate)} of cases (measured on {os_.n_unknown_photos} photos; with 95% "
+            f"confidence at most {_pct(at.false_accept_upper95)}; target "
+            f"<= {os_.max_far:.1%}: {'met' if os_.target_reached else 'NOT met'})."
+        )
     return lines
 
 
@@ -148,34 +158,49 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     for sid in s.few_photo_students:
         attention.append(f"  - {sid}: only 1 usable photo - kept for training but not tested; add 5+ photos")
     for group in s.duplicate_groups:
-        attention.append("  - identical photo in several student folders (probable enrollment mistake): "
-                         + ", ".join(str(p) for p in group))
+        attention.append(
+            "  - identical photo in several student folders (probable enrollment mistake): "
+            + ", ".join(str(p) for p in group)
+        )
     for p, n in s.several_faces:
         attention.append(f"  - {p}: {n} faces found, the largest was used")
     lines += attention or ["  nothing"]
-    lines += ["", "EVALUATION (held-out photos; model refitted on all photos afterwards)",
-              f"  train photos : {ev.n_train}", f"  test photos  : {ev.n_test}",
-              f"  accuracy     : {_pct(ev.accuracy)}"]
+    lines += [
+        "",
+        "EVALUATION (held-out photos; model refitted on all photos afterwards)",
+        f"  train photos : {ev.n_train}",
+        f"  test photos  : {ev.n_test}",
+        f"  accuracy     : {_pct(ev.accuracy)}",
+    ]
     if ev.train_only_students:
         lines.append(f"  kept in training only (too few photos to test): {', '.join(ev.train_only_students)}")
     lines += ["", "  Confidence of the top answer:"]
     for kind, stats in ev.confidence.items():
         if stats.get("count"):
-            lines.append(f"    {kind:<8} n={stats['count']:<5} mean={stats['mean']:.3f} median={stats['median']:.3f} "
-                         f"p05={stats['p05']:.3f} min={stats['min']:.3f}")
+            lines.append(
+                f"    {kind:<8} n={stats['count']:<5} mean={stats['mean']:.3f} median={stats['median']:.3f} "
+                f"p05={stats['p05']:.3f} min={stats['min']:.3f}"
+            )
         else:
             lines.append(f"    {kind:<8} n=0")
     lines += ["", "  Classification report:", *("    " + x for x in ev.report_text.splitlines())]
     lines += ["", "  Confusion matrix:", *("    " + x for x in confusion_lines(ev))]
-    lines += ["", "THRESHOLD SWEEP - known faces (held-out photos of enrolled students)",
-              *("  " + x for x in sweep_table(ev))]
+    lines += [
+        "",
+        "THRESHOLD SWEEP - known faces (held-out photos of enrolled students)",
+        *("  " + x for x in sweep_table(ev)),
+    ]
     lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev)]
-    lines += ["", "THRESHOLD",
-              f"  recommended : {ev.recommended_threshold:.2f} - {ev.recommendation_reason}",
-              f"  in use      : {s.threshold:.2f} ({s.threshold_source})",
-              "  Faces below the threshold are reported as 'Unknown'. Higher = fewer strangers accepted,",
-              "  more students asked to retry. Change it with --threshold or in the backend per call.",
-              "", f"DATA QUALITY ({len(s.findings)} findings: fix these folders/photos, then retrain)"]
+    lines += [
+        "",
+        "THRESHOLD",
+        f"  recommended : {ev.recommended_threshold:.2f} - {ev.recommendation_reason}",
+        f"  in use      : {s.threshold:.2f} ({s.threshold_source})",
+        "  Faces below the threshold are reported as 'Unknown'. Higher = fewer strangers accepted,",
+        "  more students asked to retry. Change it with --threshold or in the backend per call.",
+        "",
+        f"DATA QUALITY ({len(s.findings)} findings: fix these folders/photos, then retrain)",
+    ]
     lines += [f"  - [{f.kind}] {f.path}: {f.reason}" for f in s.findings] or ["  nothing found"]
     if s.plots:
         lines += ["", "PICTURES (in models/)", *(f"  {p}" for p in s.plots)]
@@ -262,24 +287,30 @@ def _stranger_sentence(ev: Evaluation) -> str:
     d = open_set_dict(ev)
     if d is None or d["false_accept_rate_at_recommended"] is None:
         return "Not measured (needs at least 3 students)."
-    return (f"At the recommended threshold {ev.recommended_threshold:.2f}, {d['false_accept_rate_at_recommended']:.1%} of "
-            f"strangers' photos were accepted as some student ({d['unknown_photos']} photos of held-out students; "
-            f"with 95% confidence at most {d['false_accept_upper95_at_recommended']:.1%}), and "
-            f"{d['recognition_rate_at_recommended']:.1%} of enrolled students' photos were recognised.")
+    return (
+        f"At the recommended threshold {ev.recommended_threshold:.2f}, {d['false_accept_rate_at_recommended']:.1%} of "
+        f"strangers' photos were accepted as some student ({d['unknown_photos']} photos of held-out students; "
+        f"with 95% confidence at most {d['false_accept_upper95_at_recommended']:.1%}), and "
+        f"{d['recognition_rate_at_recommended']:.1%} of enrolled students' photos were recognised."
+    )
 
 
 def write_model_readme(path: Path, s: RunSummary) -> None:
     m = s.models
+    summary_line = (
+        f"Students: {len(s.extraction.counts())} - photos embedded: {len(s.extraction.records)} - "
+        f"held-out accuracy: {_pct(s.evaluation.accuracy)} - threshold in use: **{s.threshold:.2f}**."
+    )
     text = f"""# Face recognition model {s.version}
 
 Created {s.created_at} from `{s.data_dir}` by `retrain_model.py`.
-Students: {len(s.extraction.counts())} - photos embedded: {len(s.extraction.records)} - held-out accuracy: {_pct(s.evaluation.accuracy)} - threshold in use: **{s.threshold:.2f}**.
+{summary_line}
 
 ## Pipeline (training and recognition share it: `backend/recognizer/faces.py`)
 1. Decode the photo (EXIF rotation applied; grey, transparent, 16-bit and CMYK images converted to RGB).
-2. Detect faces with **{m['detector']['name']}** ({m['detector'].get('model_file') or 'bundled weights'}); keep the largest.
-3. Align and crop to **{m['crop_size']}x{m['crop_size']}** ({m['crop_method']}).
-4. Embed with **{m['embedder']['name']}** -> **{m['embedding_dim']}-d** vector, **L2-normalised** (unit length).
+2. Detect faces with **{m["detector"]["name"]}** ({m["detector"].get("model_file") or "bundled weights"}); keep the largest.
+3. Align and crop to **{m["crop_size"]}x{m["crop_size"]}** ({m["crop_method"]}).
+4. Embed with **{m["embedder"]["name"]}** -> **{m["embedding_dim"]}-d** vector, **L2-normalised** (unit length).
 5. `StandardScaler` (fitted on the training embeddings, stored in the bundle) -> class-balanced linear SVM
    with temperature-calibrated probabilities (`CalibratedClassifierCV(method="temperature")`).
 6. Open-set confidence of the top answer (SVM probability + similarity to that student's photos, calibrated
@@ -294,7 +325,7 @@ Never feed the classifier raw or differently-normalised vectors: always L2-norma
   `student_names`, `threshold`, `open_set` (student centres + confidence calibrator), `metadata`.
 - `backend/models/Classifier/label_encoder.pkl`, `label_encoder_classes.npy` - the student ids, in classifier column order.
 - `backend/models/Classifier/manifest.json` - SHA-256 of every artifact; the loader refuses files that do not match.
-- `models/X.npy` (float32 N x {m['embedding_dim']}), `models/y.npy` (student ids), `models/labels.csv`.
+- `models/X.npy` (float32 N x {m["embedding_dim"]}), `models/y.npy` (student ids), `models/labels.csv`.
 - `models/training_report.txt`, `models/metrics.json`, `models/skipped_images.csv` - what this run measured and skipped.
 
 ## Enrolling students and retraining

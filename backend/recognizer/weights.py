@@ -61,8 +61,9 @@ def insightface_root() -> Path:
     return Path("~/.insightface").expanduser()
 
 
-def scrfd_weights(explicit_file: str | Path | None = None, folder: str | Path | None = None, *,
-                  allow_download: bool = True) -> Path:
+def scrfd_weights(
+    explicit_file: str | Path | None = None, folder: str | Path | None = None, *, allow_download: bool = True
+) -> Path:
     """Path of the SCRFD detector ``.onnx`` (default: ``buffalo_l/det_10g.onnx``)."""
     if explicit_file:
         path = Path(explicit_file).expanduser()
@@ -94,10 +95,15 @@ def scrfd_weights(explicit_file: str | Path | None = None, folder: str | Path | 
         found = _first_file([pack_dir / SCRFD_FILE])
         if found is not None:
             return found
-    where = f"{base}/{SCRFD_FILE}" if base is not None else f"<weights folder>/{SCRFD_FILE} (set --weights-dir or {WEIGHTS_ENV})"
+    where = (
+        f"{base}/{SCRFD_FILE}"
+        if base is not None
+        else f"<weights folder>/{SCRFD_FILE} (set --weights-dir or {WEIGHTS_ENV})"
+    )
     empty_hint = (
         f" The folder {pack_dir} exists but has no {SCRFD_FILE}: delete it so the download can be retried."
-        if pack_dir.is_dir() else ""
+        if pack_dir.is_dir()
+        else ""
     )
     raise WeightsNotFoundError(
         f"Face detector weights missing: {SCRFD_FILE} (insightface model pack '{SCRFD_PACK}') could not be "
@@ -132,7 +138,11 @@ def facenet_weights(folder: str | Path | None = None, *, allow_download: bool = 
         found = _first_file([cache / FACENET_FILE])
         if found is not None:
             return found
-    where = f"{base}/{FACENET_FILE}" if base is not None else f"<weights folder>/{FACENET_FILE} (set --weights-dir or {WEIGHTS_ENV})"
+    where = (
+        f"{base}/{FACENET_FILE}"
+        if base is not None
+        else f"<weights folder>/{FACENET_FILE} (set --weights-dir or {WEIGHTS_ENV})"
+    )
     raise WeightsNotFoundError(
         f"Face embedder weights missing: {FACENET_FILE} (facenet-pytorch InceptionResnetV1, vggface2) could not be "
         f"found or downloaded. Download it from {FACENET_SOURCE} and put it at {where} or at {cache / FACENET_FILE}. "
