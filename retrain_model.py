@@ -26,28 +26,67 @@ def build_parser() -> argparse.ArgumentParser:
         description="Index student photo folders, extract face embeddings, train and publish the face classifier.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with one sub-folder per student (STU001_First_Last); "
-                        "default: <output-root>/backend/dataset/processed")
-    p.add_argument("--output-root", type=Path, default=None,
-                   help="where backend/models/Classifier and models/ are written; default: the project folder")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="confidence threshold to publish (0-1) instead of the recommended one")
-    p.add_argument("--test-size", type=float, default=0.2, help="share of each student's photos held out for evaluation")
-    p.add_argument("--max-far", type=float, default=0.01,
-                   help="target: highest acceptable share of strangers (not enrolled) accepted as a student; "
-                        "the recommended threshold is the one that meets it with the best recognition")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with one sub-folder per student (STU001_First_Last); "
+        "default: <output-root>/backend/dataset/processed",
+    )
+    p.add_argument(
+        "--output-root",
+        type=Path,
+        default=None,
+        help="where backend/models/Classifier and models/ are written; default: the project folder",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="confidence threshold to publish (0-1) instead of the recommended one",
+    )
+    p.add_argument(
+        "--test-size", type=float, default=0.2, help="share of each student's photos held out for evaluation"
+    )
+    p.add_argument(
+        "--max-far",
+        type=float,
+        default=0.01,
+        help="target: highest acceptable share of strangers (not enrolled) accepted as a student; "
+        "the recommended threshold is the one that meets it with the best recognition",
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (split, calibration)")
     p.add_argument("--batch-size", type=int, default=32, help="face crops embedded per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the embedder runs")
-    p.add_argument("--detector", choices=DETECTORS, default="scrfd",
-                   help="face detector: scrfd (insightface buffalo_l det_10g) or mtcnn (offline, bundled)")
-    p.add_argument("--detector-model", default=None, help="an SCRFD .onnx file to use instead of buffalo_l/det_10g.onnx")
-    p.add_argument("--embedder", choices=EMBEDDERS, default="facenet",
-                   help="facenet (512-d, vggface2) or dlib (128-d, offline, bundled)")
-    p.add_argument("--weights-dir", default=None,
-                   help=f"folder with offline weight files (det_10g.onnx, 20180402-114759-vggface2.pt); "
-                        f"also ${WEIGHTS_ENV}")
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="scrfd",
+        help="face detector: scrfd (insightface buffalo_l det_10g) or mtcnn (offline, bundled)",
+    )
+    p.add_argument(
+        "--detector-model", default=None, help="an SCRFD .onnx file to use instead of buffalo_l/det_10g.onnx"
+    )
+    p.add_argument(
+        "--embedder",
+        choices=EMBEDDERS,
+        default="facenet",
+        help="facenet (512-d, vggface2) or dlib (128-d, offline, bundled)",
+    )
+    p.add_argument(
+        "--weights-dir",
+        default=None,
+        help=f"folder with offline weight files (det_10g.onnx, 20180402-114759-vggface2.pt); also ${WEIGHTS_ENV}",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="ignore the embedding cache (models/cache) and re-embed every photo"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="threads decoding/detecting photos ahead of the embedder (0: one at a time)",
+    )
     p.add_argument("--keep-versions", type=int, default=1, help="previous models kept for --rollback")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another retraining run is publishing")
     p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
@@ -68,20 +107,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-far must be between 0 and 1 (e.g. 0.01 for 1%)")
     if args.keep_versions < 0:
         parser.error("--keep-versions must be 0 or more")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     for noisy in ("insightface", "onnxruntime", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from backend.recognizer import artifacts, pipeline
 
     options = pipeline.RunOptions(
-        data_dir=args.data_dir, output_root=args.output_root, threshold=args.threshold, test_size=args.test_size,
-        max_far=args.max_far, seed=args.seed, batch_size=args.batch_size, keep_versions=args.keep_versions, progress=not args.quiet,
+        data_dir=args.data_dir,
+        output_root=args.output_root,
+        threshold=args.threshold,
+        test_size=args.test_size,
+        max_far=args.max_far,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        keep_versions=args.keep_versions,
+        progress=not args.quiet,
         lock_timeout=args.wait,
-        backend=BackendConfig(detector=args.detector, embedder=args.embedder, device=args.device,
-                              weights_dir=args.weights_dir, detector_model=args.detector_model,
-                              allow_download=not args.no_download),
+        use_cache=not args.no_cache,
+        workers=max(0, args.workers),
+        backend=BackendConfig(
+            detector=args.detector,
+            embedder=args.embedder,
+            device=args.device,
+            weights_dir=args.weights_dir,
+            detector_model=args.detector_model,
+            allow_download=not args.no_download,
+        ),
     )
     try:
         if args.rollback:

@@ -8,14 +8,17 @@ photos (only the float32 embeddings grow).
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import ImageRecord
+from .cache import CachedFace, EmbeddingCache
+from .dataset import ImageRecord, file_sha256
 from .embedder import Embedder
 from .errors import ImageError
 from .faces import Detector, face_crops
@@ -67,43 +70,116 @@ def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) ->
     return crop, FaceInfo(len(found.faces), face.size, face.score, found.padded_retry, sharpness(crop))
 
 
-def extract_embeddings(records: Iterable[ImageRecord], detector: Detector, embedder: Embedder, *,
-                       batch_size: int = 32, progress: bool = True, total: int | None = None) -> Extraction:
-    """Embed every usable photo; the others go to ``skipped`` with their reason."""
+def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache: EmbeddingCache | None):
+    """Worker: (key, crop, info, reason, cached). Never raises (reasons as in the serial path)."""
+    key = None
+    if cache is not None:
+        try:
+            key = file_sha256(record.path)
+        except OSError:
+            key = None  # unreadable: decode reports why
+        if key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return key, None, hit, hit.reason, True
+    try:
+        crop, info = prepare_crop(record, detector, embedder)
+    except ImageError as err:
+        return key, None, None, str(err), False
+    except Exception as err:  # a detector/decoder bug must not end the run; report it
+        log.exception("Unexpected error on %s", record.path)
+        return None, None, None, f"unexpected error: {type(err).__name__}: {err}", False
+    return key, crop, info, None, False
+
+
+def extract_embeddings(
+    records: Iterable[ImageRecord],
+    detector: Detector,
+    embedder: Embedder,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    total: int | None = None,
+    workers: int = 1,
+    cache: EmbeddingCache | None = None,
+) -> Extraction:
+    """Embed every usable photo; the others go to ``skipped`` with their reason.
+
+    ``workers`` > 0: decode/detect/crop run in that many background threads, ahead of
+    the embedder (ONNX Runtime / torch / OpenCV release the GIL, so detection of the next
+    photos overlaps the embedding of this batch); ``workers=0`` is the plain serial loop.
+    Results come back in input order either way, identical to the serial path. With a
+    ``cache``, photos whose bytes (SHA-256) are known under the same pipeline fingerprint
+    are not decoded or embedded again, and new results are added to it.
+    """
     batch_size = max(1, int(batch_size))
-    kept: list[ImageRecord] = []
-    infos: list[FaceInfo] = []
-    chunks: list[np.ndarray] = []
-    skipped: list[tuple[Path, str]] = []
+    records = list(records)
+    n = len(records)
+    out = np.zeros((n, embedder.dim), dtype=np.float32)
+    done = np.zeros(n, dtype=bool)
+    infos: list[FaceInfo | None] = [None] * n
+    reasons: list[str | None] = [None] * n
     crops: list[np.ndarray] = []
-    pending: list[tuple[ImageRecord, FaceInfo]] = []
+    pending: list[tuple[int, str | None]] = []
 
     def flush() -> None:
         if not crops:
             return
-        vectors = embedder.embed(np.stack(crops))
-        chunks.append(vectors.astype(np.float32, copy=False))
-        for rec, info in pending:
-            kept.append(rec)
-            infos.append(info)
+        vectors = np.asarray(embedder.embed(np.stack(crops)), dtype=np.float32)
+        for (i, key), vec in zip(pending, vectors):
+            out[i] = vec
+            done[i] = True
+            if cache is not None and key is not None:
+                inf = infos[i]
+                cache.put(
+                    key,
+                    CachedFace(vec.copy(), (inf.num_faces, inf.face_size, inf.score, inf.padded_retry, inf.sharpness)),
+                )
         crops.clear()
         pending.clear()
 
-    for record in tqdm(records, total=total, desc="Extracting faces", unit="photo", disable=not progress):
-        try:
-            crop, info = prepare_crop(record, detector, embedder)
-        except ImageError as err:
-            log.warning("Skipped %s: %s", record.path, err)
-            skipped.append((record.path, str(err)))
-            continue
-        except Exception as err:  # a detector/decoder bug must not end the run; report it
-            log.exception("Unexpected error on %s", record.path)
-            skipped.append((record.path, f"unexpected error: {type(err).__name__}: {err}"))
-            continue
+    def handle(i: int, result) -> None:  # noqa: ANN001
+        key, crop, info, reason, cached = result
+        record = records[i]
+        if reason is not None:
+            log.warning("Skipped %s: %s", record.path, reason)
+            reasons[i] = reason
+            if cache is not None and key is not None and not cached and not reason.startswith("unexpected error"):
+                cache.put(key, CachedFace(None, None, reason))
+            return
+        if cached:
+            out[i] = info.vector
+            done[i] = True
+            infos[i] = FaceInfo(*info.info)
+            return
+        infos[i] = info
         crops.append(crop)
-        pending.append((record, info))
+        pending.append((i, key))
         if len(crops) >= batch_size:
             flush()
-    flush()
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, embedder.dim), dtype=np.float32)
-    return Extraction(embeddings, kept, infos, skipped)
+
+    bar = tqdm(total=n if total is None else total, desc="Extracting faces", unit="photo", disable=not progress)
+    try:
+        if workers <= 0:
+            for i, record in enumerate(records):
+                handle(i, _prepare(record, detector, embedder, cache))
+                bar.update(1)
+        else:
+            ahead = max(2 * batch_size, 4 * workers)  # bounded read-ahead: memory stays flat
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
+                queue: deque = deque()
+                nxt = 0
+                for i in range(n):
+                    while nxt < n and len(queue) < ahead:
+                        queue.append(pool.submit(_prepare, records[nxt], detector, embedder, cache))
+                        nxt += 1
+                    handle(i, queue.popleft().result())
+                    bar.update(1)
+        flush()
+    finally:
+        bar.close()
+    keep = np.flatnonzero(done)
+    kept = [records[i] for i in keep]
+    skipped = [(records[i].path, reasons[i]) for i in range(n) if reasons[i] is not None]
+    embeddings = np.ascontiguousarray(out[keep]) if len(keep) else np.zeros((0, embedder.dim), dtype=np.float32)
+    return Extraction(embeddings, kept, [infos[i] for i in keep], skipped)  # type: ignore[misc]

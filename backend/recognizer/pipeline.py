@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts
+from . import cache as cache_mod
 from .backends import BackendConfig, build_detector, build_embedder, describe
-from .dataset import DatasetIndex, file_sha256, index_dataset, write_labels_csv
+from .dataset import DatasetIndex, ImageRecord, file_sha256, index_dataset, write_labels_csv
 from .errors import TrainingError
 from .evaluate import evaluate
 from .extract import Extraction, extract_embeddings
@@ -33,8 +34,18 @@ from .train import fit_model
 
 log = logging.getLogger(__name__)
 
-LIBRARIES = ("numpy", "scikit-learn", "torch", "facenet-pytorch", "insightface", "onnxruntime",
-             "opencv-python", "pillow", "dlib-bin", "joblib")
+LIBRARIES = (
+    "numpy",
+    "scikit-learn",
+    "torch",
+    "facenet-pytorch",
+    "insightface",
+    "onnxruntime",
+    "opencv-python",
+    "pillow",
+    "dlib-bin",
+    "joblib",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,9 @@ class RunOptions:
     keep_versions: int = 1
     progress: bool = True
     lock_timeout: float = 0.0
+    # --- embedding cache / extraction speed (issue 4)
+    use_cache: bool = True  # False (--no-cache): re-embed every photo; the cache is rewritten fresh
+    workers: int = 1  # decode/detect threads running ahead of the embedder (0: serial)
 
     def resolved_paths(self) -> tuple[Path, OutputPaths]:
         paths = OutputPaths.at(self.output_root)
@@ -97,10 +111,11 @@ def prior_artifacts(paths: OutputPaths) -> list[Path]:
     return sorted(found)
 
 
-def duplicate_groups(index: DatasetIndex) -> list[list[Path]]:
-    """Byte-identical photos filed under more than one student."""
+def duplicate_groups(records: list[ImageRecord]) -> list[list[Path]]:
+    """Byte-identical photos filed under more than one student (pass the EMBEDDED photos:
+    two broken or empty files are not "the same photo enrolled twice")."""
     by_hash: dict[str, list[tuple[str, Path]]] = defaultdict(list)
-    for rec in index.records:
+    for rec in records:
         try:
             by_hash[file_sha256(rec.path)].append((rec.student_id, rec.path))
         except OSError:
@@ -113,13 +128,32 @@ def data_quality(extraction: Extraction, summary: RunSummary) -> list[Finding]:
     paths = [r.path for r in extraction.records]
     labels = extraction.student_ids
     findings = label_findings(extraction.embeddings, labels, paths)
-    findings += [Finding("duplicate_file", str(g[0]), "the same file is in several student folders: "
-                         + ", ".join(str(p) for p in g)) for g in summary.duplicate_groups]
+    findings += [
+        Finding(
+            "duplicate_file", str(g[0]), "the same file is in several student folders: " + ", ".join(str(p) for p in g)
+        )
+        for g in summary.duplicate_groups
+    ]
     findings += near_duplicates(extraction.embeddings, labels, paths)
     findings += few_photo_findings(extraction.counts())
-    findings += photo_findings(paths, [f.face_size for f in extraction.faces], [f.sharpness for f in extraction.faces],
-                               [f.num_faces for f in extraction.faces])
+    findings += photo_findings(
+        paths,
+        [f.face_size for f in extraction.faces],
+        [f.sharpness for f in extraction.faces],
+        [f.num_faces for f in extraction.faces],
+    )
     return findings
+
+
+def _save_cache(cache: cache_mod.EmbeddingCache, paths: OutputPaths, *, prune: bool) -> None:
+    """Write the embedding cache (a stale one, of another fingerprint, is replaced).
+
+    Entries of photos that are no longer in the data folder are dropped only after a
+    successful publish, so a failed run never costs the previous cache."""
+    try:
+        cache.save(paths.cache_dir, keep=cache.used if prune else None)
+    except OSError as err:
+        log.warning("Could not write the embedding cache in %s (%s); the next run re-embeds", paths.cache_dir, err)
 
 
 def dry_run(options: RunOptions) -> DryRunResult:
@@ -150,8 +184,25 @@ def run(options: RunOptions) -> RunResult:
         timings["load_models"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        extraction = extract_embeddings(index.records, detector, embedder, batch_size=options.batch_size,
-                                        progress=options.progress, total=len(index.records))
+        # --- embedding cache (issue 4): read only under the same pipeline fingerprint
+        fingerprint = cache_mod.pipeline_fingerprint(detector, embedder)
+        if options.use_cache:
+            cache = cache_mod.load_cache(paths.cache_dir, fingerprint, embedder.dim)
+        else:
+            cache = cache_mod.EmbeddingCache(fingerprint, embedder.dim)
+        extraction = extract_embeddings(
+            index.records,
+            detector,
+            embedder,
+            batch_size=options.batch_size,
+            progress=options.progress,
+            total=len(index.records),
+            workers=options.workers,
+            cache=cache,
+        )
+        log.info("Embedding cache: %d photos reused, %d embedded", cache.hits, cache.misses)
+        _save_cache(cache, paths, prune=False)  # keep the extraction work even if a later stage fails
+        # --- end embedding cache
         timings["extract"] = time.perf_counter() - t
         embedded = extraction.counts()
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
@@ -180,10 +231,21 @@ def run(options: RunOptions) -> RunResult:
         models = describe(detector, embedder)
         names = index.names()
         summary = RunSummary(
-            version=version, created_at=created_at, data_dir=data_dir, output_root=paths.root, models=models,
-            index=index, extraction=extraction, evaluation=evaluation, threshold=float(threshold),
-            threshold_source=source, excluded_students=excluded, duplicate_groups=duplicate_groups(index),
-            timings=timings, prior_artifacts=prior_artifacts(paths), library_versions=library_versions(),
+            version=version,
+            created_at=created_at,
+            data_dir=data_dir,
+            output_root=paths.root,
+            models=models,
+            index=index,
+            extraction=extraction,
+            evaluation=evaluation,
+            threshold=float(threshold),
+            threshold_source=source,
+            excluded_students=excluded,
+            duplicate_groups=duplicate_groups(extraction.records),
+            timings=timings,
+            prior_artifacts=prior_artifacts(paths),
+            library_versions=library_versions(),
         )
         summary.findings = data_quality(extraction, summary)
         detector_file = getattr(detector, "model_file", None)
@@ -215,7 +277,11 @@ def run(options: RunOptions) -> RunResult:
                     "num_skipped": len(summary.all_skipped),
                     "excluded_students": excluded,
                 },
-                "metrics": {"accuracy": evaluation.accuracy, "n_train": evaluation.n_train, "n_test": evaluation.n_test},
+                "metrics": {
+                    "accuracy": evaluation.accuracy,
+                    "n_train": evaluation.n_train,
+                    "n_test": evaluation.n_test,
+                },
                 "students": {sid: names[sid] for sid in model.classes},
             },
         }
@@ -226,8 +292,19 @@ def run(options: RunOptions) -> RunResult:
         np.save(stage.models_dir / paths.y.name, y)
         write_labels_csv(stage.models_dir / paths.labels_csv.name, index, embedded)
         artifacts.save_bundle(stage, bundle)
-        final = [paths.bundle, paths.label_encoder, paths.classes, paths.manifest, paths.X, paths.y,
-                 paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json, paths.skipped_csv]
+        final = [
+            paths.bundle,
+            paths.label_encoder,
+            paths.classes,
+            paths.manifest,
+            paths.X,
+            paths.y,
+            paths.labels_csv,
+            paths.report_txt,
+            paths.model_readme,
+            paths.metrics_json,
+            paths.skipped_csv,
+        ]
         timings["total"] = time.perf_counter() - started  # reports show the time up to publishing
         plot_files = write_plots(stage.models_dir / paths.plots_dir.name, evaluation)
         summary.plots = [p.relative_to(stage.models_dir) for p in plot_files]
@@ -240,6 +317,7 @@ def run(options: RunOptions) -> RunResult:
         from .loader import verify_model_dir
 
         published = artifacts.publish(paths, stage, verify=verify_model_dir, keep_versions=options.keep_versions)
+        _save_cache(cache, paths, prune=True)  # only now drop photos that are gone
         timings["publish"] = time.perf_counter() - t
     log.info("Published model %s", version)
     return RunResult(summary, final, published.removed, published.archived_to)
@@ -268,9 +346,11 @@ def format_summary(result: RunResult) -> str:
     if ev.open_set is not None:
         at = next((r for r in ev.open_set.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
         if at is not None:
-            lines.append(f"  stranger safety    : {at.false_accept_rate:.1%} of strangers accepted at "
-                         f"{ev.recommended_threshold:.2f} (target <= {ev.open_set.max_far:.1%}: "
-                         f"{'met' if ev.open_set.target_reached else 'NOT met - see the report'})")
+            lines.append(
+                f"  stranger safety    : {at.false_accept_rate:.1%} of strangers accepted at "
+                f"{ev.recommended_threshold:.2f} (target <= {ev.open_set.max_far:.1%}: "
+                f"{'met' if ev.open_set.target_reached else 'NOT met - see the report'})"
+            )
     if s.findings:
         lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
     lines += ["  artifacts:", *(f"    {p}" for p in result.artifacts)]

@@ -1,0 +1,228 @@
+"""Embedding cache: a photo whose bytes and pipeline are unchanged is not decoded, detected or embedded again.
+
+Key: the SHA-256 of the photo's bytes. Validity: the *pipeline fingerprint* — detector
+and embedder names and weight hashes, crop settings, detection constants and library
+versions. A cache written under another fingerprint is never read (a changed model or
+library re-embeds everything) and is replaced by the next run's cache.
+
+What is stored per photo: its embedding (float32) and face info, or the reason it was
+skipped (no face, unreadable…: deterministic for the same bytes and models). Unexpected
+errors are not cached, so they are retried.
+
+On disk (``<root>/models/cache``): ``embeddings.npz`` plus ``cache.json`` (fingerprint,
+SHA-256 and size of the npz), both written atomically (temp file + fsync + rename). The
+npz is checked against ``cache.json`` before use; a damaged, half-written or foreign cache
+is ignored with a warning (everything is re-embedded), never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+DATA_NAME = "embeddings.npz"
+META_NAME = "cache.json"
+#: Libraries whose version can change an embedding.
+FINGERPRINT_LIBRARIES = (
+    "numpy",
+    "torch",
+    "facenet-pytorch",
+    "insightface",
+    "onnxruntime",
+    "opencv-python",
+    "opencv-python-headless",
+    "pillow",
+    "dlib-bin",
+    "scikit-image",
+)
+
+
+def pipeline_fingerprint(detector: Any, embedder: Any) -> dict[str, Any]:
+    """Everything that decides a photo's embedding, as a JSON-able dict."""
+    from importlib import metadata as importlib_metadata
+
+    from . import faces
+
+    versions = {}
+    for name in FINGERPRINT_LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    model_file = getattr(detector, "model_file", None)
+    return {
+        "format": CACHE_FORMAT,
+        "detector": {
+            "name": detector.name,
+            "weights_sha256": detector.weights_sha256,
+            "model_file": Path(model_file).name if model_file else None,
+            "input_size": list(getattr(detector, "input_size", ()) or ()),
+            "min_score": getattr(detector, "min_score", None),
+        },
+        "embedder": {"name": embedder.name, "weights_sha256": embedder.weights_sha256, "dim": int(embedder.dim)},
+        "crop": embedder.crop.as_dict(),
+        "detect_max_side": faces.DETECT_MAX_SIDE,
+        "retry_pad_fraction": faces.RETRY_PAD_FRACTION,
+        "max_faces": 1,
+        "normalisation": "l2",
+        "libraries": versions,
+    }
+
+
+def fingerprint_id(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedFace:
+    """One cached photo result: an embedding + face info, or a skip reason."""
+
+    vector: np.ndarray | None
+    info: tuple[int, float, float, bool, float] | None  # num_faces, face_size, score, padded_retry, sharpness
+    reason: str | None = None
+
+
+@dataclass
+class EmbeddingCache:
+    """In-memory view of the cache of one fingerprint (see the module docstring)."""
+
+    fingerprint: dict[str, Any]
+    dim: int
+    entries: dict[str, CachedFace] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    loaded_from: Path | None = None
+    used: set[str] = field(default_factory=set)  # keys looked up or added in this run
+
+    @property
+    def id(self) -> str:
+        return fingerprint_id(self.fingerprint)
+
+    def get(self, key: str) -> CachedFace | None:
+        found = self.entries.get(key)
+        self.used.add(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, key: str, value: CachedFace) -> None:
+        self.entries[key] = value
+        self.used.add(key)
+
+    # ------------------------------------------------------------------ disk
+    def to_bytes(self, keep: set[str] | None = None) -> bytes:
+        keys = sorted(k for k in self.entries if keep is None or k in keep)
+        ok = [k for k in keys if self.entries[k].vector is not None]
+        bad = [k for k in keys if self.entries[k].vector is None]
+        vectors = (
+            np.stack([self.entries[k].vector for k in ok]).astype(np.float32)
+            if ok
+            else np.zeros((0, self.dim), dtype=np.float32)
+        )
+        info = np.array([self.entries[k].info for k in ok], dtype=np.float64).reshape(len(ok), 5)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            keys=np.array(ok, dtype="U64"),
+            vectors=vectors,
+            info=info,
+            skipped_keys=np.array(bad, dtype="U64"),
+            skipped_reasons=np.array([self.entries[k].reason or "" for k in bad], dtype=str),
+        )
+        return buf.getvalue()
+
+    def save(self, directory: Path, keep: set[str] | None = None) -> Path:
+        """Write the cache atomically (data first, then the meta file that vouches for it)."""
+        from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+        directory = Path(directory)
+        data = self.to_bytes(keep)
+        atomic_write_bytes(directory / DATA_NAME, data)
+        atomic_write_json(
+            directory / META_NAME,
+            {
+                "format": CACHE_FORMAT,
+                "fingerprint_id": self.id,
+                "fingerprint": self.fingerprint,
+                "sha256": sha256_bytes(data),
+                "size": len(data),
+                "entries": len(self.entries) if keep is None else len(keep & self.entries.keys()),
+            },
+        )
+        return directory / DATA_NAME
+
+
+def cache_status(directory: Path, fingerprint: dict[str, Any]) -> str:
+    """ "match", "mismatch" (another pipeline), "missing" or "damaged"."""
+    meta_path = Path(directory) / META_NAME
+    if not meta_path.exists():
+        return "missing"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "damaged"
+    if not isinstance(meta, dict):
+        return "damaged"
+    return "match" if meta.get("fingerprint_id") == fingerprint_id(fingerprint) else "mismatch"
+
+
+def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> EmbeddingCache:
+    """The cache for ``fingerprint`` (empty when missing, stale, damaged or of another pipeline)."""
+    directory = Path(directory)
+    cache = EmbeddingCache(fingerprint, dim)
+    status = cache_status(directory, fingerprint)
+    if status == "missing":
+        return cache
+    if status == "mismatch":
+        log.info("Embedding cache in %s was made with other models or library versions: not used", directory)
+        return cache
+    if status == "damaged":
+        log.warning(
+            "Embedding cache description %s is unreadable: cache ignored, every photo is re-embedded",
+            directory / META_NAME,
+        )
+        return cache
+    from .artifacts import sha256_bytes
+
+    meta = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
+    try:
+        data = (directory / DATA_NAME).read_bytes()
+    except OSError as err:
+        log.warning("Embedding cache %s unreadable (%s): every photo is re-embedded", directory / DATA_NAME, err)
+        return cache
+    if len(data) != meta.get("size") or sha256_bytes(data) != meta.get("sha256"):
+        log.warning(
+            "Embedding cache %s does not match its description (damaged or half-written): ignored, "
+            "every photo is re-embedded",
+            directory / DATA_NAME,
+        )
+        return cache
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            keys, vectors, info = npz["keys"], npz["vectors"], npz["info"]
+            skipped_keys, reasons = npz["skipped_keys"], npz["skipped_reasons"]
+    except Exception as err:  # noqa: BLE001 - any parse error means: do not trust it
+        log.warning("Embedding cache %s unreadable (%s): ignored", directory / DATA_NAME, err)
+        return cache
+    if vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(keys) or len(info) != len(keys):
+        log.warning("Embedding cache %s has the wrong shape: ignored", directory / DATA_NAME)
+        return cache
+    for k, v, inf in zip(keys, vectors, info):
+        cache.entries[str(k)] = CachedFace(v, (int(inf[0]), float(inf[1]), float(inf[2]), bool(inf[3]), float(inf[4])))
+    for k, r in zip(skipped_keys, reasons):
+        cache.entries[str(k)] = CachedFace(None, None, str(r))
+    cache.loaded_from = directory
+    log.info("Embedding cache: %d photos known (%s)", len(cache.entries), directory)
+    return cache

@@ -1,0 +1,109 @@
+"""Peak RSS of the extraction loop in the number of photos (streaming; float32 embeddings).
+
+    .venv/bin/python bench/bench_memory.py [--photos 20000]
+
+SYNTHETIC photos (random 250×250 JPEGs written to a temp folder, reused) and stand-in
+detector/embedder with the real interfaces (a fixed face box, a random projection to
+512-d), so this measures the memory of the pipeline's loop — decode, crop, batches,
+the embedding array, cache keys — not the models' (constant) weights. Each size runs in a
+fresh process; RSS from getrusage (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+
+class BoxDetector:
+    name = "fixed-box"
+    weights_sha256 = None
+
+    def detect(self, rgb):  # noqa: ANN001, ANN201
+        from backend.recognizer.faces import Face
+
+        h, w = rgb.shape[:2]
+        return [Face((w * 0.25, h * 0.2, w * 0.75, h * 0.8), 0.99, None)]
+
+
+class ProjectionEmbedder:
+    name = "random-projection"
+    dim = 512
+    weights_sha256 = None
+
+    def __init__(self) -> None:
+        from backend.recognizer.faces import CropSettings
+
+        self.crop = CropSettings(size=160, template="facenet")
+        self._p = np.random.default_rng(0).standard_normal((48 * 48 * 3, 512)).astype(np.float32)
+
+    def embed(self, crops):  # noqa: ANN001, ANN201
+        import cv2
+
+        from backend.recognizer.embedder import l2_normalize
+
+        small = np.stack([cv2.resize(c, (48, 48)) for c in crops]).reshape(len(crops), -1).astype(np.float32)
+        return l2_normalize(small @ self._p)
+
+
+def child(folder: str, n: int) -> None:
+    from backend.recognizer import cache as cache_mod
+    from backend.recognizer.dataset import ImageRecord
+    from backend.recognizer.extract import extract_embeddings
+
+    files = sorted(Path(folder).glob("*.jpg"))
+    records = [ImageRecord(files[i % len(files)], f"STU{i // 20:05d}", "x") for i in range(n)]
+    det, emb = BoxDetector(), ProjectionEmbedder()
+    cache = cache_mod.EmbeddingCache(cache_mod.pipeline_fingerprint(det, emb), emb.dim)
+    t = time.perf_counter()
+    ex = extract_embeddings(records, det, emb, batch_size=32, progress=False, workers=1, cache=cache)
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "embedded": len(ex.records),
+                "seconds": time.perf_counter() - t,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photos", type=int, default=20000)
+    ap.add_argument("--child", nargs=2)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_mem_"))
+    rng = np.random.default_rng(0)
+    for i in range(500):  # 500 distinct files; records reuse them (cache keys repeat, memory does not grow)
+        Image.fromarray(rng.integers(0, 255, (250, 250, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+    sizes = sorted({max(1, args.photos // 10), args.photos // 2, args.photos})
+    print(f"{'photos':>8} {'seconds':>8} {'peak RSS MiB':>13}")
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(folder), str(n)], capture_output=True, text=True, check=True
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['n']:>8} {r['seconds']:>8.1f} {r['peak_rss_mib']:>13.0f}")
+    print("target: <= 2048 MiB at 20000 photos and flat in the number of photos")
+
+
+if __name__ == "__main__":
+    main()

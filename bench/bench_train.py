@@ -1,0 +1,103 @@
+"""Classifier training and recognition speed: fit_model vs the SVC(one-vs-one) recipe.
+
+    .venv/bin/python bench/bench_train.py            # 500 and 2000 students (+ SVC baseline at 500: ~2 min)
+    .venv/bin/python bench/bench_train.py --quick    # baseline at 200 students only
+
+Scaling data is SYNTHETIC: per-class clusters around random unit-norm 512-d centres
+(bench/synthetic.py), 20 training + 10 held-out photos per student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from sklearn.calibration import CalibratedClassifierCV  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
+from synthetic import synthetic_embeddings  # noqa: E402
+
+from backend.recognizer.openset import features, fit_calibrator  # noqa: E402
+from backend.recognizer.train import fit_model  # noqa: E402
+
+
+def split(n_students: int, spread: float, seed: int = 3):
+    X, y = synthetic_embeddings(n_students, 30, spread=spread, seed=seed)
+    tr = np.arange(len(X)) % 30 < 20
+    return X[tr], y[tr], X[~tr], y[~tr]
+
+
+def reference(Xtr, ytr, Xte, yte):
+    t = time.perf_counter()
+    sc = StandardScaler().fit(Xtr)
+    clf = CalibratedClassifierCV(
+        SVC(kernel="linear", class_weight="balanced"), method="temperature", cv=5, ensemble=False
+    ).fit(sc.transform(Xtr), ytr)
+    fit_s = time.perf_counter() - t
+    acc = float(np.mean(clf.predict(sc.transform(Xte)) == yte))
+    one = sc.transform(Xte[:1])
+    t = time.perf_counter()
+    for _ in range(20):
+        clf.predict_proba(one)
+    return fit_s, acc, (time.perf_counter() - t) / 20 * 1000
+
+
+def fast(Xtr, ytr, Xte, yte):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        t = time.perf_counter()
+        model = fit_model(Xtr, ytr)
+        fit_s = time.perf_counter() - t
+    _, pred, _ = model.recognize(Xte)
+    acc = float(np.mean(pred == yte))
+    # attach an open-set calibrator like the pipeline does, so classify() pays for it too
+    proba = model.predict_proba(Xte)
+    model.open_set.calibrator = fit_calibrator(features(proba, Xte, model.open_set.centres), pred == yte)
+    t = time.perf_counter()
+    for i in range(200):
+        model.recognize(Xte[i])
+    return fit_s, acc, (time.perf_counter() - t) / 200 * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    base_sizes = [200] if args.quick else [200, 500]
+    for spread in (3.5, 4.2):
+        for K in (200, 500, 2000):
+            data = split(K, spread)
+            f = fast(*data)
+            r = reference(*data) if K in base_sizes else None
+            rows.append((K, spread, f, r))
+            print(f"done {K} students spread {spread}", file=sys.stderr, flush=True)
+    print("\nSynthetic 512-d embeddings, 20 train + 10 held-out photos per student (2 CPU cores)")
+    print(
+        f"{'students':>8} {'spread':>6} | {'fit s':>7} {'acc':>7} {'classify ms':>11} | "
+        f"{'SVC fit s':>9} {'SVC acc':>7} {'SVC ms':>7} | {'fit speedup':>11} {'acc diff pp':>11}"
+    )
+    for K, spread, f, r in rows:
+        if r is None:
+            print(
+                f"{K:>8} {spread:>6} | {f[0]:>7.2f} {f[1]:>7.2%} {f[2]:>11.3f} | {'-':>9} {'-':>7} {'-':>7} | "
+                f"{'-':>11} {'-':>11}"
+            )
+        else:
+            print(
+                f"{K:>8} {spread:>6} | {f[0]:>7.2f} {f[1]:>7.2%} {f[2]:>11.3f} | {r[0]:>9.1f} {r[1]:>7.2%} "
+                f"{r[2]:>7.2f} | {r[0] / f[0]:>10.1f}x {100 * (f[1] - r[1]):>+11.2f}"
+            )
+    print("targets: fit 500x20 <= 5 s, 2000x20 <= 30 s; accuracy >= SVC - 0.5 pp; classify <= 1 ms at 500")
+
+
+if __name__ == "__main__":
+    main()

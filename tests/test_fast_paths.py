@@ -1,0 +1,159 @@
+"""Fast paths of issue 4: embedding cache, threaded extraction, fast linear SVM.
+
+Real photos (ORL) with the offline MTCNN + dlib backends; no downloads.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_orl_tree
+from PIL import Image
+
+from backend.recognizer import cache as cache_mod
+from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
+from backend.recognizer.dataset import index_dataset
+from backend.recognizer.extract import extract_embeddings
+from backend.recognizer.train import fit_model
+
+
+@pytest.fixture(scope="module")
+def engines():
+    config = BackendConfig(detector="mtcnn", embedder="dlib", device="cpu")
+    return build_detector(config), build_embedder(config)
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 ORL students × 3 photos + one photo without a face + one corrupt file."""
+    root = make_orl_tree(tmp_path_factory.mktemp("fast") / "processed", n_students=3, n_images=3)
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(root / "STU001_Person_1" / "blank.png")
+    (root / "STU002_Person_2" / "broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def _run(tree: Path, engines, cache=None, workers: int = 1):
+    detector, embedder = engines
+    return extract_embeddings(
+        index_dataset(tree).records, detector, embedder, batch_size=4, progress=False, workers=workers, cache=cache
+    )
+
+
+@pytest.fixture(scope="module")
+def serial(small_tree: Path, engines):
+    return _run(small_tree, engines, workers=0)
+
+
+def _same(a, b) -> None:
+    assert [r.path for r in a.records] == [r.path for r in b.records]
+    assert np.array_equal(a.embeddings, b.embeddings)
+    assert a.skipped == b.skipped
+    assert a.faces == b.faces
+
+
+def test_threaded_extraction_equals_serial(small_tree: Path, engines, serial) -> None:
+    assert len(serial.records) == 9 and len(serial.skipped) == 2
+    _same(serial, _run(small_tree, engines, workers=2))
+
+
+def test_cache_hits_return_identical_vectors(small_tree: Path, engines, serial, tmp_path: Path) -> None:
+    detector, embedder = engines
+    fp = cache_mod.pipeline_fingerprint(detector, embedder)
+    first = cache_mod.EmbeddingCache(fp, embedder.dim)
+    _same(serial, _run(small_tree, engines, cache=first))
+    assert first.misses == 11 and first.hits == 0
+    first.save(tmp_path / "cache", keep=first.used)
+    again = cache_mod.load_cache(tmp_path / "cache", fp, embedder.dim)
+    assert len(again.entries) == 11  # 9 embeddings + 2 skip reasons (no face, corrupt file)
+    out = _run(small_tree, engines, cache=again)
+    _same(serial, out)
+    assert again.misses == 0
+
+
+def test_changed_photo_is_re_embedded(small_tree: Path, engines, tmp_path: Path) -> None:
+    detector, embedder = engines
+    tree = tmp_path / "tree"
+    shutil.copytree(small_tree, tree)
+    fp = cache_mod.pipeline_fingerprint(detector, embedder)
+    cache = cache_mod.EmbeddingCache(fp, embedder.dim)
+    before = _run(tree, engines, cache=cache)
+    photo = tree / "STU001_Person_1" / "1.pgm"
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo)
+    cache.hits = cache.misses = 0
+    after = _run(tree, engines, cache=cache)
+    assert cache.misses == 1 and cache.hits == 10
+    i = [r.path for r in after.records].index(photo)
+    assert not np.array_equal(before.embeddings[i], after.embeddings[i])
+
+
+def test_fingerprint_change_or_damage_invalidates(engines, serial, tmp_path: Path) -> None:
+    detector, embedder = engines
+    fp = cache_mod.pipeline_fingerprint(detector, embedder)
+    cache = cache_mod.EmbeddingCache(fp, embedder.dim)
+    cache.put("a" * 64, cache_mod.CachedFace(serial.embeddings[0], (1, 50.0, 0.99, False, 10.0)))
+    cache.put("b" * 64, cache_mod.CachedFace(None, None, "no face found"))
+    cache.save(tmp_path)
+    ok = cache_mod.load_cache(tmp_path, fp, embedder.dim)
+    assert np.array_equal(ok.entries["a" * 64].vector, serial.embeddings[0])
+    assert ok.entries["b" * 64].reason == "no face found"
+    other = dict(fp, embedder=dict(fp["embedder"], weights_sha256="0" * 64))
+    assert cache_mod.cache_status(tmp_path, other) == "mismatch"
+    assert cache_mod.load_cache(tmp_path, other, embedder.dim).entries == {}
+    data = tmp_path / cache_mod.DATA_NAME
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    assert cache_mod.load_cache(tmp_path, fp, embedder.dim).entries == {}
+
+
+@pytest.fixture(scope="module")
+def orl_embeddings(tmp_path_factory: pytest.TempPathFactory, engines):
+    tree = make_orl_tree(tmp_path_factory.mktemp("orl20") / "processed", n_students=20, n_images=10)
+    ex = _run(tree, engines, workers=2)
+    return ex.embeddings, ex.student_ids
+
+
+def test_fast_classifier_agrees_with_svc_recipe_on_orl(orl_embeddings) -> None:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    X, y = orl_embeddings
+    test = np.zeros(len(y), dtype=bool)
+    for sid in np.unique(y):
+        test[np.flatnonzero(y == sid)[-3:]] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        model = fit_model(X[~test], y[~test])
+    proba, pred, _ = model.recognize(X[test])
+    fast_acc = float(np.mean(pred == y[test]))
+    scaler = StandardScaler().fit(X[~test])
+    ref = CalibratedClassifierCV(
+        SVC(kernel="linear", class_weight="balanced"), method="temperature", cv=5, ensemble=False
+    ).fit(scaler.transform(X[~test]), y[~test])
+    ref_acc = float(np.mean(ref.predict(scaler.transform(X[test])) == y[test]))
+    assert fast_acc >= ref_acc - 0.005, (fast_acc, ref_acc)
+    # the fast predict path computes exactly what scikit-learn computes
+    slow = model.classifier.predict_proba(model.scaler.transform(X[test]))
+    np.testing.assert_allclose(proba, slow, atol=1e-6)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_students_with_one_to_three_photos(orl_embeddings) -> None:
+    X, y = orl_embeddings
+    keep = np.ones(len(y), dtype=bool)
+    for sid, n in zip(np.unique(y)[:3], (1, 2, 3)):
+        idx = np.flatnonzero(y == sid)
+        keep[idx[n:]] = False
+    model = fit_model(X[keep], y[keep])
+    assert len(model.classes) == 20
+    _, pred, conf = model.recognize(X[keep][:5])
+    assert len(pred) == 5 and np.all((conf >= 0) & (conf <= 1))
+    two = np.isin(y, np.unique(y)[:2])  # two students: the binary case
+    model2 = fit_model(X[two], y[two])
+    assert np.mean(model2.recognize(X[two])[1] == y[two]) == 1.0
