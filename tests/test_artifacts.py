@@ -360,3 +360,13 @@ def test_recover_leaves_a_live_runs_files_alone(paths: OutputPaths) -> None:
         child.wait()
     assert any("staging" in n for n in artifacts.recover(paths))  # the owner is gone: cleaned up
     assert not stage.root.exists()
+
+
+def test_published_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    """The web backend may run as another account: artifacts get normal (umask) permissions, not 0600."""
+    old = os.umask(0o022)
+    try:
+        artifacts.atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
