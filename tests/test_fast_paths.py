@@ -157,3 +157,18 @@ def test_students_with_one_to_three_photos(orl_embeddings) -> None:
     two = np.isin(y, np.unique(y)[:2])  # two students: the binary case
     model2 = fit_model(X[two], y[two])
     assert np.mean(model2.recognize(X[two])[1] == y[two]) == 1.0
+
+
+def test_fast_open_set_confidence_equals_sklearn(orl_embeddings) -> None:
+    from backend.recognizer.openset import features, fit_calibrator
+
+    X, y = orl_embeddings
+    model = fit_model(X, y)
+    proba = model.predict_proba(X)
+    rng = np.random.default_rng(0)
+    correct = rng.random(len(y)) < 0.7  # any two-class target: this checks arithmetic, not quality
+    model.open_set.calibrator = fit_calibrator(features(proba, X, model.open_set.centres), correct)
+    fast = model.open_set.confidence(proba, X)
+    slow = model.open_set.calibrator.predict_proba(features(proba, X, model.open_set.centres))[:, 1]
+    np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
+    assert np.ptp(fast) > 0.01  # the comparison is not between two constants
