@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
+from backend.recognizer.embedder import RUNTIMES
 from backend.recognizer.errors import RetrainError
 from backend.recognizer.weights import WEIGHTS_ENV
 
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (split, calibration)")
     p.add_argument("--batch-size", type=int, default=32, help="face crops embedded per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the embedder runs")
+    p.add_argument(
+        "--embedder-runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="how FaceNet runs: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
+    )
     p.add_argument(
         "--detector",
         choices=DETECTORS,
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             weights_dir=args.weights_dir,
             detector_model=args.detector_model,
             allow_download=not args.no_download,
+            embedder_runtime=args.embedder_runtime,
         ),
     )
     try:

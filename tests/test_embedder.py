@@ -17,7 +17,7 @@ from conftest import LFW, ORL, require_shared_data
 
 from backend.recognizer.backends import BackendConfig, build_embedder
 from backend.recognizer.embedder import DlibEmbedder, FaceNetEmbedder, l2_normalize
-from backend.recognizer.errors import WeightsNotFoundError
+from backend.recognizer.errors import RetrainError, WeightsNotFoundError
 from backend.recognizer.faces import MtcnnDetector, face_crops
 from backend.recognizer.images import decode_image
 from backend.recognizer.weights import FACENET_FILE, dlib_weights
@@ -249,3 +249,18 @@ def test_dlib_embedding_changes_with_channel_order(dlib_embedder: DlibEmbedder, 
     a = dlib_embedder.embed(crops)
     b = dlib_embedder.embed(np.ascontiguousarray(crops[..., ::-1]))
     assert np.abs(a - b).max() > 1e-3
+
+
+def test_facenet_onnxruntime_equals_torch(
+    facenet: FaceNetEmbedder, facenet_files: dict[str, Path], ours_rgb: np.ndarray, rgb_crops: np.ndarray
+) -> None:
+    # on the CPU the default runtime is ONNX Runtime; torch must give the same vectors
+    assert facenet.runtime == "onnxruntime"
+    eager = FaceNetEmbedder(facenet_files["plain"], device="cpu", runtime="torch")
+    assert eager.runtime == "torch"
+    np.testing.assert_allclose(eager.embed(rgb_crops[:2]), ours_rgb, atol=1e-5)
+    # batch size is dynamic in the exported graph: 3 crops at once = one by one
+    three = facenet.embed(rgb_crops)
+    np.testing.assert_allclose(three[:2], ours_rgb, atol=1e-5)
+    with pytest.raises(RetrainError, match="runtime"):
+        FaceNetEmbedder(facenet_files["plain"], device="cpu", runtime="tensorrt")

@@ -23,6 +23,7 @@ from backend.recognizer.faces import (
     ScrfdDetector,
     align_crop,
     detect_faces,
+    detection_input_size,
     face_crops,
     reference_landmarks,
 )
@@ -184,14 +185,30 @@ def test_align_crop_rotation_invariant_with_landmarks(scrfd_25g: ScrfdDetector) 
         assert aligned < 20 and aligned < unaligned / 2, (path, aligned, unaligned)
 
 
-def test_padded_retry_on_tight_crops(scrfd_25g: ScrfdDetector, mtcnn: MtcnnDetector) -> None:
-    # tight pre-cropped ORL faces: SCRFD needs context around them, so the padded retry finds them
+def test_adaptive_detection_size_finds_tight_faces_without_retry(scrfd_25g: ScrfdDetector) -> None:
+    # small photos are not blown up to 640×640: their longer side goes to [224, 640], /32
+    assert detection_input_size(112, 92) == (192, 224)
+    assert detection_input_size(250, 250) == (256, 256)
+    assert detection_input_size(1080, 1920) == (640, 384)
+    assert detection_input_size(4000, 3000) == (480, 640)
+    assert scrfd_25g.adaptive_input
+    # so the tight pre-cropped ORL faces are found at once (at a fixed 640 they need the retry)
+    for person in (1, 2, 3):
+        orl = decode_image(ORL / f"s{person}" / "1.pgm")
+        faces, retried = detect_faces(scrfd_25g, orl)
+        assert faces and not retried
+
+
+def test_padded_retry_on_tight_crops(scrfd_500m: ScrfdDetector, scrfd_25g: ScrfdDetector) -> None:
+    # scrfd_500m has a fixed 640×640 input: a 92×112 ORL face is blown up past its largest
+    # anchors, nothing is found, and the padded retry (context around the face) finds it
+    assert not scrfd_500m.adaptive_input and scrfd_500m.input_size == (640, 640)
     retries = 0
     for person in (1, 2):
         orl = decode_image(ORL / f"s{person}" / "1.pgm")
-        faces, retried = detect_faces(scrfd_25g, orl)
+        faces, retried = detect_faces(scrfd_500m, orl)
         assert faces, "tight ORL face not found even with the padded retry"
-        assert retried == (not scrfd_25g.detect(orl))
+        assert retried == (not scrfd_500m.detect(orl))
         retries += retried
         face = faces[0]
         h, w = orl.shape[:2]
@@ -200,7 +217,7 @@ def test_padded_retry_on_tight_crops(scrfd_25g: ScrfdDetector, mtcnn: MtcnnDetec
         assert 0.25 * w <= cx <= 0.75 * w and 0.25 * h <= cy <= 0.75 * h, face.box
         assert face.landmarks is not None and _lm_inside_box(face)
     assert retries >= 1, "the padded retry path was never exercised on the tight ORL faces"
-    crop = face_crops(scrfd_25g, orl, CropSettings(size=160), max_faces=1)
+    crop = face_crops(scrfd_500m, orl, CropSettings(size=160), max_faces=1)
     assert crop.padded_retry == retried and crop.crops[0].shape == (160, 160, 3)
 
     # an LFW face cropped tightly to its own box

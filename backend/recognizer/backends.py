@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import weights
+from . import faces, weights
 from .embedder import DlibEmbedder, Embedder, FaceNetEmbedder, resolve_device
 from .errors import RetrainError
 from .faces import Detector, MtcnnDetector, ScrfdDetector
@@ -27,6 +27,7 @@ class BackendConfig:
     weights_dir: str | None = None
     detector_model: str | None = None  # an explicit SCRFD .onnx file
     allow_download: bool = True
+    embedder_runtime: str = "auto"  # FaceNet: onnxruntime on the CPU, torch on CUDA (see embedder.py)
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -57,8 +58,9 @@ def build_embedder(config: BackendConfig) -> Embedder:
     device = resolve_device(config.device)
     if config.embedder == "facenet":
         path = weights.facenet_weights(config.weights_dir, allow_download=config.allow_download)
-        log.info("Embedder: FaceNet InceptionResnetV1 (vggface2) %s on %s", path, device)
-        return FaceNetEmbedder(path, device=device)
+        embedder = FaceNetEmbedder(path, device=device, runtime=config.embedder_runtime)
+        log.info("Embedder: FaceNet InceptionResnetV1 (vggface2) %s on %s (%s)", path, device, embedder.runtime)
+        return embedder
     if config.embedder == "dlib":
         log.info("Embedder: dlib ResNet (128-d, bundled weights)")
         return DlibEmbedder(weights.dlib_weights())
@@ -73,8 +75,15 @@ def describe(detector: Detector, embedder: Embedder) -> dict[str, object]:
             "name": detector.name,
             "model_file": Path(model_file).name if model_file else None,
             "weights_sha256": detector.weights_sha256,
+            "input_size": list(getattr(detector, "input_size", ()) or ()),
+            "adaptive_input_min_side": faces.DETECT_MIN_SIDE if getattr(detector, "adaptive_input", False) else None,
         },
-        "embedder": {"name": embedder.name, "weights_sha256": embedder.weights_sha256, "dim": embedder.dim},
+        "embedder": {
+            "name": embedder.name,
+            "weights_sha256": embedder.weights_sha256,
+            "dim": embedder.dim,
+            "runtime": getattr(embedder, "runtime", None),
+        },
         "embedding_dim": embedder.dim,
         "normalisation": "l2",
         **embedder.crop.as_dict(),

@@ -4,7 +4,9 @@ Two backends behind one small interface:
 
 * ``FaceNetEmbedder`` (default): facenet-pytorch ``InceptionResnetV1`` with vggface2
   weights, 512-d, inputs standardised with facenet-pytorch's own
-  ``fixed_image_standardization`` ((x − 127.5) / 128) on RGB crops.
+  ``fixed_image_standardization`` ((x − 127.5) / 128) on RGB crops. On the CPU the
+  network is exported once per process to ONNX Runtime (1.7× the throughput of eager
+  torch on 2 cores, max difference 1e-7; bench/README.md); on CUDA it runs in torch.
 * ``DlibEmbedder``: dlib's ResNet descriptor, 128-d, weights shipped by
   ``face_recognition_models``; works fully offline.
 
@@ -64,15 +66,58 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def _onnx_session(model, size: int):  # noqa: ANN001, ANN202 - torch module in, ort session out
+    """Export ``model`` (eval mode, on the CPU) to ONNX in memory and open it in ONNX Runtime.
+
+    In memory, not on disk: the export takes ~2 s once per process, and nothing is left
+    behind to go stale when the weights change. Batch size is dynamic.
+    """
+    import io
+    import warnings
+
+    import onnxruntime
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            model,
+            torch.zeros(1, 3, size, size),
+            buffer,
+            input_names=["crops"],
+            output_names=["embeddings"],
+            dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
 class FaceNetEmbedder:
     """facenet-pytorch InceptionResnetV1 (vggface2), loaded from a local state_dict file."""
 
     dim = 512
 
-    def __init__(self, weights_file: str | Path, device: str = "cpu", crop: CropSettings | None = None) -> None:
+    def __init__(
+        self,
+        weights_file: str | Path,
+        device: str = "cpu",
+        crop: CropSettings | None = None,
+        runtime: str = "auto",
+    ) -> None:
         import torch
         from facenet_pytorch import InceptionResnetV1
 
+        from .errors import RetrainError
+
+        if runtime not in RUNTIMES:
+            raise RetrainError(f"unknown embedder runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.name = "facenet-inception-resnet-v1-vggface2"
         self.crop = crop or CropSettings(size=160, template="facenet")
         self.device = device
@@ -98,6 +143,15 @@ class FaceNetEmbedder:
                 f"(missing {len(missing)} keys, unexpected {len(unexpected)}); replace it with 20180402-114759-vggface2.pt"
             )
         self._model = model.eval().to(device)
+        self._session = None
+        if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu"):
+            try:
+                self._session = _onnx_session(model.cpu() if device != "cpu" else model, self.crop.size)
+            except Exception as err:  # an exporter/runtime problem costs speed, never the run
+                if runtime == "onnxruntime":
+                    raise RetrainError(f"FaceNet could not be run in ONNX Runtime: {err}") from err
+                log.warning("FaceNet stays in torch (ONNX export failed: %s)", err)
+        self.runtime = "onnxruntime" if self._session is not None else "torch"
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         import torch
@@ -106,6 +160,10 @@ class FaceNetEmbedder:
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._session is not None:
+            # the same arithmetic as fixed_image_standardization, in float32
+            batch = (np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) - 127.5) / 128.0
+            return l2_normalize(self._session.run(None, {"crops": batch})[0])
         tensor = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
         tensor = fixed_image_standardization(tensor).to(self.device)
         with torch.inference_mode():
