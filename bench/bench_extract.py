@@ -102,12 +102,20 @@ def main() -> None:
     t_base, (v_base, s_base) = timed(lambda: baseline(records, fixed, eager))
     rows.append(("baseline: detect 640x640, torch, 1 photo at a time", t_base, 0.0))
     variants = [
-        ("+ batches of 32", fixed, eager, 0),
-        ("+ detect at the photo's own size", detector, eager, 0),
-        (f"+ FaceNet in {embedder.runtime}", detector, embedder, 0),
-    ] + [(f"+ {w} detect thread(s) ahead", detector, embedder, w) for w in range(1, args.max_workers + 1)]
-    for label, det, emb, workers in variants:
-        run = functools.partial(extract_embeddings, records, det, emb, progress=False, workers=workers, batch_size=32)
+        ("+ batches of 32", fixed, eager, 0, 0),
+        ("+ detect at the photo's own size", detector, eager, 0, 0),
+        (f"+ FaceNet in {embedder.runtime}", detector, embedder, 0, 0),
+    ]
+    for w in sorted({1, 2, args.max_workers} | set(range(2, args.max_workers + 1, 2))):
+        if w <= args.max_workers:
+            pooled = ScrfdDetector(str(weights), weights_sha256=sha, providers=providers, sessions=w)
+            variants.append((f"+ {w} detect thread(s) ahead ({w} SCRFD sessions)", pooled, embedder, w, 0))
+    for p in sorted({2, args.max_workers}):
+        variants.append((f"+ {p} detect processes (instead of threads)", detector, embedder, 1, p))
+    for label, det, emb, workers, processes in variants:
+        run = functools.partial(
+            extract_embeddings, records, det, emb, progress=False, workers=workers, batch_size=32, processes=processes
+        )
         t, ex = timed(run)
         if det is fixed:
             assert ex.skipped == s_base, "skip reasons differ from the baseline"
@@ -119,10 +127,10 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}, CPU cores {os.cpu_count()}"
     )
     print(
-        f"{'variant (each row adds to the one above)':<52} {'s':>7} {'photos/s':>9} {'vs baseline':>11} {'max|diff|':>10}"
+        f"{'variant (each row adds to the one above)':<58} {'s':>7} {'photos/s':>9} {'vs baseline':>11} {'max|diff|':>10}"
     )
     for label, t, diff in rows:
-        print(f"{label:<52} {t:>7.2f} {n / t:>9.1f} {t_base / t:>10.2f}x {diff:>10.1e}")
+        print(f"{label:<58} {t:>7.2f} {n / t:>9.1f} {t_base / t:>10.2f}x {diff:>10.1e}")
     print(
         "max|diff|: largest difference from the baseline's vectors (unit length); detecting at the photo's own "
         "size moves landmarks by a few % of the eye distance, so vectors differ slightly from there on (accuracy "

@@ -386,3 +386,18 @@ def test_build_detector_missing_model_file(tmp_path: Path) -> None:
         build_detector(BackendConfig(detector="scrfd", detector_model=str(tmp_path / "nope.onnx"), device="cpu"))
     with pytest.raises(Exception, match="unknown detector"):
         build_detector(BackendConfig(detector="yolo", device="cpu"))
+
+
+def test_detector_sessions_detect_in_parallel_with_serial_results(scrfd_25g: ScrfdDetector) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pooled = ScrfdDetector(str(SCRFD_25G), sessions=2)
+    assert pooled.sessions == 2 and pooled.adaptive_input
+    images = [decode_image(p) for p in lfw_sample(12, offset=5)]
+    serial = [scrfd_25g.detect(im) for im in images]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(pooled.detect, images))
+    for a, b in zip(serial, parallel):
+        assert len(a) == len(b) >= 1
+        np.testing.assert_allclose(a[0].box, b[0].box, atol=1e-3)
+        np.testing.assert_allclose(a[0].landmarks, b[0].landmarks, atol=1e-3)

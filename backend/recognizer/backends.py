@@ -27,6 +27,7 @@ class BackendConfig:
     weights_dir: str | None = None
     detector_model: str | None = None  # an explicit SCRFD .onnx file
     allow_download: bool = True
+    detector_sessions: int = 1  # SCRFD instances, so that this many threads can detect at once
     embedder_runtime: str = "auto"  # FaceNet: onnxruntime on the CPU, torch on CUDA (see embedder.py)
 
 
@@ -46,7 +47,12 @@ def build_detector(config: BackendConfig) -> Detector:
     if config.detector == "scrfd":
         path = weights.scrfd_weights(config.detector_model, config.weights_dir, allow_download=config.allow_download)
         log.info("Detector: SCRFD %s", path)
-        return ScrfdDetector(str(path), weights_sha256=weights.sha256_file(path), providers=onnx_providers(device))
+        return ScrfdDetector(
+            str(path),
+            weights_sha256=weights.sha256_file(path),
+            providers=onnx_providers(device),
+            sessions=config.detector_sessions,
+        )
     if config.detector == "mtcnn":
         log.info("Detector: MTCNN (facenet-pytorch, bundled weights)")
         return MtcnnDetector(device=device)
