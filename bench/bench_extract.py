@@ -79,7 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=96)
     ap.add_argument("--students", type=int, default=50)
-    ap.add_argument("--per-student", type=int, default=3)
+    ap.add_argument("--per-student", type=int, default=10)
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--max-workers", type=int, default=2, help="largest number of detect threads measured")
     args = ap.parse_args()
