@@ -101,13 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads decoding/detecting photos ahead of the embedder (0: one at a time; "
         f"default: half the CPU cores, 1 to 8: {default_workers()} here)",
     )
-    p.add_argument(
-        "--detect-processes",
-        type=int,
-        default=None,
-        help="worker processes for SCRFD detection (0: threads only; default: half the cores, up to 8, "
-        "on machines with 8+ cores and 300+ photos)",
-    )
     p.add_argument("--keep-versions", type=int, default=1, help="previous models kept for --rollback")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another retraining run is publishing")
     p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
@@ -151,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         lock_timeout=args.wait,
         use_cache=not args.no_cache,
         workers=workers,
-        processes=args.detect_processes,
         backend=BackendConfig(
             detector=args.detector,
             embedder=args.embedder,

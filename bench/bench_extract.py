@@ -102,20 +102,16 @@ def main() -> None:
     t_base, (v_base, s_base) = timed(lambda: baseline(records, fixed, eager))
     rows.append(("baseline: detect 640x640, torch, 1 photo at a time", t_base, 0.0))
     variants = [
-        ("+ batches of 32", fixed, eager, 0, 0),
-        ("+ detect at the photo's own size", detector, eager, 0, 0),
-        (f"+ FaceNet in {embedder.runtime}", detector, embedder, 0, 0),
+        ("+ batches of 32", fixed, eager, 0),
+        ("+ detect at the photo's own size", detector, eager, 0),
+        (f"+ FaceNet in {embedder.runtime}", detector, embedder, 0),
     ]
     for w in sorted({1, 2, args.max_workers} | set(range(2, args.max_workers + 1, 2))):
         if w <= args.max_workers:
             pooled = ScrfdDetector(str(weights), weights_sha256=sha, providers=providers, sessions=w)
-            variants.append((f"+ {w} detect thread(s) ahead ({w} SCRFD sessions)", pooled, embedder, w, 0))
-    for p in sorted({2, args.max_workers}):
-        variants.append((f"+ {p} detect processes (instead of threads)", detector, embedder, 1, p))
-    for label, det, emb, workers, processes in variants:
-        run = functools.partial(
-            extract_embeddings, records, det, emb, progress=False, workers=workers, batch_size=32, processes=processes
-        )
+            variants.append((f"+ {w} detect thread(s) ahead ({w} SCRFD sessions)", pooled, embedder, w))
+    for label, det, emb, workers in variants:
+        run = functools.partial(extract_embeddings, records, det, emb, progress=False, workers=workers, batch_size=32)
         t, ex = timed(run)
         if det is fixed:
             assert ex.skipped == s_base, "skip reasons differ from the baseline"

@@ -172,19 +172,3 @@ def test_fast_open_set_confidence_equals_sklearn(orl_embeddings) -> None:
     slow = model.open_set.calibrator.predict_proba(features(proba, X, model.open_set.centres))[:, 1]
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
     assert np.ptp(fast) > 0.01  # the comparison is not between two constants
-
-
-def test_process_extraction_equals_serial(small_tree: Path, engines) -> None:
-    """SCRFD in 2 worker processes (spawned, each with its own detector) = the serial loop,
-    skip reasons included (a blank photo, a corrupt file)."""
-    from conftest import SCRFD_WEIGHTS
-
-    from backend.recognizer.faces import ScrfdDetector
-
-    detector = ScrfdDetector(str(SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"))
-    _, embedder = engines
-    records = index_dataset(small_tree).records
-    serial = extract_embeddings(records, detector, embedder, batch_size=4, progress=False, workers=0)
-    pooled = extract_embeddings(records, detector, embedder, batch_size=4, progress=False, processes=2)
-    assert len(serial.records) == 9 and len(serial.skipped) == 2
-    _same(serial, pooled)

@@ -8,12 +8,9 @@ photos (only the float32 embeddings grow).
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,38 +75,8 @@ def crop_photo(path: Path, detector: Detector, settings: CropSettings) -> tuple[
     return crop, FaceInfo(len(found.faces), face.size, face.score, found.padded_retry, sharpness(crop))
 
 
-_WORKER: tuple[Detector, CropSettings] | None = None  # inside a detection worker process
-
-
-def _worker_init(make_detector: Callable[[], Detector], settings: CropSettings) -> None:
-    global _WORKER
-    _WORKER = (make_detector(), settings)
-
-
-def _worker_crop(path: str) -> tuple[np.ndarray | None, FaceInfo | None, str | None]:
-    """In a worker process: decode → detect → crop one photo; (crop, info, reason). Never raises."""
-    detector, settings = _WORKER  # type: ignore[misc]
-    try:
-        crop, info = crop_photo(Path(path), detector, settings)
-    except ImageError as err:
-        return None, None, str(err)
-    except Exception as err:  # noqa: BLE001 - reported per photo, like the in-process path
-        return None, None, f"unexpected error: {type(err).__name__}: {err}"
-    return crop, info, None
-
-
-def _prepare(
-    record: ImageRecord,
-    detector: Detector,
-    embedder: Embedder,
-    cache: EmbeddingCache | None,
-    remote: ProcessPoolExecutor | None = None,
-):
-    """Worker: (key, crop, info, reason, cached). Never raises (reasons as in the serial path).
-
-    With ``remote``, decode/detect/crop run in that process pool (the hash and the cache
-    lookup stay here); a pool that broke (a worker died) falls back to this process.
-    """
+def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache: EmbeddingCache | None):
+    """Worker: (key, crop, info, reason, cached). Never raises (reasons as in the serial path)."""
     key = None
     if cache is not None:
         try:
@@ -120,12 +87,6 @@ def _prepare(
             hit = cache.get(key)
             if hit is not None:
                 return key, None, hit, hit.reason, True
-    if remote is not None:
-        try:
-            crop, info, reason = remote.submit(_worker_crop, str(record.path)).result()
-            return key, crop, info, reason, False
-        except BrokenProcessPool:
-            log.warning("A detection worker process died; %s is processed here instead", record.path)
     try:
         crop, info = prepare_crop(record, detector, embedder)
     except ImageError as err:
@@ -146,16 +107,14 @@ def extract_embeddings(
     total: int | None = None,
     workers: int = 1,
     cache: EmbeddingCache | None = None,
-    processes: int = 0,
 ) -> Extraction:
     """Embed every usable photo; the others go to ``skipped`` with their reason.
 
     ``workers`` > 0: decode/detect/crop run in that many background threads, ahead of
     the embedder (ONNX Runtime / torch / OpenCV release the GIL, so detection of the next
     photos overlaps the embedding of this batch); ``workers=0`` is the plain serial loop.
-    ``processes`` > 0 (SCRFD only): decode/detect/crop run in that many worker processes
-    instead, for many-core machines where Python's GIL caps threads (a 16-core GPU machine:
-    ~166 photos/s with threads; bench/README.md).
+    For several threads to detect at once, give SCRFD as many sessions
+    (``ScrfdDetector(sessions=workers)``; ``BackendConfig.detector_sessions``).
     Results come back in input order either way, identical to the serial path. With a
     ``cache``, photos whose bytes (SHA-256) are known under the same pipeline fingerprint
     are not decoded or embedded again, and new results are added to it.
@@ -213,22 +172,16 @@ def extract_embeddings(
                 handle(i, _prepare(record, detector, embedder, cache))
                 bar.update(1)
         else:
-            remote = _process_pool(detector, embedder, processes) if processes > 0 else None
-            threads = max(workers, processes if remote is not None else 0)
-            ahead = max(2 * batch_size, 4 * threads)  # bounded read-ahead: memory stays flat
-            try:
-                with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="extract") as pool:
-                    queue: deque = deque()
-                    nxt = 0
-                    for i in range(n):
-                        while nxt < n and len(queue) < ahead:
-                            queue.append(pool.submit(_prepare, records[nxt], detector, embedder, cache, remote))
-                            nxt += 1
-                        handle(i, queue.popleft().result())
-                        bar.update(1)
-            finally:
-                if remote is not None:
-                    remote.shutdown(cancel_futures=True)
+            ahead = max(2 * batch_size, 4 * workers)  # bounded read-ahead: memory stays flat
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
+                queue: deque = deque()
+                nxt = 0
+                for i in range(n):
+                    while nxt < n and len(queue) < ahead:
+                        queue.append(pool.submit(_prepare, records[nxt], detector, embedder, cache))
+                        nxt += 1
+                    handle(i, queue.popleft().result())
+                    bar.update(1)
         flush()
     finally:
         bar.close()
@@ -237,19 +190,3 @@ def extract_embeddings(
     skipped = [(records[i].path, reasons[i]) for i in range(n) if reasons[i] is not None]
     embeddings = np.ascontiguousarray(out[keep]) if len(keep) else np.zeros((0, embedder.dim), dtype=np.float32)
     return Extraction(embeddings, kept, [infos[i] for i in keep], skipped)  # type: ignore[misc]
-
-
-def _process_pool(detector: Detector, embedder: Embedder, processes: int) -> ProcessPoolExecutor | None:
-    """Worker processes that each build their own copy of ``detector`` (None: not possible)."""
-    factory = getattr(detector, "worker_factory", None)
-    if factory is None:
-        log.info("%s detection runs in threads (only SCRFD runs in worker processes)", detector.name)
-        return None
-    threads = max(1, (os.cpu_count() or 1) // max(1, processes))
-    # spawn, not fork: the parent already runs ONNX Runtime / torch thread pools
-    return ProcessPoolExecutor(
-        max_workers=processes,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(factory(threads), embedder.crop),
-    )

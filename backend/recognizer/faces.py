@@ -7,13 +7,11 @@ the detector. The pipeline (training) and the loader (recognition) both call
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -225,16 +223,6 @@ class ScrfdDetector:
         sessions: int = 1,
         threads: int | None = None,
     ) -> None:
-        self._args = dict(
-            onnx_path=onnx_path,
-            weights_sha256=weights_sha256,
-            providers=providers,
-            det_thresh=det_thresh,
-            input_size=input_size,
-            adaptive_input=adaptive_input,
-            sessions=sessions,
-            threads=threads,
-        )
         self.name = "scrfd"
         self.model_file = onnx_path
         self.weights_sha256 = weights_sha256
@@ -242,10 +230,12 @@ class ScrfdDetector:
         self.sessions = max(1, int(sessions))
         # SCRFD caches anchors per size and keeps per-call state: each model instance is used
         # by one thread at a time, and ``sessions`` instances let several threads detect at
-        # once. Their ONNX Runtime threads share the cores (16 threads on one 256×256 input
-        # mostly wait on each other: 167 photos/s on a 16-core machine, measured).
-        if threads is None:  # 0: ORT's default (all cores)
-            threads = 0 if self.sessions == 1 else max(1, (os.cpu_count() or 1) // self.sessions)
+        # once, each with few ONNX Runtime threads. Measured on a 16-core machine (LFW, with
+        # FaceNet on its GPU): 1 session × 16 ORT threads 167 photos/s (they mostly wait on
+        # each other on a 256×256 input); 8 sessions × 1 thread 354; 8 × 2 212; 8 worker
+        # processes 191 (spawn + pickling).
+        if threads is None:  # 0: ORT's default (all cores); else half the cores shared out
+            threads = 0 if self.sessions == 1 else max(1, (os.cpu_count() or 1) // (2 * self.sessions))
         models = [self._load(onnx_path, providers, det_thresh, threads) for _ in range(self.sessions)]
         # a model exported with a fixed input (scrfd_500m: 640×640) only runs at that size
         static = getattr(models[0], "static_input_size", None)
@@ -255,14 +245,6 @@ class ScrfdDetector:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for model in models:
             self._free.put(model)
-
-    def __reduce__(self):  # noqa: ANN204 - rebuilt from its arguments (ORT sessions do not pickle)
-        return _rebuild_scrfd, (self._args,)
-
-    def worker_factory(self, threads: int) -> Callable[[], ScrfdDetector]:
-        """A picklable recipe for the same detector with one session of ``threads`` ORT threads
-        (built inside each detection worker process)."""
-        return functools.partial(ScrfdDetector, **{**self._args, "sessions": 1, "threads": threads})
 
     def _load(self, onnx_path: str, providers: list[str] | None, det_thresh: float, threads: int):  # noqa: ANN202
         import onnxruntime
@@ -310,10 +292,6 @@ class ScrfdDetector:
             landmarks = None if kpss is None else np.asarray(kpss[i], dtype=np.float64).reshape(5, 2)
             faces.append(Face(tuple(float(v) for v in row[:4]), float(row[4]), landmarks))  # type: ignore[arg-type]
         return faces
-
-
-def _rebuild_scrfd(args: dict) -> ScrfdDetector:
-    return ScrfdDetector(**args)
 
 
 class MtcnnDetector:

@@ -9,7 +9,6 @@ artifact is touched, and publishing itself is an atomic swap (``artifacts.publis
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 from collections import defaultdict
@@ -67,7 +66,6 @@ class RunOptions:
     # --- embedding cache / extraction speed (issue 4)
     use_cache: bool = True  # False (--no-cache): re-embed every photo; the cache is rewritten fresh
     workers: int = 1  # decode/detect threads running ahead of the embedder (0: serial)
-    processes: int | None = None  # SCRFD worker processes; None: auto (see detect_processes)
 
     def resolved_paths(self) -> tuple[Path, OutputPaths]:
         paths = OutputPaths.at(self.output_root)
@@ -164,19 +162,6 @@ def dry_run(options: RunOptions) -> DryRunResult:
     return DryRunResult(data_dir, index_dataset(data_dir), prior_artifacts(paths))
 
 
-#: Below this many photos the ~3 s start of worker processes is not worth it.
-PROCESS_MIN_PHOTOS = 300
-
-
-def detect_processes(requested: int | None, n_photos: int, cores: int | None = None) -> int:
-    """Detection worker processes: as asked, or auto = half the cores (up to 8) on machines
-    with 8 or more cores and runs of PROCESS_MIN_PHOTOS photos or more; else 0 (threads)."""
-    if requested is not None:
-        return max(0, requested)
-    cores = cores or os.cpu_count() or 1
-    return min(8, cores // 2) if cores >= 8 and n_photos >= PROCESS_MIN_PHOTOS else 0
-
-
 def run(options: RunOptions) -> RunResult:
     """Retrain from the student folders and publish the new model. Raises RetrainError subclasses."""
     timings: dict[str, float] = {}
@@ -214,7 +199,6 @@ def run(options: RunOptions) -> RunResult:
             total=len(index.records),
             workers=options.workers,
             cache=cache,
-            processes=detect_processes(options.processes, len(index.records)),
         )
         log.info("Embedding cache: %d photos reused, %d embedded", cache.hits, cache.misses)
         _save_cache(cache, paths, prune=False)  # keep the extraction work even if a later stage fails
