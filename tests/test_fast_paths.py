@@ -144,6 +144,41 @@ def test_fast_classifier_agrees_with_svc_recipe_on_orl(orl_embeddings) -> None:
     assert np.allclose(proba.sum(axis=1), 1.0)
 
 
+@pytest.mark.parametrize("balance_binary", [True, False])
+def test_linear_svm_reaches_liblinear_optimum(orl_embeddings, balance_binary: bool) -> None:
+    """Every one-vs-rest problem BalancedLinearSVM solves ends at the optimum liblinear finds
+    for the same weighted problem (squared hinge, regularised intercept)."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from backend.recognizer.linear_svm import BalancedLinearSVM
+
+    X, y = orl_embeddings
+    X = StandardScaler().fit_transform(X)
+    # unequal photo counts, so both balances matter
+    keep = np.ones(len(y), dtype=bool)
+    for k, sid in enumerate(np.unique(y)[:5]):
+        keep[np.flatnonzero(y == sid)[3 + k :]] = False
+    X, y = X[keep], y[keep]
+    yi = np.unique(y, return_inverse=True)[1]
+    K, n, C = int(yi.max()) + 1, len(y), 0.05 / len(y)
+    model = BalancedLinearSVM(C=C, max_iter=300, tol=1e-9, balance_binary=balance_binary).fit(X, y)
+    s = (n / (K * np.bincount(yi)))[yi]
+
+    def objective(w: np.ndarray, b: float, own: np.ndarray, weight: np.ndarray) -> float:
+        margin = np.maximum(0.0, 1.0 - np.where(own, 1.0, -1.0) * (X @ w + b))
+        return 0.5 * (w @ w + b * b) + C * float(np.sum(weight * margin**2))
+
+    for c in (0, 4, K - 1):
+        own = yi == c
+        weight = s * np.where(own, K - 1 if balance_binary else 1, 1)
+        ref = LinearSVC(C=C, tol=1e-10, max_iter=100_000).fit(X, own, sample_weight=weight)
+        ours = objective(model.coef_[c], model.intercept_[c], own, weight)
+        best = objective(ref.coef_[0], ref.intercept_[0], own, weight)
+        assert ours <= best * (1 + 1e-5), (c, ours, best)
+        np.testing.assert_allclose(model.coef_[c], ref.coef_[0], atol=2e-3 * np.abs(ref.coef_[0]).max())
+
+
 def test_students_with_one_to_three_photos(orl_embeddings) -> None:
     X, y = orl_embeddings
     keep = np.ones(len(y), dtype=bool)
