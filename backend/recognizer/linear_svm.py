@@ -129,10 +129,14 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
 
         if beta == 1.0:
             return base
+        # photos grouped by class, so that each Zc below is a view, not a copy
+        order = np.argsort(yi, kind="stable")
+        bounds = np.searchsorted(yi[order], np.arange(int(yi.max()) + 2))
+        Z = base(Xa[order].T.astype(np.float64))  # (d+1)×n: M⁻¹ xᵢ for every photo, one BLAS-3 solve
         parts = []
         for c in targets:
-            idx = np.flatnonzero(yi == c)
-            Zc = base(Xa[idx].T.astype(np.float64))  # (d+1)×n_c; all of them: n·d floats in all
+            idx = order[bounds[c] : bounds[c + 1]]
+            Zc = Z[:, bounds[c] : bounds[c + 1]]
             H = np.diag(1.0 / ((beta - 1.0) * s[idx])) + Xa[idx].astype(np.float64) @ Zc
             parts.append((Zc, scipy.linalg.cho_factor(H, lower=True, check_finite=False)))
 
