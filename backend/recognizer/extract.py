@@ -21,7 +21,7 @@ from .cache import CachedFace, EmbeddingCache
 from .dataset import ImageRecord, file_sha256
 from .embedder import Embedder
 from .errors import ImageError
-from .faces import CropSettings, Detector, face_crops
+from .faces import Detector, face_crops
 from .images import decode_image
 from .quality import sharpness
 
@@ -61,13 +61,8 @@ class Extraction:
 
 def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) -> tuple[np.ndarray, FaceInfo]:
     """One photo → (aligned crop of its largest face, what was found). Raises ImageError."""
-    return crop_photo(record.path, detector, embedder.crop)
-
-
-def crop_photo(path: Path, detector: Detector, settings: CropSettings) -> tuple[np.ndarray, FaceInfo]:
-    """decode → detect → largest face → aligned crop (see :func:`prepare_crop`)."""
-    rgb = decode_image(path)
-    found = face_crops(detector, rgb, settings, max_faces=1)
+    rgb = decode_image(record.path)
+    found = face_crops(detector, rgb, embedder.crop, max_faces=1)
     if not found.faces:
         raise ImageError("no face found (also tried with a padded border)")
     face = found.faces[0]
