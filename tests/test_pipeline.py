@@ -187,3 +187,29 @@ def test_run_emits_no_future_or_deprecation_warning_from_sklearn(tmp_path: Path)
         if issubclass(w.category, (FutureWarning, DeprecationWarning)) and "sklearn" in (w.filename or "")
     ]
     assert not bad, [str(w.message) for w in bad]
+
+
+def test_threshold_option_is_published_and_the_summary_says_so(
+    tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threshold is a contract: the backend must load exactly that number, and the admin
+    must see that it replaced the recommended one."""
+    from backend.recognizer.loader import load_model_files
+
+    paths = OutputPaths.at(copy_root)
+    data = make_orl_tree(tmp_path / "data", n_students=4, n_images=6, first=20)
+    argv = ["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", *OFFLINE_ARGS]
+    capsys.readouterr()
+    assert retrain_model.main([*argv, "--threshold", "0.93"]) == 0
+    loaded = load_model_files(paths.classifier_dir, require_manifest=True)
+    assert loaded.threshold == pytest.approx(0.93)
+    assert loaded.metadata["threshold"] == pytest.approx(0.93)
+    rec = loaded.metadata["recommended_threshold"]
+    assert 0.0 <= rec <= 1.0 and rec != pytest.approx(0.93)
+    out = capsys.readouterr().out
+    assert f"threshold          : 0.93 (set with --threshold; recommended {rec:.2f})" in out
+
+    assert retrain_model.main(argv) == 0  # no option: the recommended one, said once
+    loaded = load_model_files(paths.classifier_dir, require_manifest=True)
+    assert loaded.threshold == pytest.approx(loaded.metadata["recommended_threshold"])
+    assert f"threshold          : {loaded.threshold:.2f} (recommended)\n" in capsys.readouterr().out

@@ -334,7 +334,9 @@ def format_summary(result: RunResult) -> str:
         f"  photos             : {len(s.index.records)} found, {len(s.extraction.records)} embedded, "
         f"{len(s.all_skipped)} skipped",
         f"  held-out accuracy  : {'n/a' if ev.accuracy is None else f'{ev.accuracy:.1%}'} on {ev.n_test} photos",
-        f"  threshold          : {s.threshold:.2f} ({s.threshold_source}; recommended {ev.recommended_threshold:.2f})",
+        f"  threshold          : {s.threshold:.2f} ({s.threshold_source}"
+        + ("" if s.threshold_source == "recommended" else f"; recommended {ev.recommended_threshold:.2f}")
+        + ")",
         f"  time               : {s.timings.get('total', 0):.1f} s",
     ]
     if s.excluded_students:
