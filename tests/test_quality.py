@@ -107,6 +107,43 @@ def test_near_duplicates_only_across_students() -> None:
     assert [(f.kind, f.path) for f in found] == [("near_duplicate", "0.jpg")]
 
 
+def test_near_duplicates_are_one_per_photo_and_degenerate_embeddings_one_finding() -> None:
+    rng = np.random.default_rng(0)
+    # 30 students x 5 photos, well apart; student 1's photos all copy student 0's first photo
+    centres = rng.normal(size=(30, 64))
+    X = np.repeat(centres, 5, axis=0) + 0.05 * rng.normal(size=(150, 64))
+    X[5:10] = X[0]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.repeat([f"S{k:02d}" for k in range(30)], 5)
+    paths = [Path(f"{i}.jpg") for i in range(150)]
+    found = near_duplicates(X, y, paths)
+    # all 25 cross pairs of students 0 and 1 are near-identical; each photo keeps its best match only
+    sims = X[:5] @ X[5:10].T
+    assert (sims >= 0.97).all()
+    assert {f.kind for f in found} == {"near_duplicate"}
+    assert 5 <= len(found) <= 10
+    assert {int(f.path.split(".")[0]) for f in found} <= set(range(10))
+    assert all("of S01" in f.reason or "of S00" in f.reason for f in found)
+
+    # an embedder that does not tell people apart (e.g. a wrong weight file): one finding, not N²
+    same = np.ones((150, 64), dtype=np.float32) + 1e-3 * rng.normal(size=(150, 64)).astype(np.float32)
+    same /= np.linalg.norm(same, axis=1, keepdims=True)
+    found = near_duplicates(same, y, paths)
+    assert [f.kind for f in found] == ["embeddings_not_distinct"]
+    assert "150 of 150 photos" in found[0].reason and "vggface2" in found[0].reason
+
+
+def test_report_lists_at_most_a_hundred_findings_of_a_kind() -> None:
+    from backend.recognizer.quality import Finding
+    from backend.recognizer.report import finding_lines
+
+    findings = [Finding("blurry", f"{i}.jpg", "blurry") for i in range(250)] + [Finding("few_photos", "S1", "2")]
+    lines = finding_lines(findings)
+    assert sum("[blurry]" in line for line in lines) == 101  # 100 listed + the count line
+    assert lines[-1] == "  ... and 150 more [blurry] findings (all in metrics.json)"
+    assert "  - [few_photos] S1: 2" in lines
+
+
 def test_blur_small_face_and_several_faces_are_reported() -> None:
     sharp = cv2.cvtColor(cv2.imread(str(ORL / "s1" / "1.pgm")), cv2.COLOR_BGR2RGB)
     sharp = cv2.resize(sharp, (150, 150))

@@ -30,11 +30,17 @@ NEAR_DUPLICATE_SIMILARITY = 0.97
 OUTLIER_MADS = 4.0
 #: Above this many photos the all-pairs near-duplicate check is skipped (time grows with N²).
 MAX_PAIRWISE = 20000
+#: More photos than this (and than NOT_DISTINCT_SHARE of all) with a near-duplicate in another
+#: student's folder: the embeddings themselves are at fault (one finding, not thousands).
+NOT_DISTINCT_MIN_PHOTOS = 20
+NOT_DISTINCT_SHARE = 0.10
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # mislabel | outlier | near_duplicate | few_photos | small_face | blurry | several_faces | duplicate_file
+    # mislabel | outlier | near_duplicate | embeddings_not_distinct | few_photos | small_face | blurry |
+    # several_faces | duplicate_file
+    kind: str
     path: str  # photo (or student folder id for few_photos)
     reason: str
 
@@ -103,29 +109,49 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
 def near_duplicates(
     embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], threshold: float = NEAR_DUPLICATE_SIMILARITY
 ) -> list[Finding]:
-    """Pairs of photos of DIFFERENT students that are nearly identical (same person twice?)."""
+    """Pairs of photos of DIFFERENT students that are nearly identical (same person twice?).
+
+    Each photo is paired with at most its most similar photo of another student, so there
+    are at most as many findings as photos (all pairs would be N² when many photos look
+    alike). When a large share of the photos has such a twin, the embeddings do not tell
+    people apart at all — a wrong embedder weight file, not a data problem — and that is
+    reported once instead.
+    """
     X = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels).astype(str)
     if len(X) > MAX_PAIRWISE:
         log.info("Near-duplicate check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
         return []
-    findings = []
+    pairs: dict[tuple[int, int], float] = {}
     block = 2048
     for start in range(0, len(X), block):
         sims = X[start : start + block] @ X.T
-        rows, cols = np.nonzero(sims >= threshold)
-        for r, c in zip(rows, cols):
-            i = start + r
-            if c > i and labels[i] != labels[c]:
-                findings.append(
-                    Finding(
-                        "near_duplicate",
-                        str(paths[i]),
-                        f"nearly identical to {paths[c]} of {labels[c]} (similarity {sims[r, c]:.3f}): "
-                        "the same person enrolled twice, or a photo in the wrong folder",
-                    )
-                )
-    return findings
+        rows = np.arange(sims.shape[0])
+        sims[labels[start : start + block, None] == labels[None, :]] = -np.inf  # other students only
+        best = np.argmax(sims, axis=1)
+        for r in np.flatnonzero(sims[rows, best] >= threshold):
+            i, j = start + int(r), int(best[r])
+            pairs[(min(i, j), max(i, j))] = float(sims[r, best[r]])
+    twins = {k for pair in pairs for k in pair}
+    if len(twins) > max(NOT_DISTINCT_MIN_PHOTOS, NOT_DISTINCT_SHARE * len(X)):
+        return [
+            Finding(
+                "embeddings_not_distinct",
+                "(all photos)",
+                f"{len(twins)} of {len(X)} photos are nearly identical (similarity >= {threshold}) to a photo "
+                "of another student: the face embedder does not tell people apart. Check that the embedder "
+                "weight file is the right one (FaceNet: 20180402-114759-vggface2.pt) and retrain.",
+            )
+        ]
+    return [
+        Finding(
+            "near_duplicate",
+            str(paths[i]),
+            f"nearly identical to {paths[j]} of {labels[j]} (similarity {sim:.3f}): "
+            "the same person enrolled twice, or a photo in the wrong folder",
+        )
+        for (i, j), sim in sorted(pairs.items())
+    ]
 
 
 def photo_findings(

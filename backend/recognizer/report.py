@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,23 @@ class RunSummary:
     def few_photo_students(self) -> list[str]:
         counts = self.extraction.counts()
         return sorted(s for s, n in counts.items() if n < 2)
+
+
+#: Findings of one kind listed in the report; the rest are counted (metrics.json has all).
+MAX_LISTED_PER_KIND = 100
+
+
+def finding_lines(findings: list[Finding], limit: int = MAX_LISTED_PER_KIND) -> list[str]:
+    """Report lines for the findings, at most ``limit`` of each kind (a bad run can flag every photo)."""
+    lines, shown, hidden = [], Counter(), Counter()
+    for f in findings:
+        if shown[f.kind] < limit:
+            shown[f.kind] += 1
+            lines.append(f"  - [{f.kind}] {f.path}: {f.reason}")
+        else:
+            hidden[f.kind] += 1
+    lines += [f"  ... and {n} more [{kind}] findings (all in metrics.json)" for kind, n in hidden.items()]
+    return lines
 
 
 def _pct(value: float | None) -> str:
@@ -201,7 +219,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         "",
         f"DATA QUALITY ({len(s.findings)} findings: fix these folders/photos, then retrain)",
     ]
-    lines += [f"  - [{f.kind}] {f.path}: {f.reason}" for f in s.findings] or ["  nothing found"]
+    lines += finding_lines(s.findings) or ["  nothing found"]
     if s.plots:
         lines += ["", "PICTURES (in models/)", *(f"  {p}" for p in s.plots)]
     lines += ["", f"SKIPPED PHOTOS ({len(s.all_skipped)})"]
