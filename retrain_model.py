@@ -20,6 +20,12 @@ from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
 from backend.recognizer.embedder import RUNTIMES
 from backend.recognizer.errors import RetrainError
 from backend.recognizer.weights import WEIGHTS_ENV
+from retraining import pipeline, publish
+from retraining.console import format_summary
+from retraining.lock import RetrainLock
+
+#: Every default is the options dataclass's own, so the help and the library cannot disagree.
+DEFAULTS = pipeline.RunOptions()
 
 
 def default_workers() -> int:
@@ -57,28 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="confidence threshold to publish (0-1) instead of the recommended one",
     )
     p.add_argument(
-        "--test-size", type=float, default=0.2, help="share of each student's photos held out for evaluation"
+        "--test-size",
+        type=float,
+        default=DEFAULTS.test_size,
+        help="share of each student's photos held out for evaluation",
     )
     p.add_argument(
         "--max-far",
         type=float,
-        default=0.01,
+        default=DEFAULTS.max_far,
         help="target: highest acceptable share of strangers (not enrolled) accepted as a student; "
         "the recommended threshold is the one that meets it with the best recognition",
     )
-    p.add_argument("--seed", type=int, default=42, help="random seed (split, calibration)")
-    p.add_argument("--batch-size", type=int, default=32, help="face crops embedded per batch")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the embedder runs")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (split, calibration)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="face crops embedded per batch")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default=DEFAULTS.backend.device, help="where the embedder runs"
+    )
     p.add_argument(
         "--embedder-runtime",
         choices=RUNTIMES,
-        default="auto",
+        default=DEFAULTS.backend.embedder_runtime,
         help="how FaceNet runs: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
     )
     p.add_argument(
         "--detector",
         choices=DETECTORS,
-        default="scrfd",
+        default=DEFAULTS.backend.detector,
         help="face detector: scrfd (insightface buffalo_l det_10g) or mtcnn (offline, bundled)",
     )
     p.add_argument(
@@ -87,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--embedder",
         choices=EMBEDDERS,
-        default="facenet",
+        default=DEFAULTS.backend.embedder,
         help="facenet (512-d, vggface2) or dlib (128-d, offline, bundled)",
     )
     p.add_argument(
@@ -105,8 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads decoding/detecting photos ahead of the embedder (0: one at a time; "
         f"default: half the CPU cores, 2 to 8: {default_workers()} here)",
     )
-    p.add_argument("--keep-versions", type=int, default=1, help="previous models kept for --rollback")
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another retraining run is publishing")
+    p.add_argument(
+        "--keep-versions", type=int, default=DEFAULTS.keep_versions, help="previous models kept for --rollback"
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULTS.lock_timeout,
+        help="seconds to wait if another retraining run is publishing",
+    )
     p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
     p.add_argument("--rollback", action="store_true", help="restore the previously published model and exit")
     p.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
@@ -130,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("insightface", "onnxruntime", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    from backend.recognizer import artifacts, pipeline
 
     workers = default_workers() if args.workers is None else max(0, args.workers)
 
@@ -162,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.rollback:
             _, paths = options.resolved_paths()
-            with artifacts.RetrainLock(paths, timeout=args.wait):
-                result = artifacts.rollback(paths)
+            with RetrainLock(paths, timeout=args.wait):
+                for note in publish.recover(paths):  # an interrupted publish is finished first
+                    logging.getLogger("retrain_model").warning("%s", note)
+                result = publish.rollback(paths)
             print(f"Rolled back: model {result.version} is live again.")
             return 0
         if args.dry_run:
@@ -183,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted: the previously published model is unchanged.", file=sys.stderr)
         return 130
-    print(pipeline.format_summary(result))
+    print(format_summary(result))
     return 0
 
 

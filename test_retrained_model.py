@@ -82,6 +82,7 @@ def check_files(checks: Checks, paths) -> bool:  # noqa: ANN001 - OutputPaths
 
 def check_manifest(checks: Checks, paths) -> None:  # noqa: ANN001
     from backend.recognizer.artifacts import verify_manifest
+
     from backend.recognizer.errors import ModelLoadError
 
     try:

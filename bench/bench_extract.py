@@ -28,14 +28,14 @@ SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))  #
 
 import torch  # noqa: E402
 
-from backend.recognizer import cache as cache_mod  # noqa: E402
 from backend.recognizer.backends import onnx_providers  # noqa: E402
-from backend.recognizer.dataset import ImageRecord  # noqa: E402
 from backend.recognizer.embedder import FaceNetEmbedder, resolve_device  # noqa: E402
 from backend.recognizer.errors import ImageError  # noqa: E402
-from backend.recognizer.extract import extract_embeddings, prepare_crop  # noqa: E402
 from backend.recognizer.faces import ScrfdDetector  # noqa: E402
 from backend.recognizer.weights import sha256_file  # noqa: E402
+from retraining import cache as cache_mod  # noqa: E402
+from retraining.dataset import ImageRecord  # noqa: E402
+from retraining.extract import extract_embeddings, prepare_crop  # noqa: E402
 
 
 def facenet(tmp: Path, device: str, runtime: str) -> FaceNetEmbedder:

@@ -40,7 +40,7 @@ from backend.recognizer.embedder import resolve_device  # noqa: E402
 from backend.recognizer.faces import ScrfdDetector, detect_faces, face_crops  # noqa: E402
 from backend.recognizer.images import to_rgb  # noqa: E402
 from backend.recognizer.openset import features, fit_calibrator  # noqa: E402
-from backend.recognizer.train import fit_model  # noqa: E402
+from retraining.train import fit_model  # noqa: E402
 
 
 def frames() -> list[tuple[str, np.ndarray]]:

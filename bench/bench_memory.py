@@ -58,9 +58,9 @@ class ProjectionEmbedder:
 
 
 def child(folder: str, n: int) -> None:
-    from backend.recognizer import cache as cache_mod
-    from backend.recognizer.dataset import ImageRecord
-    from backend.recognizer.extract import extract_embeddings
+    from retraining import cache as cache_mod
+    from retraining.dataset import ImageRecord
+    from retraining.extract import extract_embeddings
 
     files = sorted(Path(folder).glob("*.jpg"))
     records = [ImageRecord(files[i % len(files)], f"STU{i // 20:05d}", "x") for i in range(n)]

@@ -33,7 +33,7 @@ from sklearn.svm import SVC  # noqa: E402
 from synthetic import synthetic_embeddings  # noqa: E402
 
 from backend.recognizer.openset import features, fit_calibrator  # noqa: E402
-from backend.recognizer.train import fit_model  # noqa: E402
+from retraining.train import fit_model  # noqa: E402
 
 
 def split(n_students: int, spread: float, seed: int = 3):
@@ -76,11 +76,11 @@ def fast(Xtr, ytr, Xte, yte):
 
 def real_embeddings(name: str) -> tuple[np.ndarray, np.ndarray]:
     """SCRFD 2.5g + dlib embeddings of ../shared/data/<name>, through the pipeline's extraction."""
-    from backend.recognizer.dataset import ImageRecord
     from backend.recognizer.embedder import DlibEmbedder
-    from backend.recognizer.extract import extract_embeddings
     from backend.recognizer.faces import ScrfdDetector
     from backend.recognizer.weights import dlib_weights
+    from retraining.dataset import ImageRecord
+    from retraining.extract import extract_embeddings
 
     people = sorted(p for p in (SHARED / name).iterdir() if p.is_dir())
     records = [

@@ -30,7 +30,7 @@ POINTS = ("extract", "train", "stage", "swap_archived", "swap_models", "prune")
 
 
 def install(point: str, marker: Path) -> None:
-    from backend.recognizer import artifacts, extract, pipeline
+    from retraining import extract, pipeline, publish
 
     hold = point.startswith("hold-")
     name = point[5:] if hold else point
@@ -51,7 +51,7 @@ def install(point: str, marker: Path) -> None:
         real_prepare = extract.prepare_crop
         calls = {"n": 0}
 
-        def prepare_crop(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def prepare_crop(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] == 3:
                 reached()
@@ -61,31 +61,31 @@ def install(point: str, marker: Path) -> None:
     elif name == "train":
         real_fit = pipeline.fit_model
 
-        def fit_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def fit_model(*args, **kwargs):
             reached()
             return real_fit(*args, **kwargs)
 
         pipeline.fit_model = fit_model
     elif name == "stage":
-        real_manifest = artifacts.write_manifest
+        real_manifest = publish.write_manifest
 
-        def write_manifest(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def write_manifest(*args, **kwargs):
             reached()
             return real_manifest(*args, **kwargs)
 
-        artifacts.write_manifest = write_manifest
+        publish.write_manifest = write_manifest
     elif name == "prune":
-        real_prune = artifacts.prune_versions
+        real_prune = publish.prune_versions
 
-        def prune_versions(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def prune_versions(*args, **kwargs):
             reached()
             return real_prune(*args, **kwargs)
 
-        artifacts.prune_versions = prune_versions
+        publish.prune_versions = prune_versions
     else:  # the renames of the swap itself
         real_replace = os.replace
 
-        def replace(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def replace(src, dst, *args, **kwargs):
             real_replace(src, dst, *args, **kwargs)
             s, d = Path(src), Path(dst)
             if name == "swap_archived" and d.name == "Classifier" and d.parent.parent.name == "versions":

@@ -26,8 +26,8 @@ from conftest import LFW, OFFLINE_ARGS, ORL, ROOT, require_shared_data, tree_dig
 from PIL import Image
 
 import retrain_model
-from backend.recognizer.dataset import index_dataset
 from backend.recognizer.paths import OutputPaths
+from retraining.dataset import index_dataset
 
 # --------------------------------------------------------------------------- the corpus
 

@@ -21,8 +21,9 @@ import pytest
 from conftest import OFFLINE_ARGS, ORL, ROOT, require_shared_data, tree_digest
 
 import retrain_model
-from backend.recognizer import FaceRecognizer, artifacts
+from backend.recognizer import FaceRecognizer, journal, manifest
 from backend.recognizer.paths import OutputPaths
+from retraining import publish
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 #: Where the kill lands, and which model must be live afterwards.
@@ -176,7 +177,7 @@ def test_sigkill_leaves_a_loadable_model_and_the_next_run_succeeds(
         assert not paths.classifier_dir.exists()  # the worst moment: no Classifier/ on disk at all
     if point == "swap_models":  # models/ really is half old, half new right now
         with pytest.raises(Exception, match="does not match the model manifest|missing"):
-            artifacts.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
+            manifest.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
 
     # the backend loads a complete, verified model: the previous one or the new one
     recognizer = FaceRecognizer.load(copy_root, require_manifest=True)
@@ -201,14 +202,14 @@ def test_sigkill_leaves_a_loadable_model_and_the_next_run_succeeds(
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     assert "stale retraining lock" in err and f"pid {k.pid}" in err
-    artifacts.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
+    manifest.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
     final = FaceRecognizer.load(copy_root, require_manifest=True)
     assert set(final.metadata["students"]) == {"STU031", "STU032", "STU033"}
     assert final.model_version not in (old_version, recognizer.model_version)
     assert not paths.lock_file.exists()
     assert not paths.staging_dir.exists()
-    assert not (paths.backend_models / artifacts.JOURNAL_NAME).exists()
-    assert len(artifacts.list_versions(paths)) == 1  # --keep-versions 1
+    assert not (paths.backend_models / journal.JOURNAL_NAME).exists()
+    assert len(publish.list_versions(paths)) == 1  # --keep-versions 1
     assert tree_digest(data) == k.photos
     # and --rollback still restores the model that was live before
     assert retrain_model.main(["--output-root", str(copy_root), "--rollback"]) == 0

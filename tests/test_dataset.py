@@ -11,9 +11,9 @@ import pytest
 from conftest import make_orl_tree, tree_digest
 from PIL import Image
 
-from backend.recognizer.dataset import index_dataset, parse_folder_name, write_labels_csv
-from backend.recognizer.errors import DatasetError
 from backend.recognizer.images import decode_image
+from retraining.dataset import index_dataset, parse_folder_name, write_labels_csv
+from retraining.errors import DatasetError
 
 
 def _photo(path: Path, seed: int = 0, fmt: str | None = None) -> Path:

@@ -14,11 +14,11 @@ import pytest
 from conftest import make_orl_tree
 from PIL import Image
 
-from backend.recognizer import cache as cache_mod
 from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
-from backend.recognizer.dataset import index_dataset
-from backend.recognizer.extract import extract_embeddings
-from backend.recognizer.train import fit_model
+from retraining import cache as cache_mod
+from retraining.dataset import index_dataset
+from retraining.extract import extract_embeddings
+from retraining.train import fit_model
 
 
 @pytest.fixture(scope="module")

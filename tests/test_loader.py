@@ -16,10 +16,11 @@ import pytest
 from conftest import ORL, ROOT
 from test_artifacts import DIM, make_bundle, publish_fake
 
-from backend.recognizer import FaceRecognizer, ModelLoadError, artifacts, loader
+from backend.recognizer import FaceRecognizer, ModelLoadError, loader, manifest
 from backend.recognizer.errors import WeightsNotFoundError
 from backend.recognizer.loader import verify_model_dir
 from backend.recognizer.paths import OutputPaths
+from retraining import publish
 
 
 @pytest.fixture
@@ -36,8 +37,8 @@ def rewrite(paths: OutputPaths, name: str, obj: object) -> None:
         np.save(target, obj)
     else:
         joblib.dump(obj, target)
-    version = artifacts.read_manifest(paths.classifier_dir)["model_version"]
-    artifacts.write_manifest(paths.classifier_dir, version)
+    version = manifest.read_manifest(paths.classifier_dir).model_version
+    publish.write_manifest(paths.classifier_dir, version)
 
 
 def test_import_is_light() -> None:
@@ -303,9 +304,9 @@ def test_loader_does_not_download_weights_by_default(monkeypatch: pytest.MonkeyP
         seen.append(config.allow_download)
         raise WeightsNotFoundError("det_10g.onnx missing")
 
-    monkeypatch.setattr("backend.recognizer.backends.build_detector", fake_detector)
-    meta = {"backend_config": {"detector": "scrfd", "embedder": "facenet", "detector_model": None}}
-    fake = SimpleNamespace(metadata=meta, classifier_dir=Path("x"))
+    monkeypatch.setattr("backend.recognizer.loader.build_detector", fake_detector)
+    config = {"detector": "scrfd", "embedder": "facenet", "detector_model": None}
+    fake = SimpleNamespace(bundle=SimpleNamespace(backend_config=config), classifier_dir=Path("x"))
     for kwargs, expected in (({}, False), ({"allow_download": True}, True)):
         with pytest.raises(WeightsNotFoundError):
             loader._build_engines(fake, "cpu", None, **kwargs)  # type: ignore[arg-type]

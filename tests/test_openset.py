@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from conftest import ORL, require_shared_data
 
-from backend.recognizer.evaluate import (
+from backend.recognizer.openset import features, fit_calibrator
+from retraining.evaluate import (
     OpenSetRow,
     evaluate,
     evaluate_open_set,
     open_set_sweep,
     recommend_open_set,
 )
-from backend.recognizer.openset import features, fit_calibrator
 
 
 def _row(t: float, recog: float, far: float) -> OpenSetRow:

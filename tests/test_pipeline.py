@@ -74,7 +74,7 @@ def test_report_and_metrics_agree_and_accuracy_is_high(published_root: Path) -> 
     assert f"recommended : {metrics['recommended_threshold']:.2f}" in report
     assert set(metrics["timings_s"]) >= {"index", "extract", "train", "evaluate"}
     bundle = joblib.load(paths.bundle)
-    assert bundle["threshold"] == pytest.approx(metrics["threshold"])
+    assert bundle["metadata"]["threshold"] == pytest.approx(metrics["threshold"])
 
 
 def test_rerun_replaces_prior_artifacts_lists_them_and_leaves_photos_untouched(

@@ -13,7 +13,7 @@ import pytest
 from conftest import OFFLINE_ARGS, ORL, make_orl_tree, tree_digest
 
 import retrain_model
-from backend.recognizer.quality import (
+from retraining.quality import (
     MIN_SHARPNESS,
     few_photo_findings,
     label_findings,
@@ -134,8 +134,8 @@ def test_near_duplicates_are_one_per_photo_and_degenerate_embeddings_one_finding
 
 
 def test_report_lists_at_most_a_hundred_findings_of_a_kind() -> None:
-    from backend.recognizer.quality import Finding
-    from backend.recognizer.report import finding_lines
+    from retraining.quality import Finding
+    from retraining.report import finding_lines
 
     findings = [Finding("blurry", f"{i}.jpg", "blurry") for i in range(250)] + [Finding("few_photos", "S1", "2")]
     lines = finding_lines(findings)

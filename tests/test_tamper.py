@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from test_artifacts import publish_fake
 
-from backend.recognizer import FaceRecognizer, ModelLoadError, artifacts
+from backend.recognizer import FaceRecognizer, ModelLoadError, hashing, journal, manifest
 from backend.recognizer.loader import load_model_files
 from backend.recognizer.paths import OutputPaths
+from retraining import errors, publish
 
 BUNDLE, ENCODER, CLASSES = "face_classifier_v1.pkl", "label_encoder.pkl", "label_encoder_classes.npy"
 
@@ -114,7 +115,7 @@ def test_evil_label_encoder_pickle_is_never_unpickled(paths: OutputPaths, tmp_pa
 def test_every_models_output_of_a_real_model_is_checked(copy_root: Path) -> None:
     """Each file the manifest lists under models/ (X.npy … plots), truncated, is named by the check."""
     paths = OutputPaths.at(copy_root)
-    files = artifacts.read_manifest(paths.classifier_dir)["files"]
+    files = manifest.read_manifest(paths.classifier_dir).files
     listed = [n[len("models/") :] for n in files if n.startswith("models/")]
     assert {
         "X.npy",
@@ -130,17 +131,17 @@ def test_every_models_output_of_a_real_model_is_checked(copy_root: Path) -> None
         original = target.read_bytes()
         target.write_bytes(original[:-1] if original else b"x")
         with pytest.raises(ModelLoadError) as info:
-            artifacts.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
+            manifest.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
         assert rel.split("/")[-1] in str(info.value)
         target.write_bytes(original)
-    artifacts.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
+    manifest.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
 
 
 def test_manifest_entry_pointing_outside_the_model_folder_is_refused(paths: OutputPaths, tmp_path: Path) -> None:
     """A forged entry whose hash matches a file elsewhere must not make the loader read outside its folder."""
     outside = tmp_path / "outside.txt"
     outside.write_text("secret")
-    digest = artifacts._sha256_path(outside)
+    digest = hashing.sha256_file(outside)
     for name in ("../../../outside.txt", str(outside), "models/../../outside.txt"):
         _edit_manifest(paths, lambda m, n=name: m["files"].update({n: {"sha256": digest, "size": 6}}))
         _refused(paths, repr(name), "not a file inside the model folders")
@@ -151,7 +152,7 @@ def test_manifest_entry_pointing_outside_the_model_folder_is_refused(paths: Outp
 def test_forged_journal_cannot_move_files_from_outside(paths: OutputPaths, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    journal = {
+    forged = {
         "version": "v3",
         "stage": str(paths.staging_dir / "v3"),
         "archive": str(paths.versions_dir / "v2"),
@@ -159,8 +160,8 @@ def test_forged_journal_cannot_move_files_from_outside(paths: OutputPaths, tmp_p
         "new_models": [],
         "keep_versions": 1,
     }
-    (paths.backend_models / artifacts.JOURNAL_NAME).write_text(json.dumps(journal))
-    with pytest.raises(artifacts.PublishError, match="outside"):
-        artifacts.recover(paths)
+    (paths.backend_models / journal.JOURNAL_NAME).write_text(json.dumps(forged))
+    with pytest.raises(errors.PublishError, match="outside"):
+        publish.recover(paths)
     assert victim.read_text() == "keep me"
     assert FaceRecognizer.load(paths.root, require_manifest=True).model_version == "v2"

@@ -49,7 +49,7 @@ def build_detector(config: BackendConfig) -> Detector:
         log.info("Detector: SCRFD %s", path)
         return ScrfdDetector(
             str(path),
-            weights_sha256=weights.sha256_file(path),
+            weights_sha256=weights.weights_sha256(path),
             providers=onnx_providers(device),
             sessions=config.detector_sessions,
         )

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from .faces import CropSettings
-from .weights import sha256_file
+from .weights import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class FaceNetEmbedder:
         self.crop = crop or CropSettings(size=160, template="facenet")
         self.device = device
         self.weights_file = str(weights_file)
-        self.weights_sha256 = sha256_file(weights_file)
+        self.weights_sha256 = weights_sha256(weights_file)
         from .errors import WeightsNotFoundError
 
         model = InceptionResnetV1(pretrained=None, classify=False)
@@ -182,7 +182,7 @@ class DlibEmbedder:
         self.name = "dlib-resnet-v1"
         self.crop = crop or CropSettings(size=150, template="dlib")
         self.weights_file = str(weights_file)
-        self.weights_sha256 = sha256_file(weights_file)
+        self.weights_sha256 = weights_sha256(weights_file)
         self._model = dlib.face_recognition_model_v1(self.weights_file)
         self._lock = threading.Lock()
 

@@ -12,10 +12,15 @@ manifest BEFORE anything is unpickled: a pickle can run code), the detector and
 embedder are built on the first :meth:`~FaceRecognizer.identify`. Preprocessing is
 :func:`backend.recognizer.faces.face_crops` and the embedder's ``embed`` — the very
 functions the training pipeline calls — so training and recognition cannot drift apart.
+
+The loader only reads. While retraining swaps a new model in, ``Classifier/`` may be
+missing for an instant (or, after a crash, until the next retraining run finishes the
+swap): the loader then reads the complete model where the publish journal says it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -23,28 +28,30 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from . import artifacts
+from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
 from .errors import ModelLoadError, RetrainError
+from .faces import face_crops
+from .images import to_rgb
+from .journal import complete_model_dir, journal_path
+from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
 from .paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # scikit-learn and the model classes load with the first model, not with this module
+    from .bundle import ModelBundle
     from .embedder import Embedder
     from .faces import CropSettings, Detector, Face
-    from .train import TrainedModel
+    from .model import TrainedModel
 
 log = logging.getLogger(__name__)
 
 #: Environment variable naming the output root when none is passed (default: the project root).
 OUTPUT_ROOT_ENV = "SMARTATTENDANCE_OUTPUT_ROOT"
 UNKNOWN = "Unknown"
-#: Threshold for old models without metadata.
-LEGACY_THRESHOLD = 0.5
-BUNDLE_KEYS = ("classifier", "scaler", "label_encoder", "metadata")
-FIX = artifacts.FIX_HINT
+FIX = FIX_HINT
 #: How long load() waits for Classifier/ to reappear while another process is swapping models.
 SWAP_WAIT_S = 3.0
 
@@ -90,18 +97,31 @@ class LoadedModel:
     """Everything read from one Classifier folder (no detector/embedder yet)."""
 
     classifier_dir: Path
-    model: TrainedModel
+    bundle: ModelBundle
     classes: np.ndarray  # student id per probability column
     student_names: dict[str, str]
-    metadata: dict[str, Any]
-    embedding_dim: int
-    threshold: float
     verified: bool  # hashes checked against a manifest
     stamp: tuple[Any, ...]  # what reload_if_changed compares
 
     @property
+    def model(self) -> TrainedModel:
+        return self.bundle.model
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.bundle.full_metadata()
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.bundle.embedding_dim
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold
+
+    @property
     def model_version(self) -> str:
-        return str(self.metadata.get("model_version", "unknown"))
+        return self.bundle.model_version
 
 
 def _stamp(classifier_dir: Path) -> tuple[Any, ...]:
@@ -127,22 +147,14 @@ def _unpickle(data: bytes, path: Path) -> Any:
         ) from err
 
 
-def _n_features(obj: Any) -> int | None:
-    n = getattr(obj, "n_features_in_", None)
-    return int(n) if n is not None else None
-
-
 def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = False) -> LoadedModel:
     """Read and check one Classifier folder. Raises :class:`ModelLoadError` saying what and what to do.
 
     Checks: folder and files present; every file's SHA-256 and size equal the manifest
-    (before unpickling); the bundle is a dict with ``classifier``, ``scaler``,
-    ``label_encoder``, ``metadata`` (or the old bare-classifier form, with a warning);
-    embedding dimension consistent across metadata, scaler and classifier; classes equal
-    ``label_encoder_classes.npy`` and ``label_encoder.pkl``; a test prediction works.
+    (before unpickling); the bundle is valid (:meth:`ModelBundle.from_dict`: keys, embedding
+    size, threshold, open-set scorer; the old bare-classifier form with a warning); classes
+    equal ``label_encoder_classes.npy`` and ``label_encoder.pkl``; a test prediction works.
     """
-    from .train import TrainedModel
-
     classifier_dir = Path(classifier_dir)
     stamp = _stamp(classifier_dir)
     if not classifier_dir.is_dir():
@@ -155,11 +167,11 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     if missing:
         raise ModelLoadError(f"Model file(s) missing in {classifier_dir}: {', '.join(missing)}. {FIX}")
 
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
     if (classifier_dir / MANIFEST_NAME).exists():
-        manifest = artifacts.verify_manifest(classifier_dir)
+        manifest = verify_manifest(classifier_dir)
         for name in required:
-            if name not in manifest["files"]:
+            if name not in manifest.files:
                 raise ModelLoadError(
                     f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX}"
                 )
@@ -175,7 +187,7 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
 
     def read(name: str) -> bytes:
         if manifest is not None:
-            return artifacts.read_verified(classifier_dir, manifest, name)
+            return read_verified(classifier_dir, manifest, name)
         return (classifier_dir / name).read_bytes()
 
     # classes first: np.load without pickle cannot run code
@@ -187,131 +199,32 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
         raise ModelLoadError(f"{classifier_dir / CLASSES_NAME} is unreadable ({err}). {FIX}") from err
     classes_file = np.asarray(classes_file).astype(str)
 
-    bundle = _unpickle(read(BUNDLE_NAME), classifier_dir / BUNDLE_NAME)
-    separate_encoder = _unpickle(read(LABEL_ENCODER_NAME), classifier_dir / LABEL_ENCODER_NAME)
+    from .bundle import ModelBundle  # scikit-learn: imported with the first model, so importing this module stays light
 
-    if isinstance(bundle, dict):
-        absent = [k for k in BUNDLE_KEYS if k not in bundle]
-        if absent:
-            raise ModelLoadError(
-                f"{classifier_dir / BUNDLE_NAME} is missing the key(s) {', '.join(absent)} "
-                f"(expected {', '.join(BUNDLE_KEYS)}). It was not written by this retraining suite. {FIX}"
-            )
-        classifier, scaler, encoder = bundle["classifier"], bundle["scaler"], bundle["label_encoder"]
-        metadata = bundle["metadata"]
-        if not isinstance(metadata, dict):
-            raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: 'metadata' is not a dict. {FIX}")
-        metadata = dict(metadata)
-        names = dict(bundle.get("student_names") or metadata.get("students") or {})
-        threshold = bundle.get("threshold", metadata.get("threshold"))
-        legacy = False
-    elif hasattr(bundle, "predict_proba"):
+    raw = _unpickle(read(BUNDLE_NAME), classifier_dir / BUNDLE_NAME)
+    separate_encoder = _unpickle(read(LABEL_ENCODER_NAME), classifier_dir / LABEL_ENCODER_NAME)
+    bundle = ModelBundle.from_dict(raw, classifier_dir / BUNDLE_NAME, fallback_encoder=separate_encoder)
+    if bundle.legacy:
         log.warning(
             "%s is an old-style model (a bare classifier without metadata or scaler). It still works, but its "
             "preprocessing cannot be checked; re-run retraining to get a verified model.",
             classifier_dir / BUNDLE_NAME,
         )
-        classifier, scaler, encoder = bundle, None, separate_encoder
-        metadata = {"model_version": "legacy", "created_at": None}
-        names = {}
-        threshold = LEGACY_THRESHOLD
-        legacy = True
-    else:
-        raise ModelLoadError(
-            f"{classifier_dir / BUNDLE_NAME} holds a {type(bundle).__name__}, neither a model bundle (dict) nor a "
-            f"classifier. {FIX}"
-        )
-
-    if not hasattr(encoder, "classes_") or not hasattr(classifier, "predict_proba"):
-        raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: label encoder or classifier is not fitted. {FIX}")
-    enc_classes = np.asarray(encoder.classes_).astype(str)
     for other, where in (
         (classes_file, CLASSES_NAME),
         (np.asarray(getattr(separate_encoder, "classes_", [])).astype(str), LABEL_ENCODER_NAME),
     ):
-        if other.shape != enc_classes.shape or not np.array_equal(other, enc_classes):
+        if other.shape != bundle.classes.shape or not np.array_equal(other, bundle.classes):
             raise ModelLoadError(
                 f"The students in {classifier_dir / where} ({len(other)}) do not match those of the classifier "
-                f"({len(enc_classes)}): the files come from different trainings. {FIX}"
+                f"({len(bundle.classes)}): the files come from different trainings. {FIX}"
             )
-
-    # which student each probability column stands for
-    clf_classes = np.asarray(getattr(classifier, "classes_", np.arange(len(enc_classes))))
-    if clf_classes.dtype.kind in "iu":
-        if (
-            len(clf_classes) != len(enc_classes)
-            or clf_classes.min(initial=0) < 0
-            or clf_classes.max(initial=0) >= len(enc_classes)
-        ):
-            raise ModelLoadError(
-                f"The classifier predicts {len(clf_classes)} classes but the label encoder has {len(enc_classes)}. {FIX}"
-            )
-        columns = enc_classes[clf_classes]
-    else:
-        columns = clf_classes.astype(str)
-        if not set(columns) <= set(enc_classes):
-            raise ModelLoadError(f"The classifier's students are not those of the label encoder. {FIX}")
-
-    # embedding dimension: metadata, embedder, scaler and classifier must agree
-    dims = {"classifier": _n_features(classifier), "scaler": _n_features(scaler)}
-    if legacy:
-        dim = dims["classifier"]
-        if dim is None:
-            raise ModelLoadError(
-                f"Cannot tell the embedding size of the old model in {classifier_dir}. Re-run retraining."
-            )
-        metadata["embedding_dim"] = dim
-    else:
-        try:
-            dim = int(metadata["embedding_dim"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelLoadError(
-                f"{classifier_dir / BUNDLE_NAME}: metadata has no valid 'embedding_dim'. {FIX}"
-            ) from err
-        dims["metadata.embedder.dim"] = (metadata.get("embedder") or {}).get("dim")
-        for key in ("backend_config", "crop_size", "crop_method"):
-            if key not in metadata:
-                raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: metadata lacks '{key}'. {FIX}")
-    wrong = {k: v for k, v in dims.items() if v is not None and int(v) != dim}
-    if wrong:
+    if manifest is not None and not bundle.legacy and bundle.model_version != manifest.model_version:
         raise ModelLoadError(
-            f"Embedding size mismatch in {classifier_dir}: metadata says {dim}, but "
-            + ", ".join(f"{k} expects {v}" for k, v in wrong.items())
-            + f". The files do not belong together. {FIX}"
+            f"{classifier_dir}: the manifest is for model {manifest.model_version} but the bundle is model "
+            f"{bundle.model_version}. {FIX}"
         )
-    try:
-        threshold = float(threshold)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as err:
-        raise ModelLoadError(
-            f"{classifier_dir / BUNDLE_NAME}: no valid recognition threshold in the metadata. {FIX}"
-        ) from err
-    if not 0.0 <= threshold <= 1.0:
-        raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: threshold {threshold} is not between 0 and 1. {FIX}")
-    if manifest is not None and not legacy and str(metadata.get("model_version")) != str(manifest["model_version"]):
-        raise ModelLoadError(
-            f"{classifier_dir}: the manifest is for model {manifest['model_version']} but the bundle is model "
-            f"{metadata.get('model_version')}. {FIX}"
-        )
-    metadata.setdefault("threshold", threshold)
-    metadata["students"] = {str(c): str(names.get(c, names.get(str(c), c))) for c in enc_classes}
-
-    open_set = None
-    if isinstance(bundle, dict) and bundle.get("open_set") is not None:
-        from .openset import OpenSetScorer
-
-        try:
-            open_set = OpenSetScorer.from_dict(bundle["open_set"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelLoadError(f"{classifier_dir / BUNDLE_NAME}: unreadable open-set scorer ({err}). {FIX}") from err
-        if open_set.centres.shape != (len(enc_classes), dim):
-            raise ModelLoadError(
-                f"{classifier_dir / BUNDLE_NAME}: open-set centres have shape {open_set.centres.shape}, expected "
-                f"({len(enc_classes)}, {dim}). The files do not belong together. {FIX}"
-            )
-    model = TrainedModel(scaler, classifier, encoder, open_set)
-    loaded = LoadedModel(
-        classifier_dir, model, columns, metadata["students"], metadata, dim, threshold, manifest is not None, stamp
-    )
+    loaded = LoadedModel(classifier_dir, bundle, bundle.columns(), bundle.students, manifest is not None, stamp)
     _smoke_test(loaded)
     return loaded
 
@@ -332,7 +245,7 @@ def _smoke_test(loaded: LoadedModel) -> None:
 
 
 def verify_model_dir(classifier_dir: Path) -> None:
-    """The check :func:`artifacts.publish` runs on a staged model: full load + a prediction.
+    """The check retraining runs on a staged model before publishing it: full load + a prediction.
 
     Builds no detector or embedder. Raises :class:`ModelLoadError`.
     """
@@ -350,25 +263,24 @@ class _Engines:
     crop: CropSettings
 
 
-def _engine_key(metadata: dict[str, Any]) -> tuple[Any, ...]:
-    cfg = metadata.get("backend_config") or {}
+def _engine_key(bundle: ModelBundle) -> tuple[Any, ...]:
+    cfg = bundle.backend_config or {}
+    meta = bundle.metadata
     return (
         cfg.get("detector"),
         cfg.get("embedder"),
         cfg.get("detector_model"),
-        (metadata.get("detector") or {}).get("weights_sha256"),
-        (metadata.get("embedder") or {}).get("weights_sha256"),
-        metadata.get("crop_size"),
-        metadata.get("crop_method"),
+        bundle.weights_sha256("detector"),
+        bundle.weights_sha256("embedder"),
+        meta.get("crop_size"),
+        meta.get("crop_method"),
     )
 
 
 def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, allow_download: bool = False) -> _Engines:
-    from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
-
-    meta = loaded.metadata
-    cfg = meta.get("backend_config")
-    if not isinstance(cfg, dict):
+    bundle = loaded.bundle
+    cfg = bundle.backend_config
+    if cfg is None:
         raise ModelLoadError(
             f"The model in {loaded.classifier_dir} does not record which face detector and embedder it was trained "
             "with (an old-style model), so faces cannot be recognised with the same preprocessing. Re-run retraining."
@@ -386,8 +298,8 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
     # no download by default: recognition must use the very weights training used, which are
     # already on this machine (a download at the first camera frame would stall the backend)
     config = BackendConfig(
-        detector=det,
-        embedder=emb,
+        detector=str(det),
+        embedder=str(emb),
         device=device,
         weights_dir=weights_dir,
         detector_model=detector_model,
@@ -401,9 +313,13 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
     except Exception as err:
         raise ModelLoadError(f"Could not start the face models ({type(err).__name__}: {err}).") from err
     # parity: the very weights and crop the model was trained with
-    for what, obj in (("detector", detector), ("embedder", embedder)):
-        want = (meta.get(what) or {}).get("weights_sha256")
-        have = getattr(obj, "weights_sha256", None)
+    parts: tuple[tuple[Literal["detector", "embedder"], Detector | Embedder], ...] = (
+        ("detector", detector),
+        ("embedder", embedder),
+    )
+    for what, obj in parts:
+        want = bundle.weights_sha256(what)
+        have = obj.weights_sha256
         if want and have and want != have:
             raise ModelLoadError(
                 f"The {what} weights found here (sha256 {have[:12]}…) are not those the model was trained with "
@@ -416,6 +332,7 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
         )
     # the crop the embedder makes must be the one recorded at training (size, method, template…)
     crop = embedder.crop
+    meta = bundle.metadata
     recorded = {k: meta[k] for k in crop.as_dict() if k in meta}
     differs = {k: (v, crop.as_dict()[k]) for k, v in recorded.items() if str(v) != str(crop.as_dict()[k])}
     if differs:
@@ -424,7 +341,14 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
             + ", ".join(f"{k}: trained {a!r}, now {b!r}" for k, (a, b) in differs.items())
             + "). Re-run retraining."
         )
-    return _Engines(_engine_key(meta), detector, embedder, crop)
+    return _Engines(_engine_key(bundle), detector, embedder, crop)
+
+
+def _ranked(proba: np.ndarray, classes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+    """Best ``k`` (student_id, probability) per row, most likely first."""
+    k = min(k, proba.shape[1])
+    order = np.argsort(-proba, axis=1)[:, :k]
+    return [[(str(classes[j]), float(row[j])) for j in idx] for row, idx in zip(proba, order, strict=True)]
 
 
 # --------------------------------------------------------------------------- the public class
@@ -489,13 +413,12 @@ class FaceRecognizer:
         paths: OutputPaths | None = None
         if classifier_dir is None:
             paths = OutputPaths.at(output_root or os.environ.get(OUTPUT_ROOT_ENV) or None)
-            directory = paths.classifier_dir
-            if not directory.is_dir():
-                _wait_or_recover(paths)
+            loaded = _load_published(paths, require_manifest)
         else:
-            directory = Path(classifier_dir)
-        loaded = load_model_files(directory, require_manifest=require_manifest)
-        log.info("Loaded model %s (%d students) from %s", loaded.model_version, len(loaded.classes), directory)
+            loaded = load_model_files(classifier_dir, require_manifest=require_manifest)
+        log.info(
+            "Loaded model %s (%d students) from %s", loaded.model_version, len(loaded.classes), loaded.classifier_dir
+        )
         return cls(
             loaded,
             paths=paths,
@@ -566,9 +489,6 @@ class FaceRecognizer:
         ]
 
     def _embed(self, state: _State, image: np.ndarray | str | Path, bgr: bool) -> tuple[list[Face], np.ndarray, _State]:
-        from .faces import face_crops
-        from .images import to_rgb
-
         if state.engines is None:
             raise RuntimeError("face models not started (call through identify/embed)")
         rgb = to_rgb(image, bgr=bgr)
@@ -581,8 +501,6 @@ class FaceRecognizer:
     def _classify(
         self, state: _State, embeddings: np.ndarray, threshold: float | None, top_k: int
     ) -> list[Recognition]:
-        from .train import top_k as best_k
-
         loaded = state.loaded
         X = np.asarray(embeddings, dtype=np.float32)
         if X.ndim == 1:
@@ -599,7 +517,7 @@ class FaceRecognizer:
         proba, _, confidence = loaded.model.recognize(X)
         names = loaded.student_names
         out = []
-        for ranked, conf in zip(best_k(proba, loaded.classes, max(1, top_k)), confidence):
+        for ranked, conf in zip(_ranked(proba, loaded.classes, max(1, top_k)), confidence, strict=True):
             cands = [Candidate(sid, names.get(sid, sid), p) for sid, p in ranked]
             best = cands[0]
             ok = bool(conf >= limit)
@@ -639,14 +557,14 @@ class FaceRecognizer:
         """
         with self._reload_lock:
             current = self._state
-            directory = current.loaded.classifier_dir
+            directory = self._paths.classifier_dir if self._paths is not None else current.loaded.classifier_dir
             stamp = _stamp(directory)
             if stamp == current.loaded.stamp or stamp == ("missing",) or stamp == self._refused_stamp:
                 return False
             try:
                 loaded = load_model_files(directory, require_manifest=current.loaded.verified)
                 engines = current.engines
-                if engines is not None and engines.key != _engine_key(loaded.metadata):
+                if engines is not None and engines.key != _engine_key(loaded.bundle):
                     engines = _build_engines(loaded, self.device, self.weights_dir, self.allow_download)
                 elif engines is not None and loaded.embedding_dim != current.loaded.embedding_dim:
                     engines = _build_engines(loaded, self.device, self.weights_dir, self.allow_download)
@@ -665,23 +583,44 @@ class FaceRecognizer:
             return True
 
 
-def _wait_or_recover(paths: OutputPaths) -> None:
-    """Classifier/ is missing: wait briefly for a publish in progress, else finish an interrupted one."""
+def _load_published(paths: OutputPaths, require_manifest: bool) -> LoadedModel:
+    """The model in ``Classifier/``; mid-swap, the complete one the publish journal names. Read-only.
+
+    A publish renames the old ``Classifier/`` away and the new one in: between the two
+    renames (an instant, or until the next retraining run after a crash) the folder is
+    missing. Wait briefly for it, then read the complete model where it lies. Its stamp is
+    that of the missing folder, so :meth:`FaceRecognizer.reload_if_changed` switches to
+    ``Classifier/`` as soon as it is back.
+    """
     deadline = time.monotonic() + SWAP_WAIT_S
-    while time.monotonic() < deadline:
+    while True:
         if paths.classifier_dir.is_dir():
-            return
-        if not (paths.backend_models / artifacts.JOURNAL_NAME).exists() or not artifacts.publish_in_progress(paths):
-            break
-        time.sleep(0.05)
-    if not paths.classifier_dir.is_dir():
+            try:
+                return load_model_files(paths.classifier_dir, require_manifest=require_manifest)
+            except ModelLoadError:
+                if paths.classifier_dir.is_dir() or time.monotonic() >= deadline:
+                    raise  # a real problem, not a folder renamed away while we read it
+                continue
+        elsewhere = complete_model_dir(paths)
+        if elsewhere is None:
+            if journal_path(paths).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # a publish is between its two renames
+                continue
+            return load_model_files(paths.classifier_dir, require_manifest=require_manifest)  # the clear error
         try:
-            done = artifacts.recover(paths)
-        except (OSError, RetrainError) as err:
-            log.warning("Could not complete an interrupted publish: %s", err)
-            return
-        for line in done:
-            log.warning("%s", line)
+            loaded = load_model_files(elsewhere, require_manifest=require_manifest)
+        except ModelLoadError:
+            if time.monotonic() >= deadline:
+                raise
+            continue  # moved on while we read it: look again
+        log.warning(
+            "%s is missing because a publish was interrupted; serving the complete model %s from %s. "
+            "The next retraining run (or python retrain_model.py --rollback) finishes the swap.",
+            paths.classifier_dir,
+            loaded.model_version,
+            elsewhere,
+        )
+        return dataclasses.replace(loaded, stamp=_stamp(paths.classifier_dir))
 
 
 __all__ = [

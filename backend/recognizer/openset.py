@@ -15,24 +15,16 @@ threshold on this number.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-log = logging.getLogger(__name__)
-
 FEATURES = ("svm_probability", "centre_similarity", "centre_margin")
-
-
-def class_centres(embeddings: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Unit-length mean embedding of each class, rows in ``classes`` order."""
-    centres = np.stack([embeddings[labels == c].mean(axis=0) for c in classes]).astype(np.float32)
-    return centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
 
 
 def features(proba: np.ndarray, embeddings: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -47,72 +39,61 @@ def features(proba: np.ndarray, embeddings: np.ndarray, centres: np.ndarray) -> 
     return np.column_stack([proba.max(axis=1), own, own - other]).astype(np.float64)
 
 
-def fit_calibrator(feats: np.ndarray, correct: np.ndarray, *, seed: int = 42) -> Pipeline | None:
-    """Logistic model P(answer is the right enrolled student | features).
-
-    ``correct`` is 1 for an enrolled student's photo answered correctly, 0 for a
-    stranger's photo or a wrong answer. None when one of the two kinds is missing.
-    """
-    correct = np.asarray(correct).astype(int)
-    if len(np.unique(correct)) < 2:
-        return None
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", random_state=seed))
-    return model.fit(feats, correct)
-
-
-@dataclass
+@dataclass(frozen=True)
 class OpenSetScorer:
     """Centres of the enrolled students + the fitted calibrator (stored in the bundle as a dict)."""
 
     centres: np.ndarray
     calibrator: Pipeline | None
+    #: (mean, scale, coef, intercept) of the calibrator, read once: the fast path of :meth:`confidence`
+    _parts: _LogisticParts | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_parts", _logistic_parts(self.calibrator))
 
     def confidence(self, proba: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         """Open-set confidence of each row's top answer; the SVM probability if uncalibrated."""
         if self.calibrator is None:
             return proba.max(axis=1)
         feats = features(proba, embeddings, self.centres)
-        fast = _logistic_parts(self.calibrator)
-        if fast is None:
-            return self.calibrator.predict_proba(feats)[:, 1]
-        mean, scale, coef, intercept = fast
-        return expit(((feats - mean) / scale) @ coef + intercept)
+        if self._parts is None:
+            return np.asarray(self.calibrator.predict_proba(feats)[:, 1])
+        mean, scale, coef, intercept = self._parts
+        return np.asarray(expit(((feats - mean) / scale) @ coef + intercept))
 
     def to_dict(self) -> dict[str, object]:
         return {"centres": self.centres, "calibrator": self.calibrator, "features": list(FEATURES)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> OpenSetScorer:
-        return cls(np.asarray(data["centres"], dtype=np.float32), data.get("calibrator"))  # type: ignore[arg-type]
+    def from_dict(cls, data: Mapping[str, object]) -> OpenSetScorer:
+        calibrator = data.get("calibrator")
+        if calibrator is not None and not hasattr(calibrator, "predict_proba"):
+            raise TypeError(f"open-set calibrator is a {type(calibrator).__name__}, not a fitted model")
+        return cls(np.asarray(data["centres"], dtype=np.float32), calibrator)  # type: ignore[arg-type]
 
 
-_PARTS: dict[int, tuple[object, tuple | None]] = {}
+_LogisticParts = tuple[np.ndarray, np.ndarray, np.ndarray, float]
 
 
-def _logistic_parts(calibrator: object) -> tuple | None:
+def _logistic_parts(calibrator: object) -> _LogisticParts | None:
     """(mean, scale, coef, intercept) of a StandardScaler → binary LogisticRegression pipeline.
 
     sklearn's ``predict_proba`` spends ~0.5 ms per call on input checks, half the 1 ms
     budget of one recognition at 500 students; expit(w·(f − μ)/σ + b) is the same number
-    (tests/test_fast_paths.py checks it). None for any other calibrator: sklearn path.
+    (tests/serving/test_fast_paths.py checks it). None for any other calibrator: sklearn path.
     """
-    entry = _PARTS.get(id(calibrator))
-    if entry is not None and entry[0] is calibrator:
-        return entry[1]
-    parts = None
     steps = getattr(calibrator, "steps", None)
-    if steps is not None and len(steps) == 2:
-        scaler, logistic = steps[0][1], steps[1][1]
-        if (
-            isinstance(scaler, StandardScaler)
-            and isinstance(logistic, LogisticRegression)
-            and getattr(logistic, "coef_", np.zeros((2, 0))).shape[0] == 1
-            and len(getattr(logistic, "classes_", ())) == 2
-        ):
-            mean = np.zeros(logistic.coef_.shape[1]) if scaler.mean_ is None else np.asarray(scaler.mean_, float)
-            scale = np.ones(logistic.coef_.shape[1]) if scaler.scale_ is None else np.asarray(scaler.scale_, float)
-            parts = (mean, scale, logistic.coef_[0].astype(float), float(logistic.intercept_[0]))
-    if len(_PARTS) > 64:
-        _PARTS.clear()
-    _PARTS[id(calibrator)] = (calibrator, parts)
-    return parts
+    if steps is None or len(steps) != 2:
+        return None
+    scaler, logistic = steps[0][1], steps[1][1]
+    if not (
+        isinstance(scaler, StandardScaler)
+        and isinstance(logistic, LogisticRegression)
+        and getattr(logistic, "coef_", np.zeros((2, 0))).shape[0] == 1
+        and len(getattr(logistic, "classes_", ())) == 2
+    ):
+        return None
+    n = logistic.coef_.shape[1]
+    mean = np.zeros(n) if scaler.mean_ is None else np.asarray(scaler.mean_, float)
+    scale = np.ones(n) if scaler.scale_ is None else np.asarray(scaler.scale_, float)
+    return mean, scale, logistic.coef_[0].astype(float), float(logistic.intercept_[0])

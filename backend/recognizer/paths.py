@@ -61,7 +61,13 @@ class OutputPaths:
 
     @property
     def lock_file(self) -> Path:
+        """The OS lock that lets one retraining run publish at a time."""
         return self.backend_models / ".retrain.lock"
+
+    @property
+    def lock_owner_file(self) -> Path:
+        """Who holds the lock (to name the other run in a message)."""
+        return self.backend_models / ".retrain.owner.json"
 
     # models/: training data and reports
     @property
@@ -69,7 +75,7 @@ class OutputPaths:
         return self.root / "models"
 
     @property
-    def X(self) -> Path:  # noqa: N802 - the artifact's name
+    def X(self) -> Path:  # the artifact's name
         return self.models_dir / "X.npy"
 
     @property
@@ -105,7 +111,7 @@ class OutputPaths:
         return self.models_dir / "cache"
 
     def legacy_artifacts(self) -> list[Path]:
-        """The seed recipe's artifacts, removed after a new model is published."""
+        """Artifacts of the original recipe, replaced or removed when a new model is published."""
         return [
             self.bundle,
             self.label_encoder,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import logging
 import os
 from pathlib import Path
 
 from .errors import WeightsNotFoundError
+from .hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,14 @@ def weights_dir(explicit: str | Path | None = None) -> Path | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _weights_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
 
 
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file (memoised on path, size and mtime: weights are hashed once)."""
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a weight file, memoised on path, size and mtime: a 100 MB file is hashed once."""
     st = os.stat(path)
-    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+    return _weights_sha256(str(path), st.st_size, st.st_mtime_ns)
 
 
 def _first_file(candidates: list[Path]) -> Path | None:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+from sklearn.pipeline import Pipeline
 
-from .openset import features, fit_calibrator
-from .train import fit_model
+from backend.recognizer.openset import features
+
+from .train import class_centres, fit_calibrator, fit_model
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class OpenSet:
     known_confidence: np.ndarray  # cross-fitted confidences, enrolled test photos
     known_correct: np.ndarray
     unknown_confidence: np.ndarray  # cross-fitted confidences, strangers' photos
-    calibrator: object | None  # fitted on every fold: published with the model
+    calibrator: Pipeline | None  # fitted on every fold: published with the model
     max_far: float
     target_reached: bool = False
 
@@ -273,13 +275,18 @@ def evaluate_open_set(
         train, test, _ = split_per_student(labels[known_idx], test_size, seed + k)
         train, test = known_idx[train], known_idx[test]
         model = fit_model(embeddings[train], labels[train], seed=seed)
+        centres = (
+            model.open_set.centres
+            if model.open_set is not None
+            else class_centres(embeddings[train], labels[train], model.classes)
+        )
         for idx, known in ((test, True), (np.flatnonzero(is_unknown), False)):
             if len(idx) == 0:
                 continue
             proba = model.predict_proba(embeddings[idx])
             pred = model.classes[np.argmax(proba, axis=1)]
             correct = (pred == labels[idx]) if known else np.zeros(len(idx), dtype=bool)
-            rows_f.append(features(proba, embeddings[idx], model.open_set.centres))  # type: ignore[union-attr]
+            rows_f.append(features(proba, embeddings[idx], centres))
             rows_y.append(correct)
             rows_fold.append(np.full(len(idx), k))
             rows_known.append(np.full(len(idx), known))
@@ -293,7 +300,7 @@ def evaluate_open_set(
         if calibrator is not None:
             conf[fold == k] = calibrator.predict_proba(F[fold == k])[:, 1]
     sweep = open_set_sweep(conf[known], correct[known], conf[~known])
-    result = OpenSet(
+    return OpenSet(
         n_folds=len(folds),
         unknown_students=[sorted(map(str, u)) for u in folds],
         n_known_photos=int(known.sum()),
@@ -304,8 +311,8 @@ def evaluate_open_set(
         unknown_confidence=conf[~known],
         calibrator=fit_calibrator(F, Y, seed=seed),
         max_far=max_far,
+        target_reached=recommend_open_set(sweep, max_far)[2],
     )
-    return result
 
 
 def evaluate(
@@ -338,15 +345,14 @@ def evaluate(
             train_only,
             open_set=open_set,
         )
-    model = fit_model(embeddings[train_idx], labels[train_idx], seed=seed)
-    if open_set is not None and open_set.calibrator is not None and model.open_set is not None:
-        model.open_set.calibrator = open_set.calibrator
+    calibrator = open_set.calibrator if open_set is not None else None
+    model = fit_model(embeddings[train_idx], labels[train_idx], seed=seed, open_set_calibrator=calibrator)
     _, pred, conf = model.recognize(embeddings[test_idx])
     true = labels[test_idx]
     correct = pred == true
     sweep = sweep_thresholds(true, pred, conf)
     if open_set is not None and open_set.calibrator is not None:
-        threshold, reason, open_set.target_reached = recommend_open_set(open_set.sweep, max_far)
+        threshold, reason, _ = recommend_open_set(open_set.sweep, max_far)
     else:
         threshold, reason = recommend_threshold(sweep, len(test_idx))
         reason += " (Stranger safety could not be measured: it needs at least 3 students.)"

@@ -8,11 +8,16 @@ blurry faces, photos with several faces.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from backend.recognizer.hashing import sha256_file
+
+from .dataset import ImageRecord
+from .extract import Extraction
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +48,6 @@ class Finding:
     kind: str
     path: str  # photo (or student folder id for few_photos)
     reason: str
-
-
-def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop: low = blurred."""
-    grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
@@ -179,3 +178,37 @@ def few_photo_findings(counts: dict[str, int], minimum: int = MIN_RECOMMENDED_PH
         for sid, n in sorted(counts.items())
         if n < minimum
     ]
+
+
+def duplicate_groups(records: list[ImageRecord]) -> list[list[Path]]:
+    """Byte-identical photos filed under more than one student (pass the EMBEDDED photos:
+    two broken or empty files are not "the same photo enrolled twice")."""
+    by_hash: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    for rec in records:
+        try:
+            by_hash[sha256_file(rec.path)].append((rec.student_id, rec.path))
+        except OSError:
+            continue  # unreadable: decode will report it
+    return [[p for _, p in group] for group in by_hash.values() if len({sid for sid, _ in group}) > 1]
+
+
+def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> list[Finding]:
+    """Every data-quality finding of this run, in the order the report lists them."""
+    paths = [r.path for r in extraction.records]
+    labels = extraction.student_ids
+    findings = label_findings(extraction.embeddings, labels, paths)
+    findings += [
+        Finding(
+            "duplicate_file", str(g[0]), "the same file is in several student folders: " + ", ".join(str(p) for p in g)
+        )
+        for g in duplicate_files
+    ]
+    findings += near_duplicates(extraction.embeddings, labels, paths)
+    findings += few_photo_findings(extraction.counts())
+    findings += photo_findings(
+        paths,
+        [f.face_size for f in extraction.faces],
+        [f.sharpness for f in extraction.faces],
+        [f.num_faces for f in extraction.faces],
+    )
+    return findings

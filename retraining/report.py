@@ -9,12 +9,17 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .dataset import DatasetIndex
+from backend.recognizer.paths import OutputPaths
+
+from .dataset import DatasetIndex, write_labels_csv
 from .evaluate import Evaluation
 from .extract import Extraction
+from .files import files_under
+from .publish import Stage
 from .quality import Finding
 
 log = logging.getLogger(__name__)
@@ -23,7 +28,7 @@ log = logging.getLogger(__name__)
 FULL_CONFUSION_MAX = 30
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSummary:
     """Everything a report needs, gathered by the pipeline."""
 
@@ -54,6 +59,23 @@ class RunSummary:
         return [
             (r.path, f.num_faces) for r, f in zip(self.extraction.records, self.extraction.faces) if f.num_faces > 1
         ]
+
+    def model_metadata(self) -> dict[str, Any]:
+        """What the model bundle records about this run besides the models: data summary and scores."""
+        ev = self.evaluation
+        return {
+            "recommended_threshold": ev.recommended_threshold,
+            "library_versions": self.library_versions,
+            "dataset": {
+                "data_dir": str(Path(self.data_dir).resolve()),
+                "num_students": len(self.extraction.counts()),
+                "num_images": len(self.index.records),
+                "num_embedded": len(self.extraction.records),
+                "num_skipped": len(self.all_skipped),
+                "excluded_students": self.excluded_students,
+            },
+            "metrics": {"accuracy": ev.accuracy, "n_train": ev.n_train, "n_test": ev.n_test},
+        }
 
     @property
     def few_photo_students(self) -> list[str]:
@@ -360,3 +382,24 @@ Re-run with `--threshold 0.8`, or pass `threshold=` to `FaceRecognizer.load(...)
 Higher values accept fewer strangers and ask more students to retry. See the sweep in `training_report.txt`.
 """
     path.write_text(text, encoding="utf-8")
+
+
+def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]:
+    """Write the run's ``models/`` outputs into the stage; return every artifact's final path
+    (model files first), in the order the report and the summary list them."""
+    out = stage.models_dir
+    np.save(out / paths.X.name, s.extraction.embeddings.astype(np.float32))
+    np.save(out / paths.y.name, s.extraction.student_ids)
+    write_labels_csv(out / paths.labels_csv.name, s.index, s.extraction.counts())
+    final = [
+        *(paths.classifier_dir / name for name in files_under(stage.classifier_dir)),
+        paths.manifest,
+        *(paths.X, paths.y, paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json),
+        paths.skipped_csv,
+        *(paths.models_dir / p for p in s.plots),
+    ]
+    write_training_report(out / paths.report_txt.name, s, final)
+    write_model_readme(out / paths.model_readme.name, s)
+    write_metrics(out / paths.metrics_json.name, s)
+    write_skipped_csv(out / paths.skipped_csv.name, s)
+    return final

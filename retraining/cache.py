@@ -17,7 +17,6 @@ is ignored with a warning (everything is re-embedded), never trusted.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from backend.recognizer import faces
+from backend.recognizer.hashing import sha256_bytes
+
+from .files import atomic_write_bytes, atomic_write_json
+from .versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +54,7 @@ FINGERPRINT_LIBRARIES = (
 
 def pipeline_fingerprint(detector: Any, embedder: Any) -> dict[str, Any]:
     """Everything that decides a photo's embedding, as a JSON-able dict."""
-    from importlib import metadata as importlib_metadata
-
-    from . import faces
-
-    versions = {}
-    for name in FINGERPRINT_LIBRARIES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
+    versions = library_versions(FINGERPRINT_LIBRARIES, python=False)
     model_file = getattr(detector, "model_file", None)
     return {
         "format": CACHE_FORMAT,
@@ -87,7 +83,7 @@ def pipeline_fingerprint(detector: Any, embedder: Any) -> dict[str, Any]:
 
 
 def fingerprint_id(fingerprint: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return sha256_bytes(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -152,8 +148,6 @@ class EmbeddingCache:
 
     def save(self, directory: Path, keep: set[str] | None = None) -> Path:
         """Write the cache atomically (data first, then the meta file that vouches for it)."""
-        from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes
-
         directory = Path(directory)
         data = self.to_bytes(keep)
         atomic_write_bytes(directory / DATA_NAME, data)
@@ -201,8 +195,6 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
             directory / META_NAME,
         )
         return cache
-    from .artifacts import sha256_bytes
-
     meta = json.loads((directory / META_NAME).read_text(encoding="utf-8"))
     try:
         data = (directory / DATA_NAME).read_bytes()
@@ -220,7 +212,7 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             keys, vectors, info = npz["keys"], npz["vectors"], npz["info"]
             skipped_keys, reasons = npz["skipped_keys"], npz["skipped_reasons"]
-    except Exception as err:  # noqa: BLE001 - any parse error means: do not trust it
+    except Exception as err:  # any parse error means: do not trust it
         log.warning("Embedding cache %s unreadable (%s): ignored", directory / DATA_NAME, err)
         return cache
     if vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(keys) or len(info) != len(keys):

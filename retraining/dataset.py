@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.recognizer.images import is_image_name
+
 from .errors import DatasetError
-from .images import is_image_name
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +160,6 @@ def _unfollowable(err: OSError | RuntimeError) -> str:
     if isinstance(err, PermissionError):
         return "cannot follow the link (permission denied)"
     return f"cannot follow the link ({type(err).__name__}: {getattr(err, 'strerror', None) or err})"
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a photo's bytes (duplicates, cache keys)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_labels_csv(path: Path, index: DatasetIndex, embedded_counts: dict[str, int] | None = None) -> None:

@@ -1,0 +1,86 @@
+"""Only one retraining run publishes at a time: an OS file lock, released when its process dies.
+
+``filelock`` holds an OS lock (``flock`` on Linux/macOS, ``msvcrt`` on Windows) on
+``backend/models/.retrain.lock``. The operating system drops it when the holding process
+ends for any reason (crash, SIGKILL, power cut), so there is never a stale lock to guess
+about. Who holds it is recorded beside it (``.retrain.owner.json``) only to name the other
+run in the message of a run that has to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+import filelock
+
+from backend.recognizer.paths import OutputPaths
+
+from .errors import LockError
+from .files import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class RetrainLock:
+    """``with RetrainLock(paths, timeout=60):`` waits up to ``timeout`` seconds (0: one try), else :class:`LockError`."""
+
+    def __init__(self, paths: OutputPaths, timeout: float = 60.0, poll: float = 0.2) -> None:
+        self.paths = paths
+        self.timeout = max(0.0, timeout)
+        self.poll = poll
+        self._lock = filelock.FileLock(paths.lock_file, thread_local=False)
+
+    def acquire(self) -> None:
+        self.paths.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=self.timeout, poll_interval=self.poll)
+        except filelock.Timeout:
+            raise LockError(
+                f"Another retraining run is in progress ({_describe(lock_owner(self.paths))}), so this one stopped "
+                "without changing anything. Wait for it to finish and try again, or start this run with "
+                "--wait SECONDS to wait for it."
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        try:
+            atomic_write_json(self.paths.lock_owner_file, info)
+        except OSError as err:  # only the message of a waiting run needs it
+            log.debug("could not record the lock owner: %s", err)
+
+    def release(self) -> None:
+        if not self._lock.is_locked:
+            return
+        with contextlib.suppress(OSError):
+            self.paths.lock_owner_file.unlink()
+        self._lock.release()
+
+    def __enter__(self) -> RetrainLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_owner(paths: OutputPaths) -> dict[str, Any] | None:
+    """Who holds the retraining lock (``{"pid", "host", "started_at"}``), as recorded; None if unknown."""
+    try:
+        info = json.loads(paths.lock_owner_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _describe(owner: dict[str, Any] | None) -> str:
+    if not owner:
+        return "owner unknown"
+    return f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started_at')}"

@@ -1,0 +1,173 @@
+"""The one pass: index → extract → evaluate → train → report → publish.
+
+Each stage lives in its own module and passes plain data to the next; this module only
+wires them and decides the order that keeps users safe: everything that can fail
+(dataset, weights, extraction, training, verification) happens BEFORE any published
+artifact is touched, and publishing itself is an atomic swap (:func:`publish.publish`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backend.recognizer.backends import BackendConfig
+from backend.recognizer.bundle import ModelBundle
+from backend.recognizer.loader import verify_model_dir
+from backend.recognizer.paths import DEFAULT_DATA_DIR, OutputPaths
+
+from . import publish
+from .dataset import DatasetIndex, index_dataset
+from .errors import TrainingError
+from .evaluate import DEFAULT_MAX_FAR, evaluate
+from .extract import extract_with_models, save_cache
+from .lock import RetrainLock
+from .plots import write_plots
+from .quality import data_quality, duplicate_groups
+from .report import RunSummary, write_reports
+from .train import fit_model
+from .versions import library_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything one run needs; the CLI fills it from its arguments (and shows these defaults)."""
+
+    data_dir: Path | None = None
+    output_root: Path | None = None
+    threshold: float | None = None
+    test_size: float = 0.2
+    max_far: float = DEFAULT_MAX_FAR
+    seed: int = 42
+    batch_size: int = 32
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    keep_versions: int = 1
+    progress: bool = True
+    lock_timeout: float = 0.0
+    use_cache: bool = True  # False (--no-cache): re-embed every photo; the cache is rewritten fresh
+    workers: int = 1  # decode/detect threads running ahead of the embedder (0: serial)
+
+    def resolved_paths(self) -> tuple[Path, OutputPaths]:
+        paths = OutputPaths.at(self.output_root)
+        data_dir = Path(self.data_dir) if self.data_dir else paths.root / DEFAULT_DATA_DIR
+        return data_dir, paths
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced (the CLI prints it)."""
+
+    summary: RunSummary
+    artifacts: list[Path]
+    removed: list[Path]
+    archived_to: Path | None
+
+
+@dataclass(frozen=True)
+class DryRunResult:
+    data_dir: Path
+    index: DatasetIndex
+    would_replace: list[Path]
+
+
+def dry_run(options: RunOptions) -> DryRunResult:
+    """Index the data folder and list what a real run would replace; writes nothing."""
+    data_dir, paths = options.resolved_paths()
+    return DryRunResult(data_dir, index_dataset(data_dir), publish.prior_artifacts(paths))
+
+
+def run(options: RunOptions) -> RunResult:
+    """Retrain from the student folders and publish the new model. Raises RetrainError subclasses."""
+    timings: dict[str, float] = {}
+    started = t = time.perf_counter()
+    data_dir, paths = options.resolved_paths()
+    log.info("Data folder: %s", data_dir)
+    log.info("Output root: %s", paths.root)
+
+    index = index_dataset(data_dir)
+    timings["index"] = time.perf_counter() - t
+    paths.backend_models.mkdir(parents=True, exist_ok=True)
+
+    with RetrainLock(paths, timeout=options.lock_timeout):
+        for note in publish.recover(paths):
+            log.warning("%s", note)
+        t = time.perf_counter()
+        extracted = extract_with_models(
+            index.records,
+            options.backend,
+            paths.cache_dir,
+            use_cache=options.use_cache,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            progress=options.progress,
+        )
+        timings["load_models"] = extracted.load_seconds
+        timings["extract"] = time.perf_counter() - t - extracted.load_seconds
+        extraction = extracted.extraction
+        embedded = extraction.counts()
+        if len(embedded) < 2:
+            raise TrainingError(
+                f"Only {len(embedded)} student(s) have usable photos ({len(extraction.records)} photos embedded, "
+                f"{len(extraction.skipped)} skipped); at least two are needed. The previous model was kept. "
+                "Check the photos listed in the log."
+            )
+        X, y = extraction.embeddings, extraction.student_ids
+
+        t = time.perf_counter()
+        evaluation = evaluate(X, y, test_size=options.test_size, seed=options.seed, max_far=options.max_far)
+        timings["evaluate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        calibrator = evaluation.open_set.calibrator if evaluation.open_set is not None else None
+        model = fit_model(X, y, seed=options.seed, open_set_calibrator=calibrator)
+        timings["train"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
+        stage = publish.begin_stage(paths, publish.new_version_id())
+        duplicates = duplicate_groups(extraction.records)
+        excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
+        summary = RunSummary(
+            version=stage.version,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            data_dir=data_dir,
+            output_root=paths.root,
+            models=extracted.models,
+            index=index,
+            extraction=extraction,
+            evaluation=evaluation,
+            threshold=float(threshold),
+            threshold_source="set with --threshold" if options.threshold is not None else "recommended",
+            excluded_students=excluded,
+            duplicate_groups=duplicates,
+            timings={**timings, "total": time.perf_counter() - started},  # reports show the time up to publishing
+            prior_artifacts=publish.prior_artifacts(paths),
+            library_versions=library_versions(),
+            findings=data_quality(extraction, duplicates),
+            plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.models_dir / "plots", evaluation)],
+        )
+        bundle = ModelBundle.create(
+            model,
+            model_version=summary.version,
+            created_at=summary.created_at,
+            threshold=summary.threshold,
+            students=index.names(),
+            models=extracted.models,
+            backend_config={
+                "detector": options.backend.detector,
+                "embedder": options.backend.embedder,
+                "detector_model": str(extracted.detector_file) if extracted.detector_file else None,
+            },
+            extra=summary.model_metadata(),
+        )
+        publish.save_bundle(stage, bundle)
+        artifacts = write_reports(stage, paths, summary)
+        published = publish.publish(paths, stage, verify=verify_model_dir, keep_versions=options.keep_versions)
+        save_cache(extracted.cache, paths.cache_dir, prune=True)  # only now drop photos that are gone
+        timings["publish"] = time.perf_counter() - t
+    log.info("Published model %s", stage.version)
+    return RunResult(summary, artifacts, published.removed, published.archived_to)

@@ -1,0 +1,407 @@
+"""Write, verify, publish and roll back model artifacts without ever leaving the backend model-less.
+
+A new model is assembled in a staging folder (``backend/models/.staging/<version>``),
+covered by a manifest (SHA-256 and size of every file, written last), verified by the
+caller's full load check, and only then swapped in by renames:
+
+1. a journal (``backend/models/.publish.json``) records what is about to move;
+2. the current ``Classifier/`` and the current ``models/`` artifacts are renamed into
+   ``backend/models/versions/<old version>/`` (kept for ``--rollback``);
+3. the staged ``Classifier/`` is renamed to ``Classifier/`` and every staged ``models/``
+   file is ``os.replace``-d into ``models/``;
+4. leftovers of the original recipe that the new model does not replace are deleted, old versions
+   beyond ``keep_versions`` pruned, the journal removed.
+
+Every step is idempotent, so :func:`recover` finishes an interrupted swap by running it
+again from the journal. Before a journal exists nothing published has been touched and
+``recover`` simply deletes the abandoned staging folder.
+
+Nothing outside the output root is ever touched. While ``Classifier/`` is missing mid-swap,
+the backend's loader reads the complete model the journal names (``backend.recognizer.journal``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backend.recognizer.bundle import ModelBundle
+from backend.recognizer.errors import ModelLoadError
+from backend.recognizer.hashing import sha256_file
+from backend.recognizer.journal import PublishJournal, journal_path
+from backend.recognizer.loader import load_model_files
+from backend.recognizer.manifest import (
+    MODELS_PREFIX,
+    FileEntry,
+    Manifest,
+    read_manifest,
+    safe_relative,
+    verify_manifest,
+)
+from backend.recognizer.paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
+
+from .errors import PublishError
+from .files import atomic_write_bytes, atomic_write_json, files_under, fsync_dir, inside, joblib_bytes, remove
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_INFO = "archived.json"
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def new_version_id() -> str:
+    """A sortable, unique model version id, e.g. ``20261122T221500Z-1a2b3c``."""
+    return _utcnow().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+# --------------------------------------------------------------------------- staging
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A staging folder for one new model version, under ``paths.staging_dir/<version>``."""
+
+    root: Path
+    classifier_dir: Path  # root/"Classifier"
+    models_dir: Path  # root/"models": X.npy, y.npy, labels.csv, reports, plots/
+    version: str
+
+    @classmethod
+    def at(cls, root: Path, version: str) -> Stage:
+        return cls(root, root / "Classifier", root / "models", version)
+
+
+def begin_stage(paths: OutputPaths, version: str) -> Stage:
+    """Create an empty staging folder for ``version`` (an old one of that name is replaced)."""
+    if not version or "/" in version or "\\" in version or version.startswith("."):
+        raise PublishError(f"invalid model version id {version!r}")
+    stage = Stage.at(paths.staging_dir / version, version)
+    if stage.root.exists():
+        shutil.rmtree(stage.root)
+    stage.classifier_dir.mkdir(parents=True)
+    stage.models_dir.mkdir(parents=True)
+    return stage
+
+
+def save_bundle(stage: Stage, bundle: ModelBundle) -> None:
+    """Write the model bundle, its label encoder and the classes array into the stage (each atomically)."""
+    atomic_write_bytes(stage.classifier_dir / BUNDLE_NAME, joblib_bytes(bundle.to_dict()))
+    atomic_write_bytes(stage.classifier_dir / LABEL_ENCODER_NAME, joblib_bytes(bundle.label_encoder))
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(bundle.label_encoder.classes_), allow_pickle=False)
+    atomic_write_bytes(stage.classifier_dir / CLASSES_NAME, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def write_manifest(directory: Path, model_version: str, extra_files: dict[str, Path] | None = None) -> Path:
+    """Write ``manifest.json`` in ``directory``: SHA-256 and size of every file in it.
+
+    ``extra_files`` adds files stored elsewhere under the given names (the pipeline's
+    ``models/`` outputs as ``"models/X.npy"``…). Call it last, after every other file.
+    """
+    listed = {
+        rel: directory / rel
+        for rel in files_under(directory)
+        if rel != MANIFEST_NAME and not Path(rel).name.startswith(".")
+    }
+    listed.update(extra_files or {})
+    manifest = Manifest(
+        model_version=model_version,
+        created_at=_utcnow().isoformat(timespec="seconds"),
+        files={name: FileEntry(sha256_file(path), Path(path).stat().st_size) for name, path in sorted(listed.items())},
+    )
+    target = directory / MANIFEST_NAME
+    atomic_write_json(target, manifest.to_dict())
+    return target
+
+
+def _current_version(classifier_dir: Path) -> str | None:
+    try:
+        return read_manifest(classifier_dir).model_version
+    except ModelLoadError:
+        return None
+
+
+def _manifest_models_files(classifier_dir: Path) -> list[str]:
+    try:
+        return read_manifest(classifier_dir).models_files()
+    except ModelLoadError:
+        return []
+
+
+# --------------------------------------------------------------------------- publish / rollback / recover
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: str
+    published: list[Path]
+    removed: list[Path]  # prior artifacts moved into versions/ or deleted
+    archived_to: Path | None
+
+
+def _archive_name(paths: OutputPaths) -> str:
+    base = _current_version(paths.classifier_dir) or "legacy-" + _utcnow().strftime("%Y%m%dT%H%M%SZ")
+    name, n = base, 1
+    while (paths.versions_dir / name).exists():
+        name = f"{base}-{n}"
+        n += 1
+    return name
+
+
+def _legacy_models_files(paths: OutputPaths) -> list[str]:
+    """Seed-recipe files directly in models/ (X.npy, reports…) that are archived, not deleted."""
+    out = []
+    for path in paths.legacy_artifacts():
+        if path.parent == paths.models_dir and path.is_file():
+            out.append(path.name)
+    return out
+
+
+def publish(
+    paths: OutputPaths,
+    stage: Stage,
+    *,
+    verify: Callable[[Path], None] | None = None,
+    keep_versions: int = 1,
+) -> PublishResult:
+    """Manifest → verify → swap the staged model in; the current one is kept in ``versions/``.
+
+    ``verify(stage.classifier_dir)`` is the caller's full load check; if it raises, the
+    stage is deleted and :class:`PublishError` raised with the published model untouched.
+    Call it while holding :class:`~retraining.lock.RetrainLock`.
+    """
+    if not inside(stage.root, paths.staging_dir):
+        raise PublishError(f"staging folder {stage.root} is not under {paths.staging_dir}")
+    extra = {MODELS_PREFIX + rel: stage.models_dir / rel for rel in files_under(stage.models_dir)}
+    write_manifest(stage.classifier_dir, stage.version, extra)
+    return _swap_in(paths, stage, verify=verify, keep_versions=keep_versions, models_check=True)
+
+
+def _swap_in(
+    paths: OutputPaths,
+    stage: Stage,
+    *,
+    verify: Callable[[Path], None] | None,
+    keep_versions: int | None,
+    models_check: bool,
+    discard_stage_on_failure: bool = True,
+) -> PublishResult:
+    try:
+        if models_check:
+            verify_manifest(stage.classifier_dir, models_dir=stage.models_dir)
+        if verify is not None:
+            verify(stage.classifier_dir)
+    except Exception as err:
+        if discard_stage_on_failure:
+            shutil.rmtree(stage.root, ignore_errors=True)
+        raise PublishError(
+            f"The new model failed its check and was NOT published ({err}). The current model is unchanged."
+        ) from err
+
+    new_models = files_under(stage.models_dir)
+    old_models = sorted(
+        {
+            rel
+            for rel in set(new_models)
+            | set(_manifest_models_files(paths.classifier_dir))
+            | set(_legacy_models_files(paths))
+            if (paths.models_dir / rel).is_file()
+        }
+    )
+    has_current = paths.classifier_dir.exists() or bool(old_models)
+    archive = paths.versions_dir / _archive_name(paths) if has_current else None
+    journal = PublishJournal(
+        version=stage.version,
+        stage=stage.root,
+        archive=archive,
+        old_models=tuple(old_models),
+        new_models=tuple(new_models),
+        keep_versions=keep_versions,
+        started_at=_utcnow().isoformat(timespec="seconds"),
+    )
+    paths.backend_models.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(journal_path(paths), journal.to_dict())
+    return _run_journal(paths, journal)
+
+
+def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
+    """Carry out (or finish) the swap a journal describes. Every step is idempotent."""
+    stage = Stage.at(journal.stage, journal.version)
+    archive = journal.archive
+    for p in [stage.root] + ([archive] if archive else []):
+        if not inside(p, paths.backend_models):
+            raise PublishError(
+                f"publish journal {journal_path(paths)} points outside {paths.backend_models}; delete it"
+            )
+    if not all(safe_relative(rel) for rel in [*journal.old_models, *journal.new_models]):
+        raise PublishError(f"publish journal {journal_path(paths)} names files outside {paths.models_dir}; delete it")
+    removed: list[Path] = []
+    # 1. the current model goes into versions/<old>/ (rename: nothing is copied or lost)
+    if archive is not None:
+        (archive / "models").mkdir(parents=True, exist_ok=True)
+        if not (archive / ARCHIVE_INFO).exists():
+            atomic_write_json(
+                archive / ARCHIVE_INFO,
+                {"archived_at": _utcnow().isoformat(timespec="microseconds"), "replaced_by": stage.version},
+            )
+        for rel in journal.old_models:
+            src, dst = paths.models_dir / rel, archive / "models" / rel
+            if src.is_file() and not dst.exists():  # once archived, models/rel can only be the new file
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+            if dst.exists():
+                removed.append(src)
+        if paths.classifier_dir.exists() and not (archive / "Classifier").exists():
+            removed.extend(paths.classifier_dir / rel for rel in files_under(paths.classifier_dir))
+            os.replace(paths.classifier_dir, archive / "Classifier")
+        elif (archive / "Classifier").exists():
+            removed.extend(paths.classifier_dir / rel for rel in files_under(archive / "Classifier"))
+        fsync_dir(archive)
+    # 2. the new model comes in
+    published: list[Path] = []
+    if stage.classifier_dir.exists():
+        if paths.classifier_dir.exists():  # no archive (first publish): a stray empty/partial dir
+            remove(paths.classifier_dir)
+        paths.classifier_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage.classifier_dir, paths.classifier_dir)
+        fsync_dir(paths.classifier_dir.parent)
+    published.extend(paths.classifier_dir / rel for rel in files_under(paths.classifier_dir))
+    for rel in journal.new_models:
+        src, dst = stage.models_dir / rel, paths.models_dir / rel
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        published.append(dst)
+    if paths.models_dir.exists():
+        fsync_dir(paths.models_dir)
+    # 3. seed-recipe leftovers nothing replaces (models/temp/, the old embeddings cache)
+    keep = set(published)
+    for path in paths.legacy_artifacts():
+        if path.parent == paths.classifier_dir or path in keep:
+            continue
+        if path.exists() or path.is_symlink():
+            remove(path)
+            removed.append(path)
+    # 4. clean up: stage, old versions, journal
+    shutil.rmtree(stage.root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        paths.staging_dir.rmdir()  # only when empty
+    if journal.keep_versions is not None:
+        prune_versions(paths, journal.keep_versions)
+    with contextlib.suppress(FileNotFoundError):
+        journal_path(paths).unlink()
+    fsync_dir(paths.backend_models)
+    log.info("Published model %s%s", stage.version, f" (previous kept in {archive})" if archive else "")
+    return PublishResult(stage.version, published, removed, archive)
+
+
+def list_versions(paths: OutputPaths) -> list[Path]:
+    """Archived model versions, newest first."""
+    if not paths.versions_dir.is_dir():
+        return []
+
+    def stamp(d: Path) -> str:
+        try:
+            return str(json.loads((d / ARCHIVE_INFO).read_text(encoding="utf-8"))["archived_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return _dt.datetime.fromtimestamp(d.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="microseconds")
+
+    dirs = [d for d in paths.versions_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return sorted(dirs, key=stamp, reverse=True)
+
+
+def prune_versions(paths: OutputPaths, keep_versions: int) -> list[Path]:
+    """Delete archived versions beyond the newest ``keep_versions``; return what was deleted."""
+    doomed = list_versions(paths)[max(0, keep_versions) :]
+    for d in doomed:
+        shutil.rmtree(d, ignore_errors=True)
+        log.info("Deleted old model version %s", d.name)
+    return doomed
+
+
+def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None) -> PublishResult:
+    """Restore the newest kept version; the current model is archived in its place.
+
+    Rolling back twice returns to where you started. ``verify`` defaults to the loader's
+    :func:`~backend.recognizer.loader.load_model_files`.
+    """
+    versions = [v for v in list_versions(paths) if (v / "Classifier").is_dir()]
+    if not versions:
+        raise PublishError(
+            f"No previous model is kept in {paths.versions_dir}, so there is nothing to roll back to. "
+            "Re-run retraining (python retrain_model.py) instead."
+        )
+    target = versions[0]
+    stage = Stage.at(target, _current_version(target / "Classifier") or target.name)
+    has_manifest = (stage.classifier_dir / MANIFEST_NAME).exists()
+    if not has_manifest:
+        log.warning("Version %s has no manifest (an old-style model): its files cannot be verified", target.name)
+    if verify is None:
+
+        def verify(directory: Path) -> None:
+            load_model_files(directory, require_manifest=has_manifest)
+
+    result = _swap_in(
+        paths, stage, verify=verify, keep_versions=None, models_check=has_manifest, discard_stage_on_failure=False
+    )
+    log.info("Rolled back to model %s", result.version)
+    return result
+
+
+def recover(paths: OutputPaths) -> list[str]:
+    """Finish a publish that was interrupted, or clear one that never started swapping.
+
+    Returns what was done (empty when there was nothing to do). Call it while holding
+    :class:`~retraining.lock.RetrainLock`: only the lock holder may move published files.
+    """
+    actions: list[str] = []
+    journal_file = journal_path(paths)
+    if journal_file.exists():
+        try:
+            journal = PublishJournal.from_dict(json.loads(journal_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            # the journal is written atomically, so this is a foreign/damaged file
+            log.warning("Unreadable publish journal %s removed", journal_file)
+            journal_file.unlink()
+            actions.append(f"removed unreadable journal {journal_file}")
+        else:
+            rolled_back_from_version = not inside(journal.stage, paths.staging_dir)
+            result = _run_journal(paths, journal)
+            what = "rollback" if rolled_back_from_version else "publish"
+            actions.append(f"finished interrupted {what} of model {result.version}")
+            log.warning("An interrupted %s was completed: model %s is now in place", what, result.version)
+    if paths.staging_dir.is_dir():
+        for leftover in sorted(paths.staging_dir.iterdir()):
+            remove(leftover)
+            actions.append(f"removed abandoned staging folder {leftover.name}")
+        with contextlib.suppress(OSError):
+            paths.staging_dir.rmdir()
+    return actions
+
+
+def prior_artifacts(paths: OutputPaths) -> list[Path]:
+    """Published files that a new model will replace (kept as the rollback version)."""
+    found = {p for p in paths.legacy_artifacts() if p.exists()}
+    if paths.classifier_dir.is_dir():
+        found.update(p for p in paths.classifier_dir.iterdir())
+    for p in (paths.metrics_json, paths.skipped_csv, paths.plots_dir):
+        if p.exists():
+            found.add(p)
+    return sorted(found)
