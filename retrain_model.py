@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             with RetrainLock(paths, timeout=args.wait):
                 for note in publish.recover(paths):  # an interrupted publish is finished first
                     logging.getLogger("retrain_model").warning("%s", note)
-                result = publish.rollback(paths)
-            print(f"Rolled back: model {result.version} is live again.")
+                restored = publish.rollback(paths)
+            print(f"Rolled back: model {restored.version} is live again.")
             return 0
         if args.dry_run:
             dry = pipeline.dry_run(options)

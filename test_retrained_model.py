@@ -19,6 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.recognizer.errors import ImageError, ModelLoadError, RetrainError
+from backend.recognizer.images import is_image_name
+from backend.recognizer.loader import FaceRecognizer
+from backend.recognizer.manifest import verify_manifest
+from backend.recognizer.paths import OutputPaths
+
 #: Share of stored embeddings the model must label like the training data (below: WARN / FAIL).
 AGREEMENT_WARN = 0.90
 AGREEMENT_FAIL = 0.50
@@ -63,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_files(checks: Checks, paths) -> bool:  # noqa: ANN001 - OutputPaths
+def check_files(checks: Checks, paths: OutputPaths) -> bool:
     required = [paths.bundle, paths.label_encoder, paths.classes, paths.manifest]
     missing = [p for p in required if not p.is_file()]
     if missing:
@@ -80,20 +86,17 @@ def check_files(checks: Checks, paths) -> bool:  # noqa: ANN001 - OutputPaths
     return True
 
 
-def check_manifest(checks: Checks, paths) -> None:  # noqa: ANN001
-    from backend.recognizer.artifacts import verify_manifest
-
-    from backend.recognizer.errors import ModelLoadError
+def check_manifest(checks: Checks, paths: OutputPaths) -> None:
 
     try:
         manifest = verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
     except ModelLoadError as err:
         checks.fail(f"integrity: {err}")
         return
-    checks.ok(f"integrity: {len(manifest['files'])} files match manifest.json (model {manifest['model_version']})")
+    checks.ok(f"integrity: {len(manifest.files)} files match manifest.json (model {manifest.model_version})")
 
 
-def check_embeddings(checks: Checks, recognizer, paths, sample: int) -> None:  # noqa: ANN001
+def check_embeddings(checks: Checks, recognizer: FaceRecognizer, paths: OutputPaths, sample: int) -> None:
     if not (paths.X.is_file() and paths.y.is_file()):
         return
     try:
@@ -113,7 +116,7 @@ def check_embeddings(checks: Checks, recognizer, paths, sample: int) -> None:  #
     else:
         checks.ok(f"{len(X)} stored embeddings of {dim} dimensions, all L2-normalised")
 
-    scaler = recognizer._state.loaded.model.scaler  # noqa: SLF001 - a diagnostic tool may look inside
+    scaler = recognizer._state.loaded.model.scaler  # a diagnostic tool may look inside
     if scaler is None:
         checks.warn("old-style model without a scaler")
     else:
@@ -150,7 +153,6 @@ def check_embeddings(checks: Checks, recognizer, paths, sample: int) -> None:  #
 
 
 def photo_list(images: list[str], folder: str | None) -> list[Path]:
-    from backend.recognizer.images import is_image_name
 
     out = [Path(p) for p in images]
     if folder:
@@ -160,8 +162,7 @@ def photo_list(images: list[str], folder: str | None) -> list[Path]:
     return out
 
 
-def run_photos(checks: Checks, recognizer, photos: list[Path], top_k: int) -> None:  # noqa: ANN001
-    from backend.recognizer.errors import ImageError, RetrainError
+def run_photos(checks: Checks, recognizer: FaceRecognizer, photos: list[Path], top_k: int) -> None:
 
     n_faces = 0
     for path in photos:
@@ -196,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from backend.recognizer.errors import ModelLoadError
     from backend.recognizer.loader import FaceRecognizer
-    from backend.recognizer.paths import OutputPaths
 
     paths = OutputPaths.at(args.output_root)
     checks = Checks()

@@ -26,16 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))  # a copy elsewhere (GPU machine)
 
-import torch  # noqa: E402
+import torch
 
-from backend.recognizer.backends import onnx_providers  # noqa: E402
-from backend.recognizer.embedder import FaceNetEmbedder, resolve_device  # noqa: E402
-from backend.recognizer.errors import ImageError  # noqa: E402
-from backend.recognizer.faces import ScrfdDetector  # noqa: E402
-from backend.recognizer.weights import sha256_file  # noqa: E402
-from retraining import cache as cache_mod  # noqa: E402
-from retraining.dataset import ImageRecord  # noqa: E402
-from retraining.extract import extract_embeddings, prepare_crop  # noqa: E402
+from backend.recognizer.backends import onnx_providers
+from backend.recognizer.embedder import FaceNetEmbedder, resolve_device
+from backend.recognizer.errors import ImageError
+from backend.recognizer.faces import ScrfdDetector
+from backend.recognizer.hashing import sha256_file
+from retraining import cache as cache_mod
+from retraining.dataset import ImageRecord
+from retraining.extract import extract_embeddings, prepare_crop
 
 
 def facenet(tmp: Path, device: str, runtime: str) -> FaceNetEmbedder:

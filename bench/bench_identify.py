@@ -31,16 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-import torch  # noqa: E402
-from bench_extract import facenet  # noqa: E402
-from synthetic import synthetic_embeddings  # noqa: E402
+import torch
+from bench_extract import facenet
+from synthetic import synthetic_embeddings
 
-from backend.recognizer.backends import onnx_providers  # noqa: E402
-from backend.recognizer.embedder import resolve_device  # noqa: E402
-from backend.recognizer.faces import ScrfdDetector, detect_faces, face_crops  # noqa: E402
-from backend.recognizer.images import to_rgb  # noqa: E402
-from backend.recognizer.openset import features, fit_calibrator  # noqa: E402
-from retraining.train import fit_model  # noqa: E402
+from backend.recognizer.backends import onnx_providers
+from backend.recognizer.embedder import resolve_device
+from backend.recognizer.faces import ScrfdDetector, detect_faces, face_crops
+from backend.recognizer.images import to_rgb
+from backend.recognizer.openset import features
+from retraining.train import (
+    fit_calibrator,
+    fit_model,
+)
 
 
 def frames() -> list[tuple[str, np.ndarray]]:
@@ -54,7 +57,7 @@ def frames() -> list[tuple[str, np.ndarray]]:
     return [("t1.jpg group photo", group), ("astronaut, 1 face", astronaut)]
 
 
-def median_ms(fn, repeat: int) -> float:  # noqa: ANN001
+def median_ms(fn, repeat: int) -> float:
     fn()  # warm-up (ORT / torch first-call allocations)
     times = []
     for _ in range(repeat):
@@ -64,7 +67,7 @@ def median_ms(fn, repeat: int) -> float:  # noqa: ANN001
     return statistics.median(times) * 1000
 
 
-def classifier(n_students: int):  # noqa: ANN201
+def classifier(n_students: int):
     X, y = synthetic_embeddings(n_students, 20, spread=3.5, seed=3)
     model = fit_model(X, y)
     proba, pred, _ = model.recognize(X)
@@ -72,7 +75,7 @@ def classifier(n_students: int):  # noqa: ANN201
     return model
 
 
-def frame_stages(bgr, fixed, detector, eager, embedder, model, repeat: int) -> list[tuple[str, float, float]]:  # noqa: ANN001
+def frame_stages(bgr, fixed, detector, eager, embedder, model, repeat: int) -> list[tuple[str, float, float]]:
     """(stage, baseline ms, ms) for the calls identify() makes on this frame, then their total."""
     rgb = to_rgb(bgr, bgr=True)
     crops = np.stack(face_crops(detector, rgb, embedder.crop, max_faces=None).crops)

@@ -30,7 +30,7 @@ class BoxDetector:
     name = "fixed-box"
     weights_sha256 = None
 
-    def detect(self, rgb):  # noqa: ANN001, ANN201
+    def detect(self, rgb):
         from backend.recognizer.faces import Face
 
         h, w = rgb.shape[:2]
@@ -48,7 +48,7 @@ class ProjectionEmbedder:
         self.crop = CropSettings(size=160, template="facenet")
         self._p = np.random.default_rng(0).standard_normal((48 * 48 * 3, 512)).astype(np.float32)
 
-    def embed(self, crops):  # noqa: ANN001, ANN201
+    def embed(self, crops):
         import cv2
 
         from backend.recognizer.embedder import l2_normalize

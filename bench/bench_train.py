@@ -26,14 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-from sklearn.calibration import CalibratedClassifierCV  # noqa: E402
-from sklearn.model_selection import StratifiedKFold  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.svm import SVC  # noqa: E402
-from synthetic import synthetic_embeddings  # noqa: E402
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from synthetic import synthetic_embeddings
 
-from backend.recognizer.openset import features, fit_calibrator  # noqa: E402
-from retraining.train import fit_model  # noqa: E402
+from backend.recognizer.openset import features
+from retraining.train import (
+    fit_calibrator,
+    fit_model,
+)
 
 
 def split(n_students: int, spread: float, seed: int = 3):

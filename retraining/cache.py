@@ -130,7 +130,7 @@ class EmbeddingCache:
         ok = [k for k in keys if self.entries[k].vector is not None]
         bad = [k for k in keys if self.entries[k].vector is None]
         vectors = (
-            np.stack([self.entries[k].vector for k in ok]).astype(np.float32)
+            np.stack([v for k in ok if (v := self.entries[k].vector) is not None]).astype(np.float32)
             if ok
             else np.zeros((0, self.dim), dtype=np.float32)
         )

@@ -98,7 +98,9 @@ def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[
     """Stratified split done per student: ⌈test_size·n⌉ photos (at least one) of each student
     with ≥ 2 photos go to the test part. Returns (train_idx, test_idx, train-only students)."""
     rng = np.random.default_rng(seed)
-    train, test, train_only = [], [], []
+    train: list[int] = []
+    test: list[int] = []
+    train_only: list[str] = []
     for student in np.unique(labels):
         idx = np.flatnonzero(labels == student)
         if len(idx) < 2:
@@ -109,7 +111,7 @@ def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[
         n_test = min(len(idx) - 1, max(1, int(round(test_size * len(idx)))))
         test.extend(idx[:n_test])
         train.extend(idx[n_test:])
-    return np.sort(np.array(train, dtype=int)), np.sort(np.array(test, dtype=int)), train_only
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64)), train_only
 
 
 def sweep_thresholds(
@@ -267,7 +269,11 @@ def evaluate_open_set(
     labels = np.asarray(labels).astype(str)
     if len(np.unique(labels)) < 3:
         return None
-    rows_f, rows_y, rows_fold, rows_known, rows_correct = [], [], [], [], []
+    rows_f: list[np.ndarray] = []
+    rows_y: list[np.ndarray] = []
+    rows_fold: list[np.ndarray] = []
+    rows_known: list[np.ndarray] = []
+    rows_correct: list[np.ndarray] = []
     folds = _open_set_folds(labels, seed)
     for k, unknown in enumerate(folds):
         is_unknown = np.isin(labels, unknown)
@@ -280,19 +286,21 @@ def evaluate_open_set(
             if model.open_set is not None
             else class_centres(embeddings[train], labels[train], model.classes)
         )
-        for idx, known in ((test, True), (np.flatnonzero(is_unknown), False)):
+        for idx, enrolled in ((test, True), (np.flatnonzero(is_unknown), False)):
             if len(idx) == 0:
                 continue
             proba = model.predict_proba(embeddings[idx])
             pred = model.classes[np.argmax(proba, axis=1)]
-            correct = (pred == labels[idx]) if known else np.zeros(len(idx), dtype=bool)
+            right = (pred == labels[idx]) if enrolled else np.zeros(len(idx), dtype=bool)
             rows_f.append(features(proba, embeddings[idx], centres))
-            rows_y.append(correct)
+            rows_y.append(right)
             rows_fold.append(np.full(len(idx), k))
-            rows_known.append(np.full(len(idx), known))
-            rows_correct.append(correct)
+            rows_known.append(np.full(len(idx), enrolled))
+            rows_correct.append(right)
     F, Y = np.concatenate(rows_f), np.concatenate(rows_y).astype(int)
-    fold, known, correct = np.concatenate(rows_fold), np.concatenate(rows_known), np.concatenate(rows_correct)
+    fold = np.concatenate(rows_fold)
+    known: np.ndarray = np.concatenate(rows_known)
+    correct: np.ndarray = np.concatenate(rows_correct)
     conf = F[:, 0].copy()  # fallback: the SVM probability
     for k in range(len(folds)):
         others = fold != k

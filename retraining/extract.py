@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,19 @@ def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) ->
     return crop, FaceInfo(len(found.faces), face.size, face.score, found.padded_retry, sharpness(crop))
 
 
-def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache: EmbeddingCache | None):
-    """Worker: (key, crop, info, reason, cached). Never raises (reasons as in the serial path)."""
+@dataclass(frozen=True)
+class _Prepared:
+    """One photo after decode/detect/crop (or found in the cache, or skipped with a reason)."""
+
+    key: str | None  # the photo's SHA-256 (cache key); None without a cache or when unreadable
+    crop: np.ndarray | None = None
+    face: FaceInfo | None = None
+    cached: CachedFace | None = None
+    reason: str | None = None  # why the photo is skipped
+
+
+def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache: EmbeddingCache | None) -> _Prepared:
+    """Worker: never raises (reasons as in the serial path)."""
     key = None
     if cache is not None:
         try:
@@ -93,15 +104,15 @@ def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache:
         if key is not None:
             hit = cache.get(key)
             if hit is not None:
-                return key, None, hit, hit.reason, True
+                return _Prepared(key, cached=hit, reason=hit.reason)
     try:
         crop, info = prepare_crop(record, detector, embedder)
     except ImageError as err:
-        return key, None, None, str(err), False
+        return _Prepared(key, reason=str(err))
     except Exception as err:  # a detector/decoder bug must not end the run; report it
         log.exception("Unexpected error on %s", record.path)
-        return None, None, None, f"unexpected error: {type(err).__name__}: {err}", False
-    return key, crop, info, None, False
+        return _Prepared(None, reason=f"unexpected error: {type(err).__name__}: {err}")
+    return _Prepared(key, crop=crop, face=info)
 
 
 def extract_embeddings(
@@ -140,11 +151,11 @@ def extract_embeddings(
         if not crops:
             return
         vectors = np.asarray(embedder.embed(np.stack(crops)), dtype=np.float32)
-        for (i, key), vec in zip(pending, vectors):
+        for (i, key), vec in zip(pending, vectors, strict=True):
             out[i] = vec
             done[i] = True
-            if cache is not None and key is not None:
-                inf = infos[i]
+            inf = infos[i]
+            if cache is not None and key is not None and inf is not None:
                 cache.put(
                     key,
                     CachedFace(vec.copy(), (inf.num_faces, inf.face_size, inf.score, inf.padded_retry, inf.sharpness)),
@@ -152,23 +163,26 @@ def extract_embeddings(
         crops.clear()
         pending.clear()
 
-    def handle(i: int, result) -> None:  # noqa: ANN001
-        key, crop, info, reason, cached = result
+    def handle(i: int, result: _Prepared) -> None:
         record = records[i]
+        reason = result.reason
         if reason is not None:
             log.warning("Skipped %s: %s", record.path, reason)
             reasons[i] = reason
-            if cache is not None and key is not None and not cached and not reason.startswith("unexpected error"):
-                cache.put(key, CachedFace(None, None, reason))
+            if cache is not None and result.key is not None and result.cached is None:
+                if not reason.startswith("unexpected error"):
+                    cache.put(result.key, CachedFace(None, None, reason))
             return
-        if cached:
-            out[i] = info.vector
+        if result.cached is not None and result.cached.vector is not None and result.cached.info is not None:
+            out[i] = result.cached.vector
             done[i] = True
-            infos[i] = FaceInfo(*info.info)
+            infos[i] = FaceInfo(*result.cached.info)
             return
-        infos[i] = info
-        crops.append(crop)
-        pending.append((i, key))
+        if result.crop is None or result.face is None:
+            raise RuntimeError(f"no crop and no reason for {record.path}")  # cannot happen: _prepare sets one
+        infos[i] = result.face
+        crops.append(result.crop)
+        pending.append((i, result.key))
         if len(crops) >= batch_size:
             flush()
 
@@ -181,7 +195,7 @@ def extract_embeddings(
         else:
             ahead = max(2 * batch_size, 4 * workers)  # bounded read-ahead: memory stays flat
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
-                queue: deque = deque()
+                queue: deque[Future[_Prepared]] = deque()
                 nxt = 0
                 for i in range(n):
                     while nxt < n and len(queue) < ahead:
@@ -194,9 +208,10 @@ def extract_embeddings(
         bar.close()
     keep = np.flatnonzero(done)
     kept = [records[i] for i in keep]
-    skipped = [(records[i].path, reasons[i]) for i in range(n) if reasons[i] is not None]
+    skipped = [(records[i].path, reason) for i in range(n) if (reason := reasons[i]) is not None]
+    faces = [info for i in keep if (info := infos[i]) is not None]
     embeddings = np.ascontiguousarray(out[keep]) if len(keep) else np.zeros((0, embedder.dim), dtype=np.float32)
-    return Extraction(embeddings, kept, [infos[i] for i in keep], skipped)  # type: ignore[misc]
+    return Extraction(embeddings, kept, faces, skipped)
 
 
 @dataclass(frozen=True)

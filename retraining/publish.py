@@ -166,7 +166,7 @@ def _archive_name(paths: OutputPaths) -> str:
 
 
 def _legacy_models_files(paths: OutputPaths) -> list[str]:
-    """Seed-recipe files directly in models/ (X.npy, reports…) that are archived, not deleted."""
+    """Files of the original recipe directly in models/ (X.npy, reports…): archived, not deleted."""
     out = []
     for path in paths.legacy_artifacts():
         if path.parent == paths.models_dir and path.is_file():
@@ -291,7 +291,7 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
         published.append(dst)
     if paths.models_dir.exists():
         fsync_dir(paths.models_dir)
-    # 3. seed-recipe leftovers nothing replaces (models/temp/, the old embeddings cache)
+    # 3. leftovers of the original recipe that nothing replaces (models/temp/, the old embeddings cache)
     keep = set(published)
     for path in paths.legacy_artifacts():
         if path.parent == paths.classifier_dir or path in keep:

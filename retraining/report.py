@@ -89,7 +89,9 @@ MAX_LISTED_PER_KIND = 100
 
 def finding_lines(findings: list[Finding], limit: int = MAX_LISTED_PER_KIND) -> list[str]:
     """Report lines for the findings, at most ``limit`` of each kind (a bad run can flag every photo)."""
-    lines, shown, hidden = [], Counter(), Counter()
+    lines: list[str] = []
+    shown: Counter[str] = Counter()
+    hidden: Counter[str] = Counter()
     for f in findings:
         if shown[f.kind] < limit:
             shown[f.kind] += 1

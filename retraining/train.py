@@ -9,7 +9,7 @@ be forgotten at recognition time; :class:`~backend.recognizer.model.TrainedModel
 serving side's type, so training builds exactly what the backend runs.
 
 Why this solver (measured on 2 CPU cores, scikit-learn 1.9.1; bench/bench_train.py has the
-current table). The previous recipe, ``SVC(kernel="linear")`` inside the same calibration,
+current table). The alternative, ``SVC(kernel="linear")`` inside the same calibration,
 is one-vs-one: K(K−1)/2 problems, 130 s to fit and 14 ms per prediction at 500 students ×
 20 photos. Alternatives measured on synthetic 512-d embeddings (100 students × 20 photos):
 ``LinearSVC(dual=False)`` (liblinear primal) 252 s; ``LinearSVC(dual=True, C=0.01)`` 13 s;

@@ -6,6 +6,7 @@ Nothing here downloads: the end-to-end model uses the offline backends (MTCNN + 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -25,9 +26,14 @@ SCRFD_WEIGHTS = SHARED_DATA / "weights"
 OFFLINE_ARGS = ["--detector", "mtcnn", "--embedder", "dlib", "--device", "cpu"]
 
 
-def require_shared_data() -> None:
-    if not ORL.is_dir():
-        pytest.skip(f"real test photos not found at {SHARED_DATA} (see ../shared/data/README.md)")
+def require_shared_data(path: Path = ORL) -> None:
+    """Skip when the real photos/weights are missing; in CI (``CI=true``) fail instead: a CI run
+    that quietly skipped every real-data test would prove nothing."""
+    if not path.exists():
+        message = f"real test data not found at {path} (see ../shared/data/README.md)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(message + "; CI must run with ../shared/data beside the checkout")
+        pytest.skip(message)
 
 
 def make_orl_tree(dst: Path, n_students: int = 12, n_images: int = 10, first: int = 1) -> Path:
@@ -51,6 +57,17 @@ def tree_digest(root: Path) -> dict[str, str]:
         elif path.is_file():
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+#: Fixtures that run the whole pipeline (or embed a whole real data set): a test using one is end-to-end.
+END_TO_END_FIXTURES = frozenset({"published_root", "copy_root", "flawed_run", "orl_embeddings", "killed"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real published model as ``slow`` (``pytest -m "not slow"`` skips it)."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

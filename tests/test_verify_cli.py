@@ -12,6 +12,8 @@ from conftest import ORL, ROOT
 
 import test_retrained_model as cli
 
+pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
+
 
 def test_subprocess_passes_on_fresh_model(published_root: Path) -> None:
     proc = subprocess.run(

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import RetrainError, WeightsNotFoundError
 from .faces import CropSettings
 from .weights import weights_sha256
 
@@ -32,10 +33,19 @@ log = logging.getLogger(__name__)
 class Embedder(Protocol):
     """What the pipeline needs from an embedder."""
 
-    name: str
-    dim: int
-    crop: CropSettings
-    weights_sha256: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def crop(self) -> CropSettings: ...
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the weight file (None: weights bundled with a library)."""
+        ...
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """N×S×S×3 RGB uint8 crops → N×dim float32, each row of unit length."""
@@ -56,12 +66,8 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from .errors import RetrainError
-
         raise RetrainError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
     if device not in ("cpu", "cuda"):
-        from .errors import RetrainError
-
         raise RetrainError(f"unknown device {device!r}; choose auto, cpu or cuda")
     return device
 
@@ -69,7 +75,7 @@ def resolve_device(device: str = "auto") -> str:
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
-def _onnx_session(model, size: int):  # noqa: ANN001, ANN202 - torch module in, ort session out
+def _onnx_session(model: Any, size: int) -> Any:  # a torch module in, an ONNX Runtime session out
     """Export ``model`` (eval mode, on the CPU) to ONNX in memory and open it in ONNX Runtime.
 
     In memory, not on disk: the export takes ~2 s once per process, and nothing is left
@@ -114,8 +120,6 @@ class FaceNetEmbedder:
         import torch
         from facenet_pytorch import InceptionResnetV1
 
-        from .errors import RetrainError
-
         if runtime not in RUNTIMES:
             raise RetrainError(f"unknown embedder runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.name = "facenet-inception-resnet-v1-vggface2"
@@ -123,7 +127,6 @@ class FaceNetEmbedder:
         self.device = device
         self.weights_file = str(weights_file)
         self.weights_sha256 = weights_sha256(weights_file)
-        from .errors import WeightsNotFoundError
 
         model = InceptionResnetV1(pretrained=None, classify=False)
         try:

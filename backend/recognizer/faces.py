@@ -13,10 +13,12 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
+from .errors import WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,13 @@ class Face:
 class Detector(Protocol):
     """What the pipeline needs from a face detector."""
 
-    name: str
-    weights_sha256: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the weight file (None: weights bundled with a library)."""
+        ...
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an RGB uint8 image."""
@@ -241,16 +248,14 @@ class ScrfdDetector:
         static = getattr(models[0], "static_input_size", None)
         self.adaptive_input = adaptive_input and static is None
         if static is not None:
-            self.input_size = tuple(int(v) for v in static)
+            self.input_size = (int(static[0]), int(static[1]))
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for model in models:
             self._free.put(model)
 
-    def _load(self, onnx_path: str, providers: list[str] | None, det_thresh: float, threads: int):  # noqa: ANN202
+    def _load(self, onnx_path: str, providers: list[str] | None, det_thresh: float, threads: int) -> Any:
         import onnxruntime
         from insightface.model_zoo import get_model
-
-        from .errors import WeightsNotFoundError
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
@@ -279,7 +284,8 @@ class ScrfdDetector:
     def detect(self, rgb: np.ndarray) -> list[Face]:
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         if self.adaptive_input:
-            size = detection_input_size(*bgr.shape[:2], max_side=max(self.input_size))
+            height, width = bgr.shape[:2]
+            size = detection_input_size(height, width, max_side=max(self.input_size))
         else:
             size = self.input_size
         model = self._free.get()

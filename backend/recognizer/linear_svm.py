@@ -33,9 +33,12 @@ same problems. Numbers (2 CPU cores, bench/bench_train.py): see ``backend/recogn
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -56,15 +59,16 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.balance_binary = balance_binary
 
-    def fit(self, X, y, sample_weight=None):  # noqa: ANN001 - sklearn signature
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C")
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> BalancedLinearSVM:
+        data: np.ndarray
+        data, y = validate_data(self, X, y, dtype=np.float32, order="C")
         self.classes_, yi = np.unique(y, return_inverse=True)
         K = len(self.classes_)
         if K < 2:
             raise ValueError("BalancedLinearSVM needs at least two classes")
-        n, d = X.shape
+        n, d = data.shape
         Xa = np.empty((n, d + 1), dtype=np.float32)
-        Xa[:, :d] = X
+        Xa[:, :d] = data
         Xa[:, d] = 1.0
         counts = np.bincount(yi, minlength=K).astype(np.float64)
         s = (n / (K * counts))[yi]
@@ -117,7 +121,9 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
         return self
 
     @staticmethod
-    def _problem_solver(chol, Xa: np.ndarray, s: np.ndarray, yi: np.ndarray, targets: np.ndarray, beta: float):  # noqa: ANN001, ANN205
+    def _problem_solver(
+        chol: tuple[np.ndarray, bool], Xa: np.ndarray, s: np.ndarray, yi: np.ndarray, targets: np.ndarray, beta: float
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """V ↦ [M_c⁻¹ v_c]_c for the right-hand sides V ((d+1)×T), one column per problem.
 
         ``M_c = M + (β − 1)·Xcᵀ S Xc`` (c's photos weigh β times more); by Woodbury
@@ -148,13 +154,13 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
 
         return solve
 
-    def decision_function(self, X):  # noqa: ANN001
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        scores = X @ self._coef32 + self._intercept32
+        data: np.ndarray = validate_data(self, X, dtype=np.float32, reset=False)
+        scores = data @ self._coef32 + self._intercept32
         return scores[:, 0] if len(self.classes_) == 2 else scores
 
-    def predict(self, X):  # noqa: ANN001
+    def predict(self, X: ArrayLike) -> np.ndarray:
         scores = self.decision_function(X)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]

@@ -477,15 +477,15 @@ class FaceRecognizer:
         results = self._classify(state, vectors, threshold, top_k)
         return [
             Recognition(
-                tuple(float(v) for v in f.box),
+                (float(f.box[0]), float(f.box[1]), float(f.box[2]), float(f.box[3])),
                 r.student_id,
                 r.student_name,
                 r.confidence,
-                r.accepted,  # type: ignore[arg-type]
+                r.accepted,
                 r.top_k,
                 float(f.score),
             )
-            for f, r in zip(faces, results)
+            for f, r in zip(faces, results, strict=True)
         ]
 
     def _embed(self, state: _State, image: np.ndarray | str | Path, bgr: bool) -> tuple[list[Face], np.ndarray, _State]:

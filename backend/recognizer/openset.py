@@ -69,7 +69,7 @@ class OpenSetScorer:
         calibrator = data.get("calibrator")
         if calibrator is not None and not hasattr(calibrator, "predict_proba"):
             raise TypeError(f"open-set calibrator is a {type(calibrator).__name__}, not a fitted model")
-        return cls(np.asarray(data["centres"], dtype=np.float32), calibrator)  # type: ignore[arg-type]
+        return cls(np.asarray(data["centres"], dtype=np.float32), calibrator)
 
 
 _LogisticParts = tuple[np.ndarray, np.ndarray, np.ndarray, float]

@@ -15,6 +15,8 @@ from conftest import OFFLINE_ARGS, make_orl_tree, tree_digest
 import retrain_model
 from backend.recognizer.paths import OutputPaths
 
+pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
+
 
 def test_published_artifacts_have_the_contracted_shapes_and_keys(published_root: Path) -> None:
     paths = OutputPaths.at(published_root)
@@ -81,7 +83,7 @@ def test_rerun_replaces_prior_artifacts_lists_them_and_leaves_photos_untouched(
     tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     paths = OutputPaths.at(copy_root)
-    # leftovers of the seed recipe must go, and be listed
+    # leftovers of the original recipe must go, and be listed
     (paths.models_dir / "temp").mkdir()
     (paths.models_dir / "temp" / "old.npy").write_bytes(b"x")
     legacy_cache = copy_root / "backend" / "recognizer" / "embeddings_cache.npy"

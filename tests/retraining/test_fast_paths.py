@@ -1,4 +1,4 @@
-"""Fast paths of issue 4: embedding cache, threaded extraction, fast linear SVM.
+"""Fast paths: embedding cache, threaded extraction, fast linear SVM.
 
 Real photos (ORL) with the offline MTCNN + dlib backends; no downloads.
 """
@@ -15,10 +15,11 @@ from conftest import make_orl_tree
 from PIL import Image
 
 from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
+from backend.recognizer.openset import features
 from retraining import cache as cache_mod
 from retraining.dataset import index_dataset
 from retraining.extract import extract_embeddings
-from retraining.train import fit_model
+from retraining.train import fit_calibrator, fit_model
 
 
 @pytest.fixture(scope="module")
@@ -195,15 +196,14 @@ def test_students_with_one_to_three_photos(orl_embeddings) -> None:
 
 
 def test_fast_open_set_confidence_equals_sklearn(orl_embeddings) -> None:
-    from backend.recognizer.openset import features, fit_calibrator
-
     X, y = orl_embeddings
-    model = fit_model(X, y)
-    proba = model.predict_proba(X)
+    base = fit_model(X, y)
+    proba = base.predict_proba(X)
     rng = np.random.default_rng(0)
     correct = rng.random(len(y)) < 0.7  # any two-class target: this checks arithmetic, not quality
-    model.open_set.calibrator = fit_calibrator(features(proba, X, model.open_set.centres), correct)
+    calibrator = fit_calibrator(features(proba, X, base.open_set.centres), correct)
+    model = fit_model(X, y, open_set_calibrator=calibrator)
     fast = model.open_set.confidence(proba, X)
-    slow = model.open_set.calibrator.predict_proba(features(proba, X, model.open_set.centres))[:, 1]
+    slow = calibrator.predict_proba(features(proba, X, model.open_set.centres))[:, 1]
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
     assert np.ptp(fast) > 0.01  # the comparison is not between two constants

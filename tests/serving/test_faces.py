@@ -34,9 +34,8 @@ SCRFD_500M = SCRFD_WEIGHTS / "scrfd_500m_bnkps.onnx"
 
 
 def _require_scrfd() -> None:
-    require_shared_data()
-    if not (SCRFD_25G.is_file() and SCRFD_500M.is_file()):
-        pytest.skip(f"SCRFD weights not found in {SCRFD_WEIGHTS}")
+    require_shared_data(SCRFD_25G)
+    require_shared_data(SCRFD_500M)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from test_artifacts import publish_fake
+from fakes import publish_fake
 
 from backend.recognizer import FaceRecognizer, ModelLoadError, hashing, journal, manifest
 from backend.recognizer.loader import load_model_files
@@ -40,7 +40,7 @@ def _refused(paths: OutputPaths, *names: str) -> str:
     return message
 
 
-def _edit_manifest(paths: OutputPaths, edit) -> None:  # noqa: ANN001
+def _edit_manifest(paths: OutputPaths, edit) -> None:
     manifest = json.loads(paths.manifest.read_text(encoding="utf-8"))
     edit(manifest)
     paths.manifest.write_text(json.dumps(manifest), encoding="utf-8")
@@ -99,7 +99,7 @@ def test_file_replaced_by_a_link_to_another_models_file(paths: OutputPaths) -> N
 class _Evil:
     marker = ""
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (Path.write_text, (Path(_Evil.marker), "pwned"))
 
 

@@ -1,4 +1,4 @@
-"""End-to-end bad-input corpus (issue 3): ONE real run of ``retrain_model.main`` over a generated
+"""End-to-end bad-input corpus: ONE real run of ``retrain_model.main`` over a generated
 student tree holding every kind of bad or odd input a school might upload.
 
 Each kind is one entry in ``KINDS`` (its own test id). Real faces come from ../shared/data
@@ -28,6 +28,8 @@ from PIL import Image
 import retrain_model
 from backend.recognizer.paths import OutputPaths
 from retraining.dataset import index_dataset
+
+pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
 
 # --------------------------------------------------------------------------- the corpus
 
@@ -458,7 +460,7 @@ def _index_and_decode(data: Path) -> dict[str, str]:
     return out
 
 
-def _in_child_as(uid: int, gid: int, fn) -> dict[str, str]:  # noqa: ANN001
+def _in_child_as(uid: int, gid: int, fn) -> dict[str, str]:
     """Run ``fn`` in a forked child with the given uid/gid; return its JSON result."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()

@@ -14,7 +14,7 @@ import joblib
 import numpy as np
 import pytest
 from conftest import ORL, ROOT
-from test_artifacts import DIM, make_bundle, publish_fake
+from fakes import DIM, make_bundle, publish_fake
 
 from backend.recognizer import FaceRecognizer, ModelLoadError, loader, manifest
 from backend.recognizer.errors import WeightsNotFoundError
@@ -156,7 +156,7 @@ def test_hash_mismatch_names_the_file(paths: OutputPaths, damage: str) -> None:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (Path.write_text, (Path(_Evil.marker), "pwned"))
 
 
@@ -221,7 +221,7 @@ def test_threads_share_one_lazy_engine(paths: OutputPaths, monkeypatch: pytest.M
 
     built = []
 
-    def fake_build(loaded, device, weights_dir, allow_download=False):  # noqa: ANN001
+    def fake_build(loaded, device, weights_dir, allow_download=False):
         built.append(threading.get_ident())
         return loader._Engines(("k",), object(), object(), None)  # type: ignore[arg-type]
 
@@ -300,7 +300,7 @@ def test_loader_does_not_download_weights_by_default(monkeypatch: pytest.MonkeyP
     """A backend must not stall on a download at its first camera frame."""
     seen: list[bool] = []
 
-    def fake_detector(config):  # noqa: ANN001
+    def fake_detector(config):
         seen.append(config.allow_download)
         raise WeightsNotFoundError("det_10g.onnx missing")
 

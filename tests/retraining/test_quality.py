@@ -13,13 +13,13 @@ import pytest
 from conftest import OFFLINE_ARGS, ORL, make_orl_tree, tree_digest
 
 import retrain_model
+from retraining.extract import sharpness
 from retraining.quality import (
     MIN_SHARPNESS,
     few_photo_findings,
     label_findings,
     near_duplicates,
     photo_findings,
-    sharpness,
 )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.error import URLError
 
 import pytest
-from conftest import SCRFD_WEIGHTS
+from conftest import SCRFD_WEIGHTS, require_shared_data
 
 from backend.recognizer import weights
 from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
@@ -218,8 +218,7 @@ def test_real_scrfd_loads_from_weights_dir_and_env(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, downloads: list[str]
 ) -> None:
     src = SCRFD_WEIGHTS / "scrfd_500m_bnkps.onnx"
-    if not src.is_file():
-        pytest.skip(f"SCRFD weights not found in {SCRFD_WEIGHTS}")
+    require_shared_data(src)
     folder = tmp_path / "offline"
     folder.mkdir()
     os.symlink(src, folder / SCRFD_FILE)  # stands in for det_10g.onnx (same outputs, same code path)

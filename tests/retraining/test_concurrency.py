@@ -19,6 +19,8 @@ from backend.recognizer.paths import OutputPaths
 from retraining import lock, publish
 from retraining.errors import LockError
 
+pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
+
 
 def test_second_run_is_refused_clearly_then_waits_with_wait(
     tmp_path: Path, copy_root: Path, capsys: pytest.CaptureFixture[str]
@@ -53,7 +55,7 @@ def test_second_run_is_refused_clearly_then_waits_with_wait(
     (kept,) = publish.list_versions(paths)  # A's model, replaced by B's and kept for rollback
     a_version = json.loads((kept / "Classifier" / "manifest.json").read_text())["model_version"]
     assert len({old_version, a_version, final.model_version}) == 3
-    assert not paths.lock_file.exists()
+    assert not paths.lock_owner_file.exists()
 
 
 def _lock_holder(paths: OutputPaths) -> subprocess.Popen:
@@ -61,7 +63,7 @@ def _lock_holder(paths: OutputPaths) -> subprocess.Popen:
     code = (
         "import sys, time; from retraining.lock import RetrainLock; "
         "from backend.recognizer.paths import OutputPaths; "
-        "RetrainLock(OutputPaths.at(sys.argv[1]), timeout=0).acquire(); print('locked', flush=True); "
+        "held = RetrainLock(OutputPaths.at(sys.argv[1]), timeout=0); held.acquire(); print('locked', flush=True); "
         "time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(paths.root)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ORL, require_shared_data
 
-from backend.recognizer.openset import features, fit_calibrator
+from backend.recognizer.openset import features
 from retraining.evaluate import (
     OpenSetRow,
     evaluate,
@@ -17,6 +17,7 @@ from retraining.evaluate import (
     open_set_sweep,
     recommend_open_set,
 )
+from retraining.train import fit_calibrator
 
 
 def _row(t: float, recog: float, far: float) -> OpenSetRow:

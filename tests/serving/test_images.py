@@ -1,4 +1,4 @@
-"""Decode-level tests for the bad-input corpus (issue 3): every photo a teacher might upload.
+"""Decode-level tests for the bad-input corpus: every photo a teacher might upload.
 
 Files are generated here with PIL/numpy into tmp_path, plus real ORL/LFW photos.
 """

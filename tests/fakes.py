@@ -1,0 +1,85 @@
+"""Tiny real models for tests about files and loading: fitted on random unit vectors in a blink.
+
+A bundle made here is exactly what the pipeline writes (same ModelBundle, same publish code),
+only trained on 16-d random vectors instead of face embeddings.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import numpy as np
+
+from backend.recognizer.bundle import ModelBundle
+from backend.recognizer.loader import verify_model_dir
+from backend.recognizer.model import TrainedModel
+from backend.recognizer.paths import OutputPaths
+from retraining import publish
+from retraining.train import fit_model
+
+DIM = 16
+
+
+@functools.cache
+def _fitted(n_students: int, dim: int, seed: int, noise: float) -> tuple[TrainedModel, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_students, dim))
+    X = np.concatenate([c + noise * rng.standard_normal((6, dim)) for c in centres]).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.repeat([f"STU{i + 1:03d}" for i in range(n_students)], 6)
+    return fit_model(X, y), X, y
+
+
+def make_model_bundle(
+    version: str, n_students: int = 3, dim: int = DIM, seed: int = 0, noise: float = 0.05
+) -> tuple[ModelBundle, np.ndarray, np.ndarray]:
+    """A real (tiny) bundle as the pipeline writes it, trained on random unit vectors (noise: class overlap)."""
+    model, X, y = _fitted(n_students, dim, seed, noise)
+    bundle = ModelBundle.create(
+        model,
+        model_version=version,
+        created_at="2026-01-01T00:00:00+00:00",
+        threshold=0.5,
+        students={sid: f"Student {sid[-1]}" for sid in model.classes},
+        models={
+            "embedding_dim": dim,
+            "normalisation": "l2",
+            "detector": {"name": "mtcnn", "model_file": None, "weights_sha256": None},
+            "embedder": {"name": "fake", "weights_sha256": None, "dim": dim},
+            "crop_size": 150,
+            "crop_method": "similarity-5pt-arcface-template",
+        },
+        backend_config={"detector": "mtcnn", "embedder": "dlib", "detector_model": None},
+    )
+    return bundle, X, y
+
+
+def make_bundle(version: str, **kw: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The same as the dict pickled into face_classifier_v1.pkl (for tests that damage it)."""
+    bundle, X, y = make_model_bundle(version, **kw)
+    return bundle.to_dict(), X, y
+
+
+def make_stage(paths: OutputPaths, version: str | None = None, **kw) -> publish.Stage:
+    version = version or publish.new_version_id()
+    bundle, X, y = make_model_bundle(version, **kw)
+    stage = publish.begin_stage(paths, version)
+    np.save(stage.models_dir / "X.npy", X)
+    np.save(stage.models_dir / "y.npy", y)
+    (stage.models_dir / "training_report.txt").write_text(f"report {version}\n")
+    (stage.models_dir / "plots").mkdir()
+    (stage.models_dir / "plots" / "cm.png").write_bytes(b"png " + version.encode())
+    publish.save_bundle(stage, bundle)
+    return stage
+
+
+def publish_fake(paths: OutputPaths, version: str | None = None, keep_versions: int = 1, **kw) -> publish.PublishResult:
+    return publish.publish(
+        paths, make_stage(paths, version, **kw), verify=verify_model_dir, keep_versions=keep_versions
+    )
+
+
+def current_version(paths: OutputPaths) -> str:
+    return json.loads(paths.manifest.read_text())["model_version"]

@@ -1,0 +1,98 @@
+"""The two packages and the arrow between them: serving never imports retraining and never writes."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+SERVING = ROOT / "backend" / "recognizer"
+TRAINING = ROOT / "retraining"
+#: Calls that create, change or delete files: none of them may appear in the serving package.
+WRITING_CALLS = {
+    "write_text",
+    "write_bytes",
+    "unlink",
+    "rmdir",
+    "mkdir",
+    "rmtree",
+    "replace",
+    "rename",
+    "makedirs",
+    "remove",
+    "dump",
+    "save",
+    "savez",
+    "touch",
+    "chmod",
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_serving_never_imports_retraining() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(m for m in _imports(p) if m.split(".")[0] == "retraining")
+        for p in SERVING.rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+#: The one exception: a weight download, only with allow_download=True (off in the backend by
+#: default), into the library's own cache folder, never into the project or the model folders.
+ALLOWED_WRITES = {("weights.py", "mkdir")}
+
+
+def test_serving_has_no_file_writing_calls() -> None:
+    found = []
+    for path in SERVING.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+                if owner == "dataclasses" or (path.name, name) in ALLOWED_WRITES:
+                    continue
+                mode = next((a for a in node.args[1:2] if isinstance(a, ast.Constant)), None)
+                if name in WRITING_CALLS or (
+                    name == "open" and mode is not None and set(str(mode.value)) & set("wax+")
+                ):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert found == []
+
+
+def test_each_package_has_its_modules() -> None:
+    """What the backend runs and what only retraining runs, at a glance."""
+    serving = {p.stem for p in SERVING.glob("*.py")}
+    training = {p.stem for p in TRAINING.glob("*.py")}
+    assert {"loader", "bundle", "model", "manifest", "journal", "faces", "embedder", "weights", "images"} <= serving
+    assert {"pipeline", "dataset", "extract", "cache", "train", "evaluate", "quality", "report", "publish", "lock"} <= (
+        training
+    )
+    assert not (serving & (training - {"__init__", "errors"}))
+
+
+def test_backend_use_imports_no_training_module(tmp_path: Path) -> None:
+    """Import the public names, load a published model and classify: no module of retraining/ is loaded."""
+    fixture = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
+    code = (
+        "import sys, numpy as np\n"
+        "from backend.recognizer import FaceRecognizer\n"
+        f"r = FaceRecognizer.load({str(fixture)!r}, require_manifest=True)\n"
+        f"r.classify(np.load({str(fixture / 'models' / 'X.npy')!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'retraining'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
