@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,8 @@ def classifier(n_students: int):
     X, y = synthetic_embeddings(n_students, 20, spread=3.5, seed=3)
     model = fit_model(X, y)
     proba, pred, _ = model.recognize(X)
-    model.open_set.calibrator = fit_calibrator(features(proba, X, model.open_set.centres), pred == y)
+    calibrator = fit_calibrator(features(proba, X, model.open_set.centres), pred == y)
+    model = replace(model, open_set=replace(model.open_set, calibrator=calibrator))
     return model
 
 

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,8 @@ def fast(Xtr, ytr, Xte, yte):
     acc = float(np.mean(pred == yte))
     # attach an open-set calibrator like the pipeline does, so classify() pays for it too
     proba = model.predict_proba(Xte)
-    model.open_set.calibrator = fit_calibrator(features(proba, Xte, model.open_set.centres), pred == yte)
+    calibrator = fit_calibrator(features(proba, Xte, model.open_set.centres), pred == yte)
+    model = replace(model, open_set=replace(model.open_set, calibrator=calibrator))
     t = time.perf_counter()
     for i in range(200):
         model.recognize(Xte[i % len(Xte)])

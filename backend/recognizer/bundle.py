@@ -216,7 +216,9 @@ class ModelBundle:
 
     @property
     def embedding_dim(self) -> int:
-        return _n_features(self.classifier) or 0 if self.legacy else int(self.metadata["embedding_dim"])
+        if self.legacy:  # no metadata: the classifier knows (validate() refused a model where it does not)
+            return _n_features(self.classifier) or 0
+        return int(self.metadata["embedding_dim"])
 
     @property
     def students(self) -> dict[str, str]:

@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 #: Environment variable naming the output root when none is passed (default: the project root).
 OUTPUT_ROOT_ENV = "SMARTATTENDANCE_OUTPUT_ROOT"
 UNKNOWN = "Unknown"
-FIX = FIX_HINT
 #: How long load() waits for Classifier/ to reappear while another process is swapping models.
 SWAP_WAIT_S = 3.0
 
@@ -143,7 +142,7 @@ def _unpickle(data: bytes, path: Path) -> Any:
     except Exception as err:  # any unpickling failure (version skew, damaged file)
         raise ModelLoadError(
             f"{path} could not be loaded ({type(err).__name__}: {err}). It may come from another scikit-learn "
-            f"version or be damaged. {FIX}"
+            f"version or be damaged. {FIX_HINT}"
         ) from err
 
 
@@ -165,7 +164,7 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     required = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
     missing = [n for n in required if not (classifier_dir / n).is_file()]
     if missing:
-        raise ModelLoadError(f"Model file(s) missing in {classifier_dir}: {', '.join(missing)}. {FIX}")
+        raise ModelLoadError(f"Model file(s) missing in {classifier_dir}: {', '.join(missing)}. {FIX_HINT}")
 
     manifest: Manifest | None = None
     if (classifier_dir / MANIFEST_NAME).exists():
@@ -173,10 +172,12 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
         for name in required:
             if name not in manifest.files:
                 raise ModelLoadError(
-                    f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX}"
+                    f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX_HINT}"
                 )
     elif require_manifest:
-        raise ModelLoadError(f"{classifier_dir / MANIFEST_NAME} is missing: the model files cannot be verified. {FIX}")
+        raise ModelLoadError(
+            f"{classifier_dir / MANIFEST_NAME} is missing: the model files cannot be verified. {FIX_HINT}"
+        )
     else:
         log.warning(
             "%s has no %s (a model from before manifests existed): its files cannot be verified. "
@@ -196,7 +197,7 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
     except ModelLoadError:
         raise
     except Exception as err:
-        raise ModelLoadError(f"{classifier_dir / CLASSES_NAME} is unreadable ({err}). {FIX}") from err
+        raise ModelLoadError(f"{classifier_dir / CLASSES_NAME} is unreadable ({err}). {FIX_HINT}") from err
     classes_file = np.asarray(classes_file).astype(str)
 
     from .bundle import ModelBundle  # scikit-learn: imported with the first model, so importing this module stays light
@@ -217,12 +218,12 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
         if other.shape != bundle.classes.shape or not np.array_equal(other, bundle.classes):
             raise ModelLoadError(
                 f"The students in {classifier_dir / where} ({len(other)}) do not match those of the classifier "
-                f"({len(bundle.classes)}): the files come from different trainings. {FIX}"
+                f"({len(bundle.classes)}): the files come from different trainings. {FIX_HINT}"
             )
     if manifest is not None and not bundle.legacy and bundle.model_version != manifest.model_version:
         raise ModelLoadError(
             f"{classifier_dir}: the manifest is for model {manifest.model_version} but the bundle is model "
-            f"{bundle.model_version}. {FIX}"
+            f"{bundle.model_version}. {FIX_HINT}"
         )
     loaded = LoadedModel(classifier_dir, bundle, bundle.columns(), bundle.students, manifest is not None, stamp)
     _smoke_test(loaded)
@@ -238,10 +239,12 @@ def _smoke_test(loaded: LoadedModel) -> None:
         proba = loaded.model.predict_proba(vec)
     except Exception as err:
         raise ModelLoadError(
-            f"The model in {loaded.classifier_dir} fails to predict ({type(err).__name__}: {err}). {FIX}"
+            f"The model in {loaded.classifier_dir} fails to predict ({type(err).__name__}: {err}). {FIX_HINT}"
         ) from err
     if proba.shape != (1, len(loaded.classes)) or not np.all(np.isfinite(proba)):
-        raise ModelLoadError(f"The model in {loaded.classifier_dir} gives malformed probabilities {proba.shape}. {FIX}")
+        raise ModelLoadError(
+            f"The model in {loaded.classifier_dir} gives malformed probabilities {proba.shape}. {FIX_HINT}"
+        )
 
 
 def verify_model_dir(classifier_dir: Path) -> None:

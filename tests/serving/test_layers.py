@@ -96,3 +96,24 @@ def test_backend_use_imports_no_training_module(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_backend_requirements_cover_what_serving_imports_and_no_more() -> None:
+    """backend/requirements.txt is exactly what the backend needs (dlib only for dlib-trained models)."""
+    from importlib.metadata import packages_distributions
+
+    pinned = {
+        line.split("==")[0].strip().lower()
+        for line in (ROOT / "backend" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    dists = packages_distributions()
+    local = {"backend", "__future__"}
+    imported = set().union(*(_imports(p) for p in SERVING.rglob("*.py")))  # function-level imports too
+    needed = set()
+    for module in {m.split(".")[0] for m in imported} - local - set(sys.stdlib_module_names):
+        needed.update(d.lower() for d in dists.get(module, [module]))
+    optional = {"dlib", "dlib-bin"}  # only for models trained with --embedder dlib (installed by ../requirements.txt)
+    assert needed - optional <= pinned, f"serving imports unpinned: {sorted(needed - optional - pinned)}"
+    unused = pinned - needed - {"torch", "torchvision"}  # facenet_pytorch imports torchvision itself
+    assert unused == set(), f"backend/requirements.txt pins what serving never imports: {sorted(unused)}"
