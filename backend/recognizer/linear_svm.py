@@ -11,7 +11,7 @@ problem, c's own photos weigh as much in total as all the others' (``s_ic = (K �
 for c's photos) — the balance a one-vs-one SVM has by construction. Without the second
 balance the rare positive side is under-fitted: on real LFW embeddings (158 people, dlib,
 5-fold, 4 repeats) accuracy was 98.07 % vs 98.50 % for the one-vs-one SVC; with it, see
-``backend/recognizer/train.py``. The intercept is an extra constant feature, regularised,
+``retraining/train.py``. The intercept is an extra constant feature, regularised,
 like liblinear's; ``balance_binary=False`` gives ``LinearSVC(class_weight="balanced")``'s
 problem.
 
@@ -27,8 +27,8 @@ How it is solved, and why it is fast. All K problems share the same photos, so:
    again a least-squares problem with the SAME matrices, so each step is one scores product
    ``X·W`` plus the solves above, and the objective decreases monotonically to the optimum.
 
-``tests/test_fast_paths.py`` checks that enough steps reach liblinear's solution of the
-same problems. Numbers (2 CPU cores, bench/bench_train.py): see ``backend/recognizer/train.py``.
+``tests/retraining/test_fast_paths.py`` checks that enough steps reach liblinear's solution of the
+same problems. Numbers (2 CPU cores, bench/bench_train.py): see ``retraining/train.py``.
 """
 
 from __future__ import annotations

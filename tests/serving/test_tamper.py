@@ -1,4 +1,4 @@
-"""Tampering beyond test_artifacts.py / test_loader.py (which cover each Classifier file truncated,
+"""Tampering beyond retraining/test_publish.py / serving/test_loader.py (which cover each Classifier file truncated,
 edited, missing, or swapped for the previous model's): the manifest itself edited, two files
 swapped with each other, a file replaced by a link, an evil label-encoder pickle, and every
 ``models/`` training output of a real published model.
