@@ -18,10 +18,10 @@ from pathlib import Path
 
 from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
 from backend.recognizer.embedder import RUNTIMES
-from backend.recognizer.errors import RetrainError
 from backend.recognizer.weights import WEIGHTS_ENV
-from retraining import pipeline, publish
+from retraining import outcome, pipeline, publish
 from retraining.console import format_summary
+from retraining.gate import GateSettings
 from retraining.lock import RetrainLock
 
 #: Every default is the options dataclass's own, so the help and the library cannot disagree.
@@ -119,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-versions", type=int, default=DEFAULTS.keep_versions, help="previous models kept for --rollback"
     )
+    gate = p.add_argument_group("quality gate (a new model replaces the published one only if it is at least as good)")
+    gate.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=DEFAULTS.gate.min_accuracy,
+        help="refuse a model whose held-out accuracy is clearly below this share (0-1)",
+    )
+    gate.add_argument(
+        "--max-regression",
+        type=float,
+        default=DEFAULTS.gate.max_regression,
+        help="refuse a model more than this many percentage points less accurate than the published one",
+    )
+    gate.add_argument("--force", action="store_true", help="publish even if the quality gate refuses the model")
+    gate.add_argument(
+        "--review",
+        action="store_true",
+        help="build and check the model but publish nothing: it waits in backend/models/candidate/ for --promote",
+    )
+    gate.add_argument(
+        "--promote", action="store_true", help="publish the model that --review left waiting (checked again), and stop"
+    )
     p.add_argument(
         "--wait",
         type=float,
@@ -143,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-far must be between 0 and 1 (e.g. 0.01 for 1%)")
     if args.keep_versions < 0:
         parser.error("--keep-versions must be 0 or more")
+    if not 0.0 <= args.min_accuracy <= 1.0:
+        parser.error("--min-accuracy must be between 0 and 1 (e.g. 0.5 for 50%)")
+    if args.max_regression < 0:
+        parser.error("--max-regression must be 0 or more (percentage points)")
+    if sum((args.review, args.promote, args.rollback, args.dry_run)) > 1:
+        parser.error("choose one of --review, --promote, --rollback, --dry-run")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
     )
@@ -164,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         lock_timeout=args.wait,
         use_cache=not args.no_cache,
         workers=workers,
+        gate=GateSettings(min_accuracy=args.min_accuracy, max_regression=args.max_regression, force=args.force),
+        review=args.review,
         backend=BackendConfig(
             detector=args.detector,
             embedder=args.embedder,
@@ -175,32 +205,41 @@ def main(argv: list[str] | None = None) -> int:
             detector_sessions=max(1, workers),
         ),
     )
+    _, paths = options.resolved_paths()
     try:
-        if args.rollback:
-            _, paths = options.resolved_paths()
-            with RetrainLock(paths, timeout=args.wait):
-                for note in publish.recover(paths):  # an interrupted publish is finished first
-                    logging.getLogger("retrain_model").warning("%s", note)
-                restored = publish.rollback(paths)
-            print(f"Rolled back: model {restored.version} is live again.")
-            return 0
-        if args.dry_run:
-            dry = pipeline.dry_run(options)
-            print(f"Dry run: {len(dry.index.students)} students, {len(dry.index.records)} photos in {dry.data_dir}")
-            for s in dry.index.students:
-                print(f"  {s.student_id:<12} {s.num_images:>4} photos  {s.student_name}")
-            print(f"A real run would replace ({len(dry.would_replace)}):")
-            for p in dry.would_replace:
-                print(f"  {p}")
-            print("Nothing was changed.")
-            return 0
-        result = pipeline.run(options)
-    except RetrainError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted: the previously published model is unchanged.", file=sys.stderr)
-        return 130
+        return _act(args, options)
+    except BaseException as err:  # every way a run can end: one ERROR line, a documented exit code
+        if isinstance(err, SystemExit):
+            raise
+        ending = outcome.failure(err, paths)
+        print(f"ERROR: {ending.message}", file=sys.stderr)
+        return ending.code
+
+
+def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
+    if args.rollback:
+        _, paths = options.resolved_paths()
+        with RetrainLock(paths, timeout=args.wait):
+            for note in publish.recover(paths):  # an interrupted publish is finished first
+                logging.getLogger("retrain_model").warning("%s", note)
+            restored = publish.rollback(paths)
+        print(f"Rolled back: model {restored.version} is live again.")
+        return 0
+    if args.dry_run:
+        dry = pipeline.dry_run(options)
+        print(f"Dry run: {len(dry.index.students)} students, {len(dry.index.records)} photos in {dry.data_dir}")
+        for s in dry.index.students:
+            print(f"  {s.student_id:<12} {s.num_images:>4} photos  {s.student_name}")
+        print(f"A real run would replace ({len(dry.would_replace)}):")
+        for p in dry.would_replace:
+            print(f"  {p}")
+        print("Nothing was changed.")
+        return 0
+    if args.promote:
+        promoted = pipeline.promote(options)
+        print(f"Promoted: model {promoted.version} is live (previous model kept in {promoted.archived_to}).")
+        return 0
+    result = pipeline.run(options)
     print(format_summary(result))
     return 0
 

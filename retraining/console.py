@@ -10,9 +10,10 @@ def format_summary(result: RunResult) -> str:
     """The clean end-of-run summary the CLI prints."""
     s = result.summary
     ev = s.evaluation
+    title = "Retraining finished" if result.published else "Retraining finished: model NOT published (--review)"
     lines = [
         "",
-        "Retraining finished",
+        title,
         f"  students           : {len(s.extraction.counts())} trained ({len(s.index.students)} folders)",
         f"  photos             : {len(s.index.records)} found, {len(s.extraction.records)} embedded, "
         f"{len(s.all_skipped)} skipped",
@@ -36,6 +37,16 @@ def format_summary(result: RunResult) -> str:
             )
     if s.findings:
         lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
+    if s.gate is not None:
+        lines.append(f"  quality gate       : {s.gate.verdict()}")
+    lines += [f"  WARNING            : {w}" for w in s.weights_warnings]
+    if result.candidate is not None:
+        report = result.candidate / "models" / "training_report.txt"
+        lines += [
+            f"  candidate          : waits in {result.candidate}; the model in service is unchanged",
+            f"  next               : read {report}, then publish it with: python retrain_model.py --promote",
+        ]
+        return "\n".join(lines)
     lines += ["  artifacts:", *(f"    {p}" for p in result.artifacts)]
     lines += [f"  previous artifacts removed ({len(result.removed)}):", *(f"    {p}" for p in result.removed)]
     if result.archived_to:

@@ -54,6 +54,21 @@ class DatasetIndex:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unusable entries, with reasons
     loose_files: list[Path] = field(default_factory=list)  # files directly in data_dir
 
+    def ignored(self) -> list[tuple[Path, str]]:
+        """Every ignored entry with the reason, in words."""
+        out = [
+            (p, "a file directly in the data folder, not in a student folder: move it into one")
+            for p in self.loose_files
+        ]
+        for p in self.ignored_files:
+            if p.name.startswith("."):
+                out.append((p, "hidden file or folder"))
+            elif p.name.lower() in HIDDEN_JUNK:
+                out.append((p, "system file"))
+            else:
+                out.append((p, f"not a photo type ({p.suffix.lower() or 'no extension'})"))
+        return sorted(out, key=lambda e: str(e[0]))
+
     @property
     def nonconforming_folders(self) -> list[str]:
         return [s.folder for s in self.students if not s.follows_pattern]

@@ -19,3 +19,11 @@ class PublishError(RetrainError):
 
 class LockError(RetrainError):
     """Another retraining run is publishing at this moment."""
+
+
+class ModelRefusedError(RetrainError):
+    """The quality gate refused the new model; the model in service is unchanged."""
+
+
+class DiskSpaceError(RetrainError):
+    """Not enough free disk space for what the run will write; nothing was changed."""

@@ -92,6 +92,7 @@ class Evaluation:
     test_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     test_conf: np.ndarray = field(default_factory=lambda: np.zeros(0))
     open_set: OpenSet | None = None
+    test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of X held out
 
 
 def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -381,5 +382,6 @@ def evaluate(
         test_true=true,
         test_pred=pred,
         test_conf=conf,
+        test_index=test_idx,
         open_set=open_set,
     )

@@ -14,6 +14,8 @@ from typing import Any
 
 import joblib
 
+from .errors import DiskSpaceError
+
 
 def fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
@@ -92,3 +94,32 @@ def files_under(directory: Path) -> list[str]:
     return sorted(
         p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() and not p.is_symlink()
     )
+
+
+#: Upper bound of one photo's share of the run's output: its embedding (512 float32) in X.npy
+#: and in the embedding cache, plus the cache key and the per-photo lines of the reports.
+BYTES_PER_PHOTO = 2 * 512 * 4 + 1024
+#: Model pickles per student (classifier, scaler, open-set centres: a few 512-d float64 rows).
+BYTES_PER_STUDENT = 8 * 512 * 8
+#: Plots, reports, manifest and the rest, whatever the data.
+FIXED_BYTES = 20 * 1024 * 1024
+
+
+def estimate_output_bytes(n_photos: int, n_students: int) -> int:
+    """What one run writes at most (staging, cache, reports): checked before the long work starts."""
+    return FIXED_BYTES + n_photos * BYTES_PER_PHOTO + n_students * BYTES_PER_STUDENT
+
+
+def require_free_space(folder: Path, needed: int) -> None:
+    """Raise :class:`DiskSpaceError` unless ``folder``'s disk has ``needed`` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"Not enough free disk space for {folder}: this run writes about {_mb(needed)} (embeddings, cache, "
+            f"reports, model) and only {_mb(free)} are free. Nothing was changed; the model in service is unchanged. "
+            "Free some space, or use --output-root on another disk, and run again."
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"

@@ -16,14 +16,19 @@ from pathlib import Path
 
 from backend.recognizer.backends import BackendConfig
 from backend.recognizer.bundle import ModelBundle
-from backend.recognizer.loader import verify_model_dir
+from backend.recognizer.errors import ModelLoadError
+from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
+from backend.recognizer.manifest import verify_manifest
 from backend.recognizer.paths import DEFAULT_DATA_DIR, OutputPaths
+from backend.recognizer.weights import unofficial_weights
 
 from . import publish
 from .dataset import DatasetIndex, index_dataset
-from .errors import TrainingError
+from .errors import ModelRefusedError, PublishError, TrainingError
 from .evaluate import DEFAULT_MAX_FAR, evaluate
 from .extract import extract_with_models, save_cache
+from .files import estimate_output_bytes, require_free_space
+from .gate import GateSettings, candidate_from_folder, candidate_from_run, decide
 from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups
@@ -32,6 +37,9 @@ from .train import fit_model
 from .versions import library_versions
 
 log = logging.getLogger(__name__)
+
+#: Refused models kept in backend/models/rejected/ for inspection (the newest).
+KEEP_REJECTED = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class RunOptions:
     lock_timeout: float = 0.0
     use_cache: bool = True  # False (--no-cache): re-embed every photo; the cache is rewritten fresh
     workers: int = 1  # decode/detect threads running ahead of the embedder (0: serial)
+    gate: GateSettings = field(default_factory=GateSettings)
+    review: bool = False  # build, check and keep the model as a candidate for --promote; publish nothing
 
     def resolved_paths(self) -> tuple[Path, OutputPaths]:
         paths = OutputPaths.at(self.output_root)
@@ -63,9 +73,14 @@ class RunResult:
     """What a finished run produced (the CLI prints it)."""
 
     summary: RunSummary
-    artifacts: list[Path]
+    artifacts: list[Path]  # where the model's files are now (published, or in the candidate folder)
     removed: list[Path]
     archived_to: Path | None
+    candidate: Path | None = None  # --review: the folder where the model waits for --promote
+
+    @property
+    def published(self) -> bool:
+        return self.candidate is None
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ def run(options: RunOptions) -> RunResult:
     index = index_dataset(data_dir)
     timings["index"] = time.perf_counter() - t
     paths.backend_models.mkdir(parents=True, exist_ok=True)
+    require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
     with RetrainLock(paths, timeout=options.lock_timeout):
         for note in publish.recover(paths):
@@ -126,11 +142,14 @@ def run(options: RunOptions) -> RunResult:
         model = fit_model(X, y, seed=options.seed, open_set_calibrator=calibrator)
         timings["train"] = time.perf_counter() - t
 
-        t = time.perf_counter()
         threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
         stage = publish.begin_stage(paths, publish.new_version_id())
         duplicates = duplicate_groups(extraction.records)
+        findings = data_quality(extraction, duplicates)
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
+        decision = decide(
+            candidate_from_run(evaluation, findings, extracted.models, X), published_model(paths), options.gate
+        )
         summary = RunSummary(
             version=stage.version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -147,8 +166,10 @@ def run(options: RunOptions) -> RunResult:
             timings={**timings, "total": time.perf_counter() - started},  # reports show the time up to publishing
             prior_artifacts=publish.prior_artifacts(paths),
             library_versions=library_versions(),
-            findings=data_quality(extraction, duplicates),
+            findings=findings,
             plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.models_dir / "plots", evaluation)],
+            gate=decision,
+            weights_warnings=weights_warnings(extracted.models),
         )
         bundle = ModelBundle.create(
             model,
@@ -166,8 +187,86 @@ def run(options: RunOptions) -> RunResult:
         )
         publish.save_bundle(stage, bundle)
         artifacts = write_reports(stage, paths, summary)
-        published = publish.publish(paths, stage, verify=verify_model_dir, keep_versions=options.keep_versions)
+        publish.seal(paths, stage, verify=verify_model_dir)
+        if options.review or not decision.publish:
+            return _set_aside(paths, stage, summary, artifacts, review=options.review)
+        published = publish.publish_sealed(paths, stage, keep_versions=options.keep_versions)
         save_cache(extracted.cache, paths.cache_dir, prune=True)  # only now drop photos that are gone
-        timings["publish"] = time.perf_counter() - t
     log.info("Published model %s", stage.version)
     return RunResult(summary, artifacts, published.removed, published.archived_to)
+
+
+def published_model(paths: OutputPaths) -> LoadedModel | None:
+    """The model in service, read as the backend reads it; None when there is none (or it is broken)."""
+    if not paths.classifier_dir.is_dir():
+        return None
+    try:
+        return load_model_files(paths.classifier_dir)
+    except ModelLoadError as err:
+        log.warning("The published model cannot be loaded (%s): the new model is not compared with it", err)
+        return None
+
+
+def weights_warnings(models: dict[str, object]) -> list[str]:
+    """Weight files named like the official ones but with other content."""
+    files: dict[str, str | None] = {}
+    for part in ("detector", "embedder"):
+        info = models.get(part)
+        if isinstance(info, dict):
+            name = info.get("model_file") or info.get("weights_file")
+            if name:
+                files[str(name)] = info.get("weights_sha256")
+    return unofficial_weights(files)
+
+
+def _set_aside(
+    paths: OutputPaths, stage: publish.Stage, summary: RunSummary, artifacts: list[Path], *, review: bool
+) -> RunResult:
+    """--review: keep the checked model as the candidate. Refused: keep it for inspection, then stop."""
+    folder = paths.candidate_dir if review else paths.rejected_dir
+    where = publish.set_aside(paths, stage, folder, keep=1 if review else KEEP_REJECTED)
+    moved = [
+        where / "Classifier" / p.name
+        if p.parent == paths.classifier_dir
+        else where / "models" / p.relative_to(paths.models_dir)
+        for p in artifacts
+    ]
+    if review:
+        log.info("Candidate model %s waits in %s", stage.version, where)
+        return RunResult(summary, moved, [], None, candidate=where)
+    gate = summary.gate
+    raise ModelRefusedError(
+        f"The new model was NOT published: {gate.verdict() if gate else 'refused'}. The model in service is "
+        f"unchanged. Read the refused model's report, {where / 'models' / paths.report_txt.name}, fix the photos "
+        "it lists and retrain, or publish it anyway with --force."
+    )
+
+
+def promote(options: RunOptions) -> publish.PublishResult:
+    """Publish the candidate left by --review: checked again, and gated again (unless --force)."""
+    _, paths = options.resolved_paths()
+    with RetrainLock(paths, timeout=options.lock_timeout):
+        for note in publish.recover(paths):
+            log.warning("%s", note)
+        candidate = publish.waiting_candidate(paths)
+        if candidate is None:
+            raise PublishError(
+                f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first."
+            )
+        try:
+            loaded = load_model_files(candidate.classifier_dir, require_manifest=True)
+            verify_manifest(candidate.classifier_dir, models_dir=candidate.models_dir)
+            figures = candidate_from_folder(loaded, candidate.models_dir)
+        except (ModelLoadError, OSError, KeyError, ValueError) as err:
+            raise PublishError(
+                f"The waiting model in {candidate.root} is damaged ({err}). Run --review again."
+            ) from err
+        decision = decide(figures, published_model(paths), options.gate)
+        if not decision.publish:
+            raise ModelRefusedError(
+                f"The waiting model {candidate.version} was NOT published: {decision.verdict()}. The model in "
+                f"service is unchanged; the candidate still waits in {candidate.root} (--promote --force publishes it)."
+            )
+        if decision.forced:
+            publish.record_forced(candidate, loaded.bundle, decision.to_dict())
+        return publish.promote(paths, candidate, verify=verify_model_dir, keep_versions=options.keep_versions)

@@ -23,6 +23,7 @@ the backend's loader reads the complete model the journal names (``backend.recog
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import io
 import json
@@ -174,6 +175,19 @@ def _legacy_models_files(paths: OutputPaths) -> list[str]:
     return out
 
 
+def seal(paths: OutputPaths, stage: Stage, *, verify: Callable[[Path], None] | None = None) -> None:
+    """Write the stage's manifest (last), then check the stage against it and with ``verify``.
+
+    ``verify(stage.classifier_dir)`` is the caller's full load check; if anything fails the
+    stage is deleted and :class:`PublishError` raised: nothing published was touched.
+    """
+    if not inside(stage.root, paths.staging_dir):
+        raise PublishError(f"staging folder {stage.root} is not under {paths.staging_dir}")
+    extra = {MODELS_PREFIX + rel: stage.models_dir / rel for rel in files_under(stage.models_dir)}
+    write_manifest(stage.classifier_dir, stage.version, extra)
+    _check(stage, verify, models_check=True, discard_on_failure=True)
+
+
 def publish(
     paths: OutputPaths,
     stage: Stage,
@@ -181,17 +195,84 @@ def publish(
     verify: Callable[[Path], None] | None = None,
     keep_versions: int = 1,
 ) -> PublishResult:
-    """Manifest → verify → swap the staged model in; the current one is kept in ``versions/``.
+    """Seal the stage, then swap it in; the current model is kept in ``versions/``.
 
-    ``verify(stage.classifier_dir)`` is the caller's full load check; if it raises, the
-    stage is deleted and :class:`PublishError` raised with the published model untouched.
     Call it while holding :class:`~retraining.lock.RetrainLock`.
     """
-    if not inside(stage.root, paths.staging_dir):
-        raise PublishError(f"staging folder {stage.root} is not under {paths.staging_dir}")
-    extra = {MODELS_PREFIX + rel: stage.models_dir / rel for rel in files_under(stage.models_dir)}
-    write_manifest(stage.classifier_dir, stage.version, extra)
-    return _swap_in(paths, stage, verify=verify, keep_versions=keep_versions, models_check=True)
+    seal(paths, stage, verify=verify)
+    return publish_sealed(paths, stage, keep_versions=keep_versions)
+
+
+def publish_sealed(paths: OutputPaths, stage: Stage, *, keep_versions: int = 1) -> PublishResult:
+    """Swap in a stage that :func:`seal` has just checked."""
+    return _swap_in(paths, stage, verify=None, keep_versions=keep_versions, models_check=False)
+
+
+def record_forced(candidate: Stage, bundle: ModelBundle, gate: dict[str, object]) -> None:
+    """Mark a waiting candidate as published with --force (bundle metadata, report), then re-seal it."""
+    metadata = {**bundle.metadata, "forced": True, "quality_gate": gate}
+    save_bundle(candidate, dataclasses.replace(bundle, metadata=metadata))
+    report = candidate.models_dir / "training_report.txt"
+    if report.is_file():
+        stamp = _utcnow().isoformat(timespec="seconds")
+        note = f"\nPROMOTED WITH --force on {stamp} although the quality gate refused it (see QUALITY GATE).\n"
+        atomic_write_bytes(report, report.read_bytes() + note.encode("utf-8"))
+    extra = {MODELS_PREFIX + rel: candidate.models_dir / rel for rel in files_under(candidate.models_dir)}
+    write_manifest(candidate.classifier_dir, candidate.version, extra)
+
+
+def set_aside(paths: OutputPaths, stage: Stage, folder: Path, *, keep: int) -> Path:
+    """Move a sealed stage to ``folder/<version>`` (a candidate or a refused model), where the
+    backend never looks; keep only the newest ``keep`` there. Returns the new location."""
+    if not inside(folder, paths.backend_models) or folder == paths.classifier_dir:
+        raise PublishError(f"{folder} is not a folder for set-aside models")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / stage.version
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(stage.root, target)
+    fsync_dir(folder)
+    with contextlib.suppress(OSError):
+        paths.staging_dir.rmdir()  # only when empty
+    kept = sorted((d for d in folder.iterdir() if d.is_dir()), key=lambda d: d.name, reverse=True)
+    for old in kept[max(1, keep) :]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def waiting_candidate(paths: OutputPaths) -> Stage | None:
+    """The model that --review left for --promote (the newest, if several), or None."""
+    if not paths.candidate_dir.is_dir():
+        return None
+    found = sorted((d for d in paths.candidate_dir.iterdir() if (d / "Classifier").is_dir()), key=lambda d: d.name)
+    return Stage.at(found[-1], found[-1].name) if found else None
+
+
+def promote(
+    paths: OutputPaths, candidate: Stage, *, verify: Callable[[Path], None] | None = None, keep_versions: int = 1
+) -> PublishResult:
+    """Swap a waiting candidate in, checked again first (it stays waiting if the check fails)."""
+    if not inside(candidate.root, paths.candidate_dir):
+        raise PublishError(f"{candidate.root} is not a waiting candidate in {paths.candidate_dir}")
+    return _swap_in(
+        paths, candidate, verify=verify, keep_versions=keep_versions, models_check=True, discard_stage_on_failure=False
+    )
+
+
+def _check(
+    stage: Stage, verify: Callable[[Path], None] | None, *, models_check: bool, discard_on_failure: bool
+) -> None:
+    try:
+        if models_check:
+            verify_manifest(stage.classifier_dir, models_dir=stage.models_dir)
+        if verify is not None:
+            verify(stage.classifier_dir)
+    except Exception as err:
+        if discard_on_failure:
+            shutil.rmtree(stage.root, ignore_errors=True)
+        raise PublishError(
+            f"The new model failed its check and was NOT published ({err}). The current model is unchanged."
+        ) from err
 
 
 def _swap_in(
@@ -203,17 +284,7 @@ def _swap_in(
     models_check: bool,
     discard_stage_on_failure: bool = True,
 ) -> PublishResult:
-    try:
-        if models_check:
-            verify_manifest(stage.classifier_dir, models_dir=stage.models_dir)
-        if verify is not None:
-            verify(stage.classifier_dir)
-    except Exception as err:
-        if discard_stage_on_failure:
-            shutil.rmtree(stage.root, ignore_errors=True)
-        raise PublishError(
-            f"The new model failed its check and was NOT published ({err}). The current model is unchanged."
-        ) from err
+    _check(stage, verify, models_check=models_check, discard_on_failure=discard_stage_on_failure)
 
     new_models = files_under(stage.models_dir)
     old_models = sorted(

@@ -19,6 +19,7 @@ from .dataset import DatasetIndex, write_labels_csv
 from .evaluate import Evaluation
 from .extract import Extraction
 from .files import files_under
+from .gate import GateDecision
 from .publish import Stage
 from .quality import Finding
 
@@ -49,6 +50,17 @@ class RunSummary:
     library_versions: dict[str, str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)  # file names relative to models/
+    gate: GateDecision | None = None  # the quality gate's decision (None: not run, e.g. in old tests)
+    weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
+
+    @property
+    def embeddings_distinct(self) -> bool:
+        return not any(f.kind == "embeddings_not_distinct" for f in self.findings)
+
+    @property
+    def stranger_target_met(self) -> bool | None:
+        os_ = self.evaluation.open_set
+        return None if os_ is None else bool(os_.target_reached)
 
     @property
     def all_skipped(self) -> list[tuple[Path, str]]:
@@ -74,7 +86,16 @@ class RunSummary:
                 "num_skipped": len(self.all_skipped),
                 "excluded_students": self.excluded_students,
             },
-            "metrics": {"accuracy": ev.accuracy, "n_train": ev.n_train, "n_test": ev.n_test},
+            "metrics": {
+                "accuracy": ev.accuracy,
+                "n_train": ev.n_train,
+                "n_test": ev.n_test,
+                "stranger_target_met": self.stranger_target_met,
+                "embeddings_distinct": self.embeddings_distinct,
+            },
+            "quality_gate": self.gate.to_dict() if self.gate is not None else None,
+            "forced": bool(self.gate is not None and self.gate.forced),
+            "weights_warnings": self.weights_warnings,
         }
 
     @property
@@ -162,6 +183,23 @@ def confusion_lines(evaluation: Evaluation) -> list[str]:
     return out
 
 
+def gate_lines(s: RunSummary) -> list[str]:
+    """The gate's checks, one line each, and its decision."""
+    if s.gate is None:
+        return ["  not run"]
+    lines = [f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in s.gate.checks]
+    if s.gate.passed:
+        lines.append("  decision: passed")
+    elif s.gate.forced:
+        lines.append("  decision: FAILED, published anyway because --force was given")
+    else:
+        lines.append(
+            "  decision: REFUSED - this model was not published; the model in service is unchanged. Fix the photos "
+            "(see DATA QUALITY below), or publish it anyway with --force."
+        )
+    return lines
+
+
 def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path]) -> None:
     ev, ex, idx = s.evaluation, s.extraction, s.index
     counts = ex.counts()
@@ -233,6 +271,9 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         *("  " + x for x in sweep_table(ev)),
     ]
     lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev)]
+    lines += ["", "QUALITY GATE (is the new model at least as good as the one in service?)", *gate_lines(s)]
+    if s.weights_warnings:
+        lines += ["", "WEIGHT FILES", *(f"  WARNING: {w}" for w in s.weights_warnings)]
     lines += [
         "",
         "THRESHOLD",
@@ -246,6 +287,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     lines += finding_lines(s.findings) or ["  nothing found"]
     if s.plots:
         lines += ["", "PICTURES (in models/)", *(f"  {p}" for p in s.plots)]
+    lines += ["", "INPUTS (every file and folder in the data folder)", *inventory_lines(s)]
     lines += ["", f"SKIPPED PHOTOS ({len(s.all_skipped)})"]
     lines += [f"  - {p}: {reason}" for p, reason in s.all_skipped] or ["  none"]
     lines += ["", "TIMINGS (s)", *(f"  {k:<10} {v:8.2f}" for k, v in s.timings.items())]
@@ -292,6 +334,8 @@ def metrics_dict(s: RunSummary) -> dict:
         "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,
         "library_versions": s.library_versions,
+        "quality_gate": s.gate.to_dict() if s.gate is not None else None,
+        "weights_warnings": s.weights_warnings,
     }
 
 
@@ -318,6 +362,46 @@ def write_metrics(path: Path, s: RunSummary) -> None:
     path.write_text(json.dumps(metrics_dict(s), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def inventory(s: RunSummary) -> list[tuple[Path, str, str]]:
+    """Every file and folder under the data folder: (path, used | skipped | ignored, reason)."""
+    rows: list[tuple[Path, str, str]] = []
+    counts = s.extraction.counts()
+    for st in s.index.students:
+        rows.append(
+            (
+                s.data_dir / st.folder,
+                "used",
+                f"student folder of {st.student_id}, {counts.get(st.student_id, 0)} photos used",
+            )
+        )
+    rows += [(r.path, "used", f"photo of {r.student_id}") for r in s.extraction.records]
+    rows += [(p, "skipped", reason) for p, reason in s.all_skipped]
+    rows += [(p, "ignored", reason) for p, reason in s.index.ignored()]
+    return sorted(rows, key=lambda r: str(r[0]))
+
+
+def inventory_lines(s: RunSummary, limit: int = MAX_LISTED_PER_KIND) -> list[str]:
+    """Counts per status, then every skipped and ignored entry with its reason (inputs.csv has all)."""
+    rows = inventory(s)
+    by_status = Counter(status for _, status, _ in rows)
+    lines = [
+        "  " + ", ".join(f"{by_status.get(k, 0)} {k}" for k in ("used", "skipped", "ignored")) + " (all in inputs.csv)"
+    ]
+    for status in ("skipped", "ignored"):
+        listed = [(p, why) for p, st, why in rows if st == status]
+        lines += [f"  {status}: {p}: {why}" for p, why in listed[:limit]]
+        if len(listed) > limit:
+            lines.append(f"  … {len(listed) - limit} more {status} (see inputs.csv)")
+    return lines
+
+
+def write_inputs_csv(path: Path, s: RunSummary) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "status", "reason"])
+        writer.writerows([str(p), status, why] for p, status, why in inventory(s))
+
+
 def write_skipped_csv(path: Path, s: RunSummary) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -337,6 +421,14 @@ def _stranger_sentence(ev: Evaluation) -> str:
     )
 
 
+def _gate_sentence(s: RunSummary) -> str:
+    if s.gate is None:
+        return ""
+    if s.gate.forced:
+        return "**Published with --force although the quality gate refused it:** " + s.gate.verdict()[len("FORCED: ") :]
+    return "Quality gate: " + s.gate.verdict() + "."
+
+
 def write_model_readme(path: Path, s: RunSummary) -> None:
     m = s.models
     summary_line = (
@@ -347,6 +439,7 @@ def write_model_readme(path: Path, s: RunSummary) -> None:
 
 Created {s.created_at} from `{s.data_dir}` by `retrain_model.py`.
 {summary_line}
+{_gate_sentence(s)}
 
 ## Pipeline (training and recognition share it: `backend/recognizer/faces.py`)
 1. Decode the photo (EXIF rotation applied; grey, transparent, 16-bit and CMYK images converted to RGB).
@@ -364,7 +457,7 @@ Never feed the classifier raw or differently-normalised vectors: always L2-norma
 
 ## Files
 - `backend/models/Classifier/face_classifier_v1.pkl` - joblib dict: `format_version`, `classifier`, `scaler`, `label_encoder`,
-  `student_names`, `threshold`, `open_set` (student centres + confidence calibrator), `metadata`.
+  `open_set` (student centres + confidence calibrator), `metadata` (threshold, student names, models, scores).
 - `backend/models/Classifier/label_encoder.pkl`, `label_encoder_classes.npy` - the student ids, in classifier column order.
 - `backend/models/Classifier/manifest.json` - SHA-256 of every artifact; the loader refuses files that do not match.
 - `models/X.npy` (float32 N x {m["embedding_dim"]}), `models/y.npy` (student ids), `models/labels.csv`.
@@ -392,16 +485,20 @@ def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]
     out = stage.models_dir
     np.save(out / paths.X.name, s.extraction.embeddings.astype(np.float32))
     np.save(out / paths.y.name, s.extraction.student_ids)
+    ev = s.evaluation
+    np.savez(out / paths.heldout.name, index=ev.test_index, true=ev.test_true, pred=ev.test_pred)
     write_labels_csv(out / paths.labels_csv.name, s.index, s.extraction.counts())
     final = [
         *(paths.classifier_dir / name for name in files_under(stage.classifier_dir)),
         paths.manifest,
-        *(paths.X, paths.y, paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json),
+        *(paths.X, paths.y, paths.heldout, paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json),
         paths.skipped_csv,
+        paths.inputs_csv,
         *(paths.models_dir / p for p in s.plots),
     ]
     write_training_report(out / paths.report_txt.name, s, final)
     write_model_readme(out / paths.model_readme.name, s)
     write_metrics(out / paths.metrics_json.name, s)
     write_skipped_csv(out / paths.skipped_csv.name, s)
+    write_inputs_csv(out / paths.inputs_csv.name, s)
     return final

@@ -86,6 +86,9 @@ def describe(detector: Detector, embedder: Embedder) -> dict[str, object]:
         },
         "embedder": {
             "name": embedder.name,
+            "weights_file": Path(weights_file).name
+            if (weights_file := getattr(embedder, "weights_file", None))
+            else None,
             "weights_sha256": embedder.weights_sha256,
             "dim": embedder.dim,
             "runtime": getattr(embedder, "runtime", None),

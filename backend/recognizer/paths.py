@@ -60,6 +60,26 @@ class OutputPaths:
         return self.backend_models / ".staging"
 
     @property
+    def candidate_dir(self) -> Path:
+        """A model built with --review, waiting for --promote (never read by the backend)."""
+        return self.backend_models / "candidate"
+
+    @property
+    def rejected_dir(self) -> Path:
+        """Models the quality gate refused, kept for inspection (never read by the backend)."""
+        return self.backend_models / "rejected"
+
+    @property
+    def heldout(self) -> Path:
+        """Which rows of X.npy were held out, their labels and the new model's answers (for the gate)."""
+        return self.models_dir / "heldout.npz"
+
+    @property
+    def error_log(self) -> Path:
+        """The traceback of the last run that failed unexpectedly."""
+        return self.models_dir / "retrain_error.log"
+
+    @property
     def lock_file(self) -> Path:
         """The OS lock that lets one retraining run publish at a time."""
         return self.backend_models / ".retrain.lock"
@@ -101,6 +121,11 @@ class OutputPaths:
     @property
     def skipped_csv(self) -> Path:
         return self.models_dir / "skipped_images.csv"
+
+    @property
+    def inputs_csv(self) -> Path:
+        """Every file and folder of the data folder: used, skipped or ignored, with the reason."""
+        return self.models_dir / "inputs.csv"
 
     @property
     def plots_dir(self) -> Path:

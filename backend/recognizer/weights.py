@@ -26,6 +26,29 @@ SCRFD_FILE = "det_10g.onnx"
 FACENET_FILE = "20180402-114759-vggface2.pt"
 FACENET_SOURCE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/" + FACENET_FILE
 DLIB_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+#: SHA-256 of the official files under these names, as several public projects list them.
+OFFICIAL_SHA256 = {
+    SCRFD_FILE: "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",  # 16 923 827 bytes
+    FACENET_FILE: "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+}
+
+
+def unofficial_weights(files: dict[str, str | None]) -> list[str]:
+    """Warnings for weight files named like an official one but with other content.
+
+    ``files``: file name → its SHA-256 (as the model metadata records them). A renamed,
+    re-exported or damaged file gives different embeddings than the official weights
+    (a FaceNet file with the right keys and wrong values trains a useless model).
+    """
+    out = []
+    for name, sha in files.items():
+        official = OFFICIAL_SHA256.get(name)
+        if official and sha and sha != official:
+            out.append(
+                f"{name} is not the official file (SHA-256 {sha[:12]}…, official {official[:12]}…): "
+                "recognition quality is unknown; get the file from its official source"
+            )
+    return out
 
 
 def weights_dir(explicit: str | Path | None = None) -> Path | None:
