@@ -20,6 +20,7 @@ from retraining.quality import (
     label_findings,
     near_duplicates,
     photo_findings,
+    separation_findings,
 )
 
 
@@ -128,9 +129,10 @@ def test_near_duplicates_are_one_per_photo_and_degenerate_embeddings_one_finding
     # an embedder that does not tell people apart (e.g. a wrong weight file): one finding, not N²
     same = np.ones((150, 64), dtype=np.float32) + 1e-3 * rng.normal(size=(150, 64)).astype(np.float32)
     same /= np.linalg.norm(same, axis=1, keepdims=True)
-    found = near_duplicates(same, y, paths)
+    found = separation_findings(same, y)
     assert [f.kind for f in found] == ["embeddings_not_distinct"]
-    assert "150 of 150 photos" in found[0].reason and "vggface2" in found[0].reason
+    assert "separation 0." in found[0].reason and "vggface2" in found[0].reason
+    assert separation_findings(X, y) == []  # the separated embeddings above: no such finding
 
 
 def test_report_lists_at_most_a_hundred_findings_of_a_kind() -> None:
