@@ -309,3 +309,68 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def _tiny_orl(data: Path) -> Path:
+    require_shared_data()
+    for k in (1, 2, 3):
+        folder = data / f"STU{k:03d}_Person_{k}"
+        folder.mkdir(parents=True)
+        for i in (1, 2, 3):
+            shutil.copyfile(ORL / f"s{k}" / f"{i}.pgm", folder / f"{i}.pgm")
+    return data
+
+
+OFFLINE = ["--detector", "mtcnn", "--embedder", "dlib", "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.slow
+def test_a_read_only_output_folder_ends_in_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _tiny_orl(tmp_path / "data")
+    disk = tmp_path / "ro"
+    _mount_tmpfs(disk, 1024)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert run(data, disk, *OFFLINE) == outcome.EXIT_NO_SPACE
+        line = only_error_line(capsys.readouterr().err)
+        assert line.startswith(f"ERROR: Cannot write ({disk / 'backend'}") and "--output-root" in line
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("problem", "code", "says"),
+    [
+        (MemoryError(), outcome.EXIT_NO_MEMORY, "ran out of memory"),
+        (
+            RuntimeError("solver diverged"),
+            outcome.EXIT_UNEXPECTED,
+            "Unexpected problem (RuntimeError: solver diverged)",
+        ),
+    ],
+    ids=["out_of_memory", "unexpected"],
+)
+def test_memory_and_unexpected_errors_end_in_one_line_with_the_traceback_in_a_file(
+    problem: BaseException,
+    code: int,
+    says: str,
+    copy_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = _tiny_orl(tmp_path / "data")
+    before = published_state(copy_root)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise problem
+
+    monkeypatch.setattr("retraining.pipeline.fit_model", fail)
+    capsys.readouterr()
+    assert run(data, copy_root, *OFFLINE) == code
+    line = only_error_line(capsys.readouterr().err)
+    log = OutputPaths.at(copy_root).error_log
+    assert says in line and "model in service is unchanged" in line and str(log) in line
+    assert "Traceback" in log.read_text() and type(problem).__name__ in log.read_text()
+    assert published_state(copy_root) == before
