@@ -216,6 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"loaded model {meta['model_version']} (created {meta.get('created_at')}): "
                 f"{len(meta['students'])} students, {meta['embedding_dim']}-d embeddings, threshold {meta['threshold']:.2f}"
             )
+            if meta.get("forced"):
+                checks.warn(
+                    "this model was published with --force although the quality gate refused it: "
+                    + "; ".join(
+                        c["detail"] for c in (meta.get("quality_gate") or {}).get("checks", []) if not c["passed"]
+                    )
+                )
+            for warning in meta.get("weights_warnings") or []:
+                checks.warn(f"weights: {warning}")
             check_embeddings(checks, recognizer, paths, args.sample)
             photos = photo_list(args.images, args.folder)
             if args.folder and not Path(args.folder).is_dir():

@@ -20,6 +20,7 @@ from conftest import LFW, ORL, SCRFD_WEIGHTS, require_shared_data, tree_digest
 from test_crash_safety import start_until
 
 import retrain_model
+import test_retrained_model as verify_cli
 from backend.recognizer import FaceRecognizer
 from backend.recognizer.paths import OutputPaths
 from retraining import outcome
@@ -137,6 +138,10 @@ def test_broken_facenet_weights_are_refused_then_published_only_with_force(
     assert forced.model_version != before[0] and forced.metadata["forced"] is True
     assert forced.metadata["quality_gate"]["passed"] is False
     assert "published anyway because --force" in (OutputPaths.at(root).report_txt.read_text())
+    capsys.readouterr()
+    assert verify_cli.main(["--output-root", str(root), "--device", "cpu", "--strict"]) == 1  # forced = a warning
+    out = capsys.readouterr().out
+    assert "[WARN] this model was published with --force" in out and "[WARN] weights: 20180402" in out
 
 
 @pytest.mark.slow
