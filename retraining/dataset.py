@@ -12,10 +12,11 @@ import errno
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.recognizer.images import is_image_name
+from backend.recognizer.images import IMAGE_EXTENSIONS, is_image_name
 
 from .errors import DatasetError
 
@@ -68,6 +69,14 @@ class DatasetIndex:
             else:
                 out.append((p, f"not a photo type ({p.suffix.lower() or 'no extension'})"))
         return sorted(out, key=lambda e: str(e[0]))
+
+    def ignored_by_extension(self) -> Counter[str]:
+        """How many files of each extension were ignored (hidden and system files not counted)."""
+        return Counter(
+            p.suffix.lower() or "(no extension)"
+            for p in [*self.ignored_files, *self.loose_files]
+            if not p.name.startswith(".") and p.name.lower() not in HIDDEN_JUNK and not p.is_dir()
+        )
 
     @property
     def nonconforming_folders(self) -> list[str]:
@@ -128,7 +137,17 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
             f"(e.g. STU001_Alice_Smith) with that student's photos."
         )
     if not index.records:
-        raise DatasetError(f"The student folders in {data_dir} contain no photos (jpg, png, bmp, webp, pgm, tif).")
+        ignored = index.ignored_by_extension()
+        found = (
+            " Ignored: " + ", ".join(f"{n} {ext} file{'s' if n > 1 else ''}" for ext, n in ignored.most_common()) + "."
+            if ignored
+            else ""
+        )
+        raise DatasetError(
+            f"The student folders in {data_dir} contain no photos.{found} Accepted photo types: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Put each student's photos (e.g. JPEG or HEIC from a "
+            "phone, not videos) in their folder and run again."
+        )
     log.info("Indexed %d photos of %d students in %s", len(index.records), len(index.students), data_dir)
     return index
 

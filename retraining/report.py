@@ -222,7 +222,12 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         f"  photos found        : {len(idx.records)}",
         f"  photos embedded     : {len(ex.records)}",
         f"  photos skipped      : {len(s.all_skipped)}",
-        f"  other files ignored : {len(idx.ignored_files) + len(idx.loose_files)}",
+        f"  other files ignored : {len(idx.ignored_files) + len(idx.loose_files)}"
+        + (
+            " (" + ", ".join(f"{n} {ext}" for ext, n in idx.ignored_by_extension().most_common()) + ")"
+            if idx.ignored_by_extension()
+            else ""
+        ),
         "",
         "  student_id   photos  embedded  name",
     ]

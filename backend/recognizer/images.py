@@ -19,8 +19,12 @@ from .errors import ImageError
 log = logging.getLogger(__name__)
 
 #: Extensions we treat as photos (compared lower-case).
+#: HEIC/HEIF (what iPhones save by default) are read with pillow-heif, called explicitly for these
+#: files rather than registered as a process-wide Pillow plugin.
+HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".gif", ".avif", ".pgm", ".ppm", ".tif", ".tiff"}
+    | HEIF_EXTENSIONS
 )
 #: Larger images are refused instead of exhausting memory (≈ 12000 × 8000).
 MAX_PIXELS = 100_000_000
@@ -54,7 +58,7 @@ def decode_image(path: str | Path) -> np.ndarray:
             # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is
             # MAX_PIXELS, checked from the header before any pixel is decoded.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _open(path) as img:  # a GIF or a multi-image HEIF gives its first picture
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise _too_large(width, height)
@@ -72,7 +76,20 @@ def decode_image(path: str | Path) -> np.ndarray:
         limit = MAX_PIXELS // 1_000_000
         raise ImageError(f"image too large ({megapixels}); resize it below {limit} megapixels") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated / corrupt data
-        raise ImageError(f"corrupt or truncated image ({err})") from err
+        raise ImageError(f"corrupt or truncated image ({str(err).strip()})") from err
+
+
+def _open(path: Path) -> Image.Image:
+    """The photo as a lazily loaded PIL image (pixels are decoded by ``load``)."""
+    if path.suffix.lower() not in HEIF_EXTENSIONS:
+        return Image.open(path)
+    import pillow_heif  # only for HEIC/HEIF files
+
+    heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=True)
+    width, height = heif.size
+    if width * height > MAX_PIXELS:
+        raise _too_large(width, height)
+    return heif.to_pillow()
 
 
 def _too_large(width: int, height: int) -> ImageError:

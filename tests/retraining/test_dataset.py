@@ -240,3 +240,26 @@ def test_write_labels_csv_quotes_commas(tmp_path: Path) -> None:
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     assert rows[1] == ["STU009", "Smith, John", "1"]
+
+
+def test_no_photos_error_counts_what_was_ignored_per_type(tmp_path: Path) -> None:
+    folder = tmp_path / "STU001_Alice"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"clip{i}.MOV").write_bytes(b"x")
+    (folder / "notes.txt").write_text("x")
+    (folder / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DatasetError) as err:
+        index_dataset(tmp_path)
+    message = str(err.value)
+    assert "3 .mov files, 1 .txt file" in message and ".heic" in message and ".DS_Store" not in message
+
+
+def test_phone_photo_types_are_indexed_in_any_case(tmp_path: Path) -> None:
+    folder = tmp_path / "STU001_Alice"
+    folder.mkdir()
+    names = ["a.HEIC", "b.heif", "c.avif", "d.GIF", "e.jfif", "f.JPG"]
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    index = index_dataset(tmp_path)
+    assert sorted(r.path.name for r in index.records) == sorted(names) and not index.ignored_files

@@ -357,3 +357,39 @@ def test_to_rgb_grey_bgra_uint16_and_path(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(path)
     np.testing.assert_array_equal(to_rgb(path), rgb)  # paths are decoded as RGB, never flipped
     np.testing.assert_array_equal(to_rgb(str(path)), rgb)
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".HEIC", ".heif", ".avif", ".gif", ".jfif"])
+def test_phone_photo_formats_decode_like_the_original(tmp_path: Path, suffix: str) -> None:
+    """What phones and messengers make: HEIC/HEIF (pillow-heif), AVIF, GIF (first frame), JFIF."""
+    require_shared_data(LFW)
+    source = sorted((LFW / "Abdullah_Gul").glob("*.jpg"))[0]
+    original = decode_image(source)
+    path = tmp_path / f"photo{suffix}"
+    img = Image.fromarray(original)
+    if suffix.lower() in (".heic", ".heif"):
+        import pillow_heif
+
+        pillow_heif.from_pillow(img).save(path, quality=90)
+    elif suffix == ".gif":
+        other = Image.fromarray(255 - original)
+        img.save(path, save_all=True, append_images=[other], format="GIF")  # two frames: the first counts
+    elif suffix == ".jfif":
+        img.save(path, format="JPEG", quality=95)
+    else:
+        img.save(path, quality=90)
+    rgb = decode_image(path)
+    assert rgb.shape == original.shape and rgb.dtype == np.uint8
+    error = np.abs(rgb.astype(int) - original.astype(int)).mean()
+    assert error < (30 if suffix == ".gif" else 6), error  # lossy codecs / a 256-colour palette, not another picture
+
+
+def test_damaged_heic_is_an_image_error(tmp_path: Path) -> None:
+    import pillow_heif
+
+    path = tmp_path / "cut.heic"
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(_gradient_rgb(128, 96))).save(buf, format="HEIF", quality=90)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        decode_image(path)

@@ -102,8 +102,11 @@ def test_backend_requirements_cover_what_serving_imports_and_no_more() -> None:
     """backend/requirements.txt is exactly what the backend needs (dlib only for dlib-trained models)."""
     from importlib.metadata import packages_distributions
 
+    def norm(name: str) -> str:  # distribution names compare case- and separator-insensitively
+        return name.strip().lower().replace("_", "-")
+
     pinned = {
-        line.split("==")[0].strip().lower()
+        norm(line.split("==")[0])
         for line in (ROOT / "backend" / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
@@ -112,7 +115,7 @@ def test_backend_requirements_cover_what_serving_imports_and_no_more() -> None:
     imported = set().union(*(_imports(p) for p in SERVING.rglob("*.py")))  # function-level imports too
     needed = set()
     for module in {m.split(".")[0] for m in imported} - local - set(sys.stdlib_module_names):
-        needed.update(d.lower() for d in dists.get(module, [module]))
+        needed.update(norm(d) for d in dists.get(module, [module]))
     optional = {"dlib", "dlib-bin"}  # only for models trained with --embedder dlib (installed by ../requirements.txt)
     assert needed - optional <= pinned, f"serving imports unpinned: {sorted(needed - optional - pinned)}"
     unused = pinned - needed - {"torch", "torchvision"}  # facenet_pytorch imports torchvision itself
