@@ -37,6 +37,36 @@ def default_workers() -> int:
     return max(2, min(8, (os.cpu_count() or 2) // 2))
 
 
+#: Loggers whose INFO lines a teacher sees: the stages of a run, and weight downloads (they take a while).
+STAGE_LOGGERS = ("retraining.pipeline", "backend.recognizer.weights")
+
+
+class _ConsoleFormat(logging.Formatter):
+    """Stage lines as plain sentences; warnings and errors marked; --verbose shows where each came from."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if self.verbose:
+            return f"{record.levelname} {record.name}: {text}"
+        return text if record.levelno < logging.WARNING else f"{record.levelname}: {text}"
+
+
+def configure_console(*, quiet: bool, verbose: bool) -> None:
+    """A calm console: the stage lines, warnings and the summary; library internals only with --verbose."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ConsoleFormat(verbose))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
+    for name in STAGE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if verbose:
+        for noisy in ("PIL", "matplotlib", "urllib3", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="retrain_model.py",
@@ -151,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="restore the previously published model and exit")
     p.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
     p.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
+    p.add_argument("--verbose", action="store_true", help="also the libraries' internal messages (for bug reports)")
     return p
 
 
@@ -171,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-regression must be 0 or more (percentage points)")
     if sum((args.review, args.promote, args.rollback, args.dry_run)) > 1:
         parser.error("choose one of --review, --promote, --rollback, --dry-run")
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    for noisy in ("insightface", "onnxruntime", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_console(quiet=args.quiet, verbose=args.verbose)
 
     workers = default_workers() if args.workers is None else max(0, args.workers)
 
@@ -188,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         keep_versions=args.keep_versions,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),  # a log file gets the stage lines, not bar redraws
         lock_timeout=args.wait,
         use_cache=not args.no_cache,
         workers=workers,

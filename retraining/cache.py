@@ -187,7 +187,7 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
     if status == "missing":
         return cache
     if status == "mismatch":
-        log.info("Embedding cache in %s was made with other models or library versions: not used", directory)
+        log.debug("Embedding cache in %s was made with other models or library versions: not used", directory)
         return cache
     if status == "damaged":
         log.warning(
@@ -223,5 +223,5 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
     for k, r in zip(skipped_keys, reasons):
         cache.entries[str(k)] = CachedFace(None, None, str(r))
     cache.loaded_from = directory
-    log.info("Embedding cache: %d photos known (%s)", len(cache.entries), directory)
+    log.debug("Embedding cache: %d photos known (%s)", len(cache.entries), directory)
     return cache

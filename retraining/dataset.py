@@ -54,6 +54,7 @@ class DatasetIndex:
     ignored_files: list[Path] = field(default_factory=list)  # not photos (by extension) or hidden
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unusable entries, with reasons
     loose_files: list[Path] = field(default_factory=list)  # files directly in data_dir
+    subfolders: list[Path] = field(default_factory=list)  # folders inside student folders (their photos count)
 
     def ignored(self) -> list[tuple[Path, str]]:
         """Every ignored entry with the reason, in words."""
@@ -148,7 +149,7 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
             f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Put each student's photos (e.g. JPEG or HEIC from a "
             "phone, not videos) in their folder and run again."
         )
-    log.info("Indexed %d photos of %d students in %s", len(index.records), len(index.students), data_dir)
+    log.debug("Indexed %d photos of %d students in %s", len(index.records), len(index.students), data_dir)
     return index
 
 
@@ -162,12 +163,18 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=False):
         for d in dirnames:
             if d.startswith("."):
+                index.ignored_files.append(Path(dirpath) / d)
                 continue
             if (Path(dirpath) / d).is_symlink():  # os.walk lists it but (followlinks=False) never enters it
                 index.skipped.append((Path(dirpath) / d, "is a link to a folder; links to folders are not followed"))
             elif is_image_name(Path(d)):
                 index.skipped.append((Path(dirpath) / d, "is a folder named like a photo, not a photo"))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_image_name(Path(d)))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and not is_image_name(Path(d)) and not (Path(dirpath) / d).is_symlink()
+        )
+        index.subfolders.extend(Path(dirpath) / d for d in dirnames)
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
             if filename.startswith(".") or filename.lower() in HIDDEN_JUNK or not is_image_name(path):

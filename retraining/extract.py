@@ -110,7 +110,7 @@ def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache:
     except ImageError as err:
         return _Prepared(key, reason=str(err))
     except Exception as err:  # a detector/decoder bug must not end the run; report it
-        log.exception("Unexpected error on %s", record.path)
+        log.debug("Unexpected error on %s", record.path, exc_info=True)  # the skip reason says what it was
         return _Prepared(None, reason=f"unexpected error: {type(err).__name__}: {err}")
     return _Prepared(key, crop=crop, face=info)
 
@@ -253,7 +253,7 @@ def extract_with_models(
     extraction = extract_embeddings(
         records, detector, embedder, batch_size=batch_size, progress=progress, workers=workers, cache=cache
     )
-    log.info("Embedding cache: %d photos reused, %d embedded", cache.hits, cache.misses)
+    log.debug("Embedding cache: %d photos reused, %d embedded", cache.hits, cache.misses)
     save_cache(cache, cache_dir, prune=False)  # keep the extraction work even if a later stage fails
     model_file = getattr(detector, "model_file", None)
     return ExtractionRun(

@@ -105,5 +105,5 @@ def write_error_log(err: BaseException, paths: OutputPaths) -> Path:
             return target
         except OSError:
             continue
-    log.error("%s", text)  # nowhere to write: the log handler shows it
+    log.warning("Could not write a details file anywhere; the details:\n%s", text)
     return Path("(not written: no writable folder)")

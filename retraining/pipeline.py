@@ -101,11 +101,18 @@ def run(options: RunOptions) -> RunResult:
     timings: dict[str, float] = {}
     started = t = time.perf_counter()
     data_dir, paths = options.resolved_paths()
-    log.info("Data folder: %s", data_dir)
-    log.info("Output root: %s", paths.root)
-
+    log.info("Reading the student folders in %s", data_dir)
     index = index_dataset(data_dir)
     timings["index"] = time.perf_counter() - t
+    ignored = len(index.ignored_files) + len(index.loose_files)
+    log.info(
+        "Found %d photos of %d students%s",
+        len(index.records),
+        len(index.students),
+        f" ({ignored} other files ignored, {len(index.skipped)} skipped: see the report)"
+        if ignored or index.skipped
+        else "",
+    )
     paths.backend_models.mkdir(parents=True, exist_ok=True)
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
@@ -113,6 +120,7 @@ def run(options: RunOptions) -> RunResult:
         for note in publish.recover(paths):
             log.warning("%s", note)
         t = time.perf_counter()
+        log.info("Finding and embedding the faces (%s, %s)", options.backend.detector, options.backend.embedder)
         extracted = extract_with_models(
             index.records,
             options.backend,
@@ -125,6 +133,12 @@ def run(options: RunOptions) -> RunResult:
         timings["load_models"] = extracted.load_seconds
         timings["extract"] = time.perf_counter() - t - extracted.load_seconds
         extraction = extracted.extraction
+        log.info(
+            "Faces: %d photos embedded (%d reused from the last run), %d skipped",
+            len(extraction.records),
+            extracted.cache.hits,
+            len(extraction.skipped),
+        )
         embedded = extraction.counts()
         if len(embedded) < 2:
             raise TrainingError(
@@ -135,9 +149,11 @@ def run(options: RunOptions) -> RunResult:
         X, y = extraction.embeddings, extraction.student_ids
 
         t = time.perf_counter()
+        log.info("Measuring accuracy and stranger safety on held-out photos")
         evaluation = evaluate(X, y, test_size=options.test_size, seed=options.seed, max_far=options.max_far)
         timings["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()
+        log.info("Training the model on all %d photos", len(X))
         calibrator = evaluation.open_set.calibrator if evaluation.open_set is not None else None
         model = fit_model(X, y, seed=options.seed, open_set_calibrator=calibrator)
         timings["train"] = time.perf_counter() - t
@@ -150,6 +166,7 @@ def run(options: RunOptions) -> RunResult:
         decision = decide(
             candidate_from_run(evaluation, findings, extracted.models, X), published_model(paths), options.gate
         )
+        log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
         summary = RunSummary(
             version=stage.version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -188,8 +205,10 @@ def run(options: RunOptions) -> RunResult:
         publish.save_bundle(stage, bundle)
         artifacts = write_reports(stage, paths, summary)
         publish.seal(paths, stage, verify=verify_model_dir)
-        if options.review or not decision.publish:
-            return _set_aside(paths, stage, summary, artifacts, review=options.review)
+        if not decision.publish:  # refused (with --review too: only a model the gate lets through waits)
+            return _set_aside(paths, stage, summary, artifacts, review=False)
+        if options.review:
+            return _set_aside(paths, stage, summary, artifacts, review=True)
         published = publish.publish_sealed(paths, stage, keep_versions=options.keep_versions)
         save_cache(extracted.cache, paths.cache_dir, prune=True)  # only now drop photos that are gone
     log.info("Published model %s", stage.version)

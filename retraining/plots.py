@@ -133,8 +133,9 @@ def write_plots(folder: Path, ev: Evaluation) -> list[Path]:
     ):
         try:
             out = fn(folder / name, ev)
-        except Exception:  # a plotting problem must not lose a trained model
-            log.exception("Could not draw %s", name)
+        except Exception as err:  # a plotting problem must not lose a trained model
+            log.warning("Could not draw %s (%s: %s)", name, type(err).__name__, err)
+            log.debug("Plot %s failed", name, exc_info=True)
             continue
         if out is not None:
             written.append(out)

@@ -379,7 +379,7 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     with contextlib.suppress(FileNotFoundError):
         journal_path(paths).unlink()
     fsync_dir(paths.backend_models)
-    log.info("Published model %s%s", stage.version, f" (previous kept in {archive})" if archive else "")
+    log.debug("Published model %s%s", stage.version, f" (previous kept in {archive})" if archive else "")
     return PublishResult(stage.version, published, removed, archive)
 
 
@@ -403,7 +403,7 @@ def prune_versions(paths: OutputPaths, keep_versions: int) -> list[Path]:
     doomed = list_versions(paths)[max(0, keep_versions) :]
     for d in doomed:
         shutil.rmtree(d, ignore_errors=True)
-        log.info("Deleted old model version %s", d.name)
+        log.debug("Deleted old model version %s", d.name)
     return doomed
 
 

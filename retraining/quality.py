@@ -166,7 +166,7 @@ def near_duplicates(
     X = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels).astype(str)
     if len(X) > MAX_PAIRWISE:
-        log.info("Near-duplicate check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
+        log.debug("Near-duplicate check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
         return []
     pairs: dict[tuple[int, int], float] = {}
     block = 2048

@@ -380,6 +380,9 @@ def inventory(s: RunSummary) -> list[tuple[Path, str, str]]:
             )
         )
     rows += [(r.path, "used", f"photo of {r.student_id}") for r in s.extraction.records]
+    rows += [
+        (p, "used", "a folder inside a student folder: its photos count for that student") for p in s.index.subfolders
+    ]
     rows += [(p, "skipped", reason) for p, reason in s.all_skipped]
     rows += [(p, "ignored", reason) for p, reason in s.index.ignored()]
     return sorted(rows, key=lambda r: str(r[0]))

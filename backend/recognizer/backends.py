@@ -46,7 +46,7 @@ def build_detector(config: BackendConfig) -> Detector:
     device = resolve_device(config.device)
     if config.detector == "scrfd":
         path = weights.scrfd_weights(config.detector_model, config.weights_dir, allow_download=config.allow_download)
-        log.info("Detector: SCRFD %s", path)
+        log.debug("Detector: SCRFD %s", path)
         return ScrfdDetector(
             str(path),
             weights_sha256=weights.weights_sha256(path),
@@ -54,7 +54,7 @@ def build_detector(config: BackendConfig) -> Detector:
             sessions=config.detector_sessions,
         )
     if config.detector == "mtcnn":
-        log.info("Detector: MTCNN (facenet-pytorch, bundled weights)")
+        log.debug("Detector: MTCNN (facenet-pytorch, bundled weights)")
         return MtcnnDetector(device=device)
     raise RetrainError(f"unknown detector {config.detector!r}; choose one of {', '.join(DETECTORS)}")
 
@@ -65,10 +65,10 @@ def build_embedder(config: BackendConfig) -> Embedder:
     if config.embedder == "facenet":
         path = weights.facenet_weights(config.weights_dir, allow_download=config.allow_download)
         embedder = FaceNetEmbedder(path, device=device, runtime=config.embedder_runtime)
-        log.info("Embedder: FaceNet InceptionResnetV1 (vggface2) %s on %s (%s)", path, device, embedder.runtime)
+        log.debug("Embedder: FaceNet InceptionResnetV1 (vggface2) %s on %s (%s)", path, device, embedder.runtime)
         return embedder
     if config.embedder == "dlib":
-        log.info("Embedder: dlib ResNet (128-d, bundled weights)")
+        log.debug("Embedder: dlib ResNet (128-d, bundled weights)")
         return DlibEmbedder(weights.dlib_weights())
     raise RetrainError(f"unknown embedder {config.embedder!r}; choose one of {', '.join(EMBEDDERS)}")
 

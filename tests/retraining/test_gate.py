@@ -196,6 +196,8 @@ def test_a_waiting_candidate_is_gated_again_at_promote(
     """Reviewed with --force (so it waits), then promoted without it: refused, and it keeps waiting."""
     messy = lfw_tree(tmp_path / "messy", move_share=0.4)
     before = published_state(root)
+    assert run(messy, root, *DLIB, "--review") == outcome.EXIT_REFUSED  # a refused model does not wait
+    assert not OutputPaths.at(root).candidate_dir.exists()
     assert run(messy, root, *DLIB, "--review", "--force") == 0
     capsys.readouterr()
     assert run(messy, root, "--promote") == outcome.EXIT_REFUSED
@@ -283,6 +285,9 @@ def test_every_input_is_reported_a_linked_student_folder_too(tmp_path: Path) -> 
             shutil.copyfile(ORL / f"s{k}" / f"{i}.pgm", folder / f"{i}.pgm")
     (data / "STU007_X").symlink_to(data / "STU003_Person_3", target_is_directory=True)
     (data / "STU001_Person_1" / "notes.txt").write_text("glasses since May")
+    (data / "STU002_Person_2" / "2025").mkdir()
+    shutil.copyfile(ORL / "s2" / "9.pgm", data / "STU002_Person_2" / "2025" / "9.pgm")
+    (data / "STU002_Person_2" / ".thumbnails").mkdir()
     (data / "class_list.xlsx").write_bytes(b"PK")
     root = tmp_path / "root"
     assert run(data, root, "--detector", "mtcnn", "--embedder", "dlib", "--device", "cpu", "--quiet") == 0
@@ -299,6 +304,11 @@ def test_every_input_is_reported_a_linked_student_folder_too(tmp_path: Path) -> 
         row("class_list.xlsx")["status"] == "ignored" and "not in a student folder" in row("class_list.xlsx")["reason"]
     )
     assert row("STU001_Person_1")["status"] == "used" and row("STU003_Person_3", "1.pgm")["status"] == "used"
+    assert (
+        row("STU002_Person_2", "2025")["status"] == "used"
+        and row("STU002_Person_2", "2025", "9.pgm")["status"] == "used"
+    )
+    assert row("STU002_Person_2", ".thumbnails")["status"] == "ignored"
     on_disk = set()
     for folder, dirs, files in os.walk(data):  # links to folders are listed, not entered
         on_disk |= {os.path.join(folder, name) for name in dirs + files}

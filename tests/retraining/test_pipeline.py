@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
-from conftest import OFFLINE_ARGS, make_orl_tree, tree_digest
+from conftest import OFFLINE_ARGS, ROOT, make_orl_tree, tree_digest
 
 import retrain_model
 from backend.recognizer.paths import OutputPaths
@@ -215,3 +217,16 @@ def test_threshold_option_is_published_and_the_summary_says_so(
     loaded = load_model_files(paths.classifier_dir, require_manifest=True)
     assert loaded.threshold == pytest.approx(loaded.metadata["recommended_threshold"])
     assert f"threshold          : {loaded.threshold:.2f} (recommended)\n" in capsys.readouterr().out
+
+
+def test_console_shows_stage_lines_not_library_internals_or_bar_redraws(tmp_path: Path) -> None:
+    """Output to a log file (not a terminal): one line per stage, no progress-bar redraws, no INFO noise."""
+    data = make_orl_tree(tmp_path / "data", n_students=3, n_images=4)
+    cmd = [sys.executable, "retrain_model.py", "--data-dir", str(data), "--output-root", str(tmp_path / "out")]
+    done = subprocess.run([*cmd, *OFFLINE_ARGS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("Reading the student folders in") and lines[-1].startswith("Published model")
+    assert any(line.startswith("Faces: 12 photos embedded") for line in lines)
+    assert len(lines) <= 10 and "\r" not in done.stderr and "INFO" not in done.stderr
+    assert "Retraining finished" in done.stdout
