@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .evaluate import MIN_USEFUL_RECOGNITION
 from .pipeline import RunResult
 from .report import confusion_lines
 
@@ -28,13 +29,16 @@ def format_summary(result: RunResult) -> str:
     if ev.confusion.size and len(ev.labels) <= 12:
         lines += ["  confusion matrix:", *("    " + x for x in confusion_lines(ev))]
     if ev.open_set is not None:
-        at = next((r for r in ev.open_set.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
-        if at is not None:
-            lines.append(
-                f"  stranger safety    : {at.false_accept_rate:.1%} of strangers accepted at "
-                f"{ev.recommended_threshold:.2f} (target <= {ev.open_set.max_far:.1%}: "
-                f"{'met' if ev.open_set.target_reached else 'NOT met - see the report'})"
-            )
+        at = ev.open_set.row_at(s.threshold)
+        far_ok = at.false_accept_rate <= ev.open_set.max_far
+        line = (
+            f"  stranger safety    : {at.false_accept_rate:.1%} of strangers accepted at {s.threshold:.2f} "
+            f"(95% bound {at.false_accept_upper95:.1%}; target <= {ev.open_set.max_far:.1%}: "
+            f"{'met' if far_ok else 'NOT met - see the report'})"
+        )
+        if far_ok and at.recognition_rate < MIN_USEFUL_RECOGNITION:
+            line += f"; but only {at.recognition_rate:.0%} of students recognised - see the report"
+        lines.append(line)
     if s.findings:
         lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
     if s.gate is not None:

@@ -16,7 +16,7 @@ import numpy as np
 from backend.recognizer.paths import OutputPaths
 
 from .dataset import DatasetIndex, write_labels_csv
-from .evaluate import Evaluation
+from .evaluate import MIN_USEFUL_RECOGNITION, Evaluation, OpenSet
 from .extract import Extraction
 from .files import files_under
 from .gate import GateDecision
@@ -142,7 +142,6 @@ def open_set_lines(ev: Evaluation) -> list[str]:
     os_ = ev.open_set
     if os_ is None:
         return ["  not measured: at least 3 students with usable photos are needed"]
-    at = next((r for r in os_.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
     lines = [
         f"  {os_.n_folds} folds; per fold {len(os_.unknown_students[0])} student(s) held out as strangers; "
         f"{os_.n_known_photos} enrolled test photos, {os_.n_unknown_photos} stranger photos scored",
@@ -153,14 +152,28 @@ def open_set_lines(ev: Evaluation) -> list[str]:
             f"     {r.threshold:.2f}      {_pct(r.recognition_rate):>6}              {_pct(r.false_accept_rate):>6}"
             f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}"
         )
-    if at is not None:
-        lines.append(
-            f"  => At threshold {ev.recommended_threshold:.2f} a stranger is marked present as some student in "
-            f"{_pct(at.false_accept_rate)} of cases (measured on {os_.n_unknown_photos} photos; with 95% "
-            f"confidence at most {_pct(at.false_accept_upper95)}; target "
-            f"<= {os_.max_far:.1%}: {'met' if os_.target_reached else 'NOT met'})."
-        )
+    lines.append(
+        f"  => At the recommended threshold {ev.recommended_threshold:.2f} (chosen among every hundredth, not "
+        f"only the rows above) {stranger_sentence(os_, ev.recommended_threshold)}"
+    )
     return lines
+
+
+def stranger_sentence(os_: OpenSet, threshold: float) -> str:
+    """What stranger safety means at ``threshold``, in one sentence that never contradicts itself."""
+    at = os_.row_at(threshold)
+    far_ok = at.false_accept_rate <= os_.max_far
+    text = (
+        f"a stranger is marked present as some student in {_pct(at.false_accept_rate)} of cases (measured on "
+        f"{os_.n_unknown_photos} photos; with 95% confidence at most {_pct(at.false_accept_upper95)}); "
+        f"target <= {os_.max_far:.1%}: {'met' if far_ok else 'NOT met'}"
+    )
+    if far_ok and at.recognition_rate < MIN_USEFUL_RECOGNITION:
+        text += (
+            f", but only {_pct(at.recognition_rate)} of enrolled students' photos are recognised at this threshold: "
+            "fix the photos listed under data quality and add clearer ones"
+        )
+    return text + "."
 
 
 def confusion_lines(evaluation: Evaluation) -> list[str]:
@@ -348,7 +361,7 @@ def open_set_dict(ev: Evaluation) -> dict | None:
     os_ = ev.open_set
     if os_ is None:
         return None
-    at = next((r for r in os_.sweep if abs(r.threshold - ev.recommended_threshold) < 1e-9), None)
+    at = os_.row_at(ev.recommended_threshold)
     return {
         "folds": os_.n_folds,
         "unknown_students_per_fold": os_.unknown_students,
@@ -356,10 +369,11 @@ def open_set_dict(ev: Evaluation) -> dict | None:
         "unknown_photos": os_.n_unknown_photos,
         "max_far": os_.max_far,
         "target_reached": os_.target_reached,
-        "false_accept_rate_at_recommended": None if at is None else at.false_accept_rate,
-        "false_accept_upper95_at_recommended": None if at is None else at.false_accept_upper95,
-        "recognition_rate_at_recommended": None if at is None else at.recognition_rate,
+        "false_accept_rate_at_recommended": at.false_accept_rate,
+        "false_accept_upper95_at_recommended": at.false_accept_upper95,
+        "recognition_rate_at_recommended": at.recognition_rate,
         "sweep": [asdict(r) for r in os_.sweep],
+        "fine_sweep": [asdict(r) for r in os_.fine_sweep],
     }
 
 

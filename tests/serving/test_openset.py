@@ -11,6 +11,7 @@ from conftest import ORL, require_shared_data
 
 from backend.recognizer.openset import features
 from retraining.evaluate import (
+    FINE_THRESHOLDS,
     OpenSetRow,
     evaluate,
     evaluate_open_set,
@@ -143,3 +144,30 @@ def test_a_threshold_that_rejects_most_students_is_not_a_solution() -> None:
     sweep = [_row(0.5, 0.95, 0.30), _row(0.9, 0.40, 0.0), _row(0.98, 0.05, 0.0)]
     threshold, reason, reached = recommend_open_set(sweep, max_far=0.01)
     assert not reached and "NO threshold" in reason
+
+
+def test_threshold_is_chosen_on_the_whole_curve_not_only_the_table_rows() -> None:
+    """Strangers score up to 0.62 and students 0.55-0.99: the table's nearest safe row is 0.70,
+    the whole curve finds 0.63 and recognises more students there."""
+    rng = np.random.default_rng(0)
+    known = rng.uniform(0.55, 0.99, 400)
+    unknown = np.r_[rng.uniform(0.0, 0.6, 299), 0.62]
+    correct = np.ones(400, dtype=bool)
+    coarse = recommend_open_set(open_set_sweep(known, correct, unknown), 0.0)
+    fine = recommend_open_set(open_set_sweep(known, correct, unknown, FINE_THRESHOLDS), 0.0)
+    assert coarse[0] == 0.70 and fine[0] == 0.63
+    rec = {t: float(np.mean(known >= t)) for t in (coarse[0], fine[0])}
+    assert rec[0.63] > rec[0.70] + 0.1
+
+
+def test_stranger_sentence_never_contradicts_itself() -> None:
+    """Target met on false accepts but too few students recognised: it says met, and why that is not enough."""
+    from retraining.evaluate import OpenSet
+    from retraining.report import stranger_sentence
+
+    known = np.linspace(0.0, 0.99, 100)
+    os_ = OpenSet(1, [["S"]], 100, 100, [], known, np.ones(100, bool), np.full(100, 0.5), None, 0.01)
+    at_high = stranger_sentence(os_, 0.98)  # 0 strangers, 2 % of students
+    assert "target <= 1.0%: met, but only 2.0% of enrolled students" in at_high and "NOT met" not in at_high
+    at_low = stranger_sentence(os_, 0.3)
+    assert "target <= 1.0%: NOT met" in at_low and "but only" not in at_low
