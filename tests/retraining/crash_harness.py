@@ -18,6 +18,7 @@ Points, in the order a run reaches them:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,9 @@ def install(point: str, marker: Path) -> None:
 
 def main() -> int:
     point, marker, *argv = sys.argv[1:]
+    # Ctrl+C must raise KeyboardInterrupt as at a terminal, even when the test run itself was started
+    # as a background job (the shell then starts it with SIGINT ignored, and Python keeps that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(point, Path(marker))
     import retrain_model
 
