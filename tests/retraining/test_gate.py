@@ -258,12 +258,7 @@ def test_a_full_disk_ends_in_one_error_line_and_keeps_the_model(
 
 @pytest.mark.slow
 def test_ctrl_c_ends_in_one_error_line_exit_130_and_keeps_the_model(root: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    for k in (31, 32, 33):
-        folder = data / f"STU{k:03d}_Person_{k}"
-        folder.mkdir(parents=True)
-        for i in (1, 2, 3):
-            shutil.copyfile(ORL / f"s{k}" / f"{i}.pgm", folder / f"{i}.pgm")
+    data = _tiny_orl(tmp_path / "data")
     before = published_state(root)
     proc, _, log = start_until("extract", data, root, tmp_path, "--workers", "0")  # waits mid-extraction
     proc.send_signal(signal.SIGINT)
@@ -276,13 +271,7 @@ def test_ctrl_c_ends_in_one_error_line_exit_130_and_keeps_the_model(root: Path, 
 
 @pytest.mark.slow
 def test_every_input_is_reported_a_linked_student_folder_too(tmp_path: Path) -> None:
-    require_shared_data()
-    data = tmp_path / "data"
-    for k in (1, 2, 3):
-        folder = data / f"STU{k:03d}_Person_{k}"
-        folder.mkdir(parents=True)
-        for i in (1, 2, 3, 4):
-            shutil.copyfile(ORL / f"s{k}" / f"{i}.pgm", folder / f"{i}.pgm")
+    data = _tiny_orl(tmp_path / "data")
     (data / "STU007_X").symlink_to(data / "STU003_Person_3", target_is_directory=True)
     (data / "STU001_Person_1" / "notes.txt").write_text("glasses since May")
     (data / "STU002_Person_2" / "2025").mkdir()
