@@ -615,6 +615,7 @@ def _load_published(paths: OutputPaths, require_manifest: bool) -> LoadedModel:
         except ModelLoadError:
             if time.monotonic() >= deadline:
                 raise
+            time.sleep(0.05)
             continue  # moved on while we read it: look again
         log.warning(
             "%s is missing because a publish was interrupted; serving the complete model %s from %s. "
