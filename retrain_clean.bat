@@ -1,11 +1,12 @@
 @echo off
 REM Double-click to retrain the SmartAttendance face model from backend\dataset\processed.
-REM Extra arguments are passed on, e.g.  retrain_clean.bat --dry-run
+REM Extra arguments are passed on, e.g.  retrain_clean.bat --dry-run  or  retrain_clean.bat --no-open
 setlocal
 cd /d "%~dp0"
 set "PY=python"
 if exist ".venv\Scripts\python.exe" set "PY=.venv\Scripts\python.exe"
-"%PY%" retrain_model.py %*
+REM --open-report shows models\report.html at the end; add --no-open to keep it closed
+"%PY%" retrain_model.py --open-report %*
 set "CODE=%ERRORLEVEL%"
 echo.
 if not "%CODE%"=="0" (

@@ -4,7 +4,7 @@
 cd "$(dirname "$0")" || exit 1
 PY=".venv/bin/python"
 [ -x "$PY" ] || PY="python3"
-"$PY" retrain_model.py "$@"
+"$PY" retrain_model.py --open-report "$@"   # --no-open keeps the report page closed
 code=$?
 if [ $code -ne 0 ]; then
   echo

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import webbrowser
 from pathlib import Path
 
 from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
@@ -181,6 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="restore the previously published model and exit")
     p.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
     p.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
+    p.add_argument(
+        "--open-report",
+        dest="open_report",
+        action="store_true",
+        help="open models/report.html in the web browser at the end (when run at a terminal; retrain_clean does)",
+    )
+    p.add_argument(
+        "--no-open",
+        dest="open_report",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="do not open the report page",
+    )
+    p.add_argument(
+        "--no-photos-in-report",
+        action="store_true",
+        help="models/report.html without face thumbnails (for schools that must not copy student photos)",
+    )
     p.add_argument("--verbose", action="store_true", help="also the libraries' internal messages (for bug reports)")
     return p
 
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=workers,
         gate=GateSettings(min_accuracy=args.min_accuracy, max_regression=args.max_regression, force=args.force),
         review=args.review,
+        photos_in_report=not args.no_photos_in_report,
         backend=BackendConfig(
             detector=args.detector,
             embedder=args.embedder,
@@ -268,6 +288,9 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
         return 0
     result = pipeline.run(options)
     print(format_summary(result))
+    page = (result.candidate / "models" if result.candidate else result.summary.output_root / "models") / "report.html"
+    if args.open_report and sys.stdout.isatty() and page.is_file():
+        webbrowser.open(page.as_uri())
     return 0
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backend.recognizer.backends import BackendConfig
+from backend.recognizer.backends import BackendConfig, build_detector
 from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
@@ -29,10 +29,12 @@ from .evaluate import DEFAULT_MAX_FAR, evaluate
 from .extract import extract_with_models, save_cache
 from .files import estimate_output_bytes, require_free_space
 from .gate import GateSettings, candidate_from_folder, candidate_from_run, decide
+from .html_report import photos_to_show, write_html_report
 from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups
 from .report import RunSummary, write_reports
+from .thumbnails import face_thumbnails
 from .train import fit_model
 from .versions import library_versions
 
@@ -61,6 +63,7 @@ class RunOptions:
     workers: int = 1  # decode/detect threads running ahead of the embedder (0: serial)
     gate: GateSettings = field(default_factory=GateSettings)
     review: bool = False  # build, check and keep the model as a candidate for --promote; publish nothing
+    photos_in_report: bool = True  # False (--no-photos-in-report): report.html holds no face thumbnails
 
     def resolved_paths(self) -> tuple[Path, OutputPaths]:
         paths = OutputPaths.at(self.output_root)
@@ -204,6 +207,12 @@ def run(options: RunOptions) -> RunResult:
         )
         publish.save_bundle(stage, bundle)
         artifacts = write_reports(stage, paths, summary)
+        thumbs = (
+            face_thumbnails(photos_to_show(summary), build_detector(options.backend))
+            if options.photos_in_report
+            else None
+        )
+        write_html_report(stage.models_dir / paths.report_html.name, summary, thumbs)
         publish.seal(paths, stage, verify=verify_model_dir)
         if not decision.publish:  # refused (with --review too: only a model the gate lets through waits)
             return _set_aside(paths, stage, summary, artifacts, review=False)

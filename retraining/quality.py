@@ -57,6 +57,7 @@ class Finding:
     path: str  # photo (or student folder id for few_photos)
     reason: str  # what was found, and what to do
     score: float = 0.0  # strength of the evidence, comparable within a kind: findings are listed strongest first
+    related: str = ""  # mislabel: the student it resembles; near_duplicate: the other photo
 
 
 #: A photo whose margin (similarity to the nearest other student minus to its own) exceeds this many
@@ -127,6 +128,7 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
                 f"the other photos of {labels[i]} ({own[i]:.2f}): probably in the wrong folder. Move it to the "
                 f"right student's folder (or delete it) and retrain.",
                 float(margin[i]),
+                str(classes[best_other[i]]),
             )
         )
     flagged = {f.path for f in findings}
@@ -229,6 +231,7 @@ def near_duplicates(
             f"nearly identical to {paths[j]} of {labels[j]} (similarity {sim:.3f}): "
             "the same person enrolled twice, or a photo in the wrong folder. Keep it in one student's folder only.",
             sim,
+            str(paths[j]),
         )
         for (i, j), sim in sorted(pairs.items())
     ]

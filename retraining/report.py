@@ -513,7 +513,8 @@ def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]
     final = [
         *(paths.classifier_dir / name for name in files_under(stage.classifier_dir)),
         paths.manifest,
-        *(paths.X, paths.y, paths.heldout, paths.labels_csv, paths.report_txt, paths.model_readme, paths.metrics_json),
+        *(paths.X, paths.y, paths.heldout, paths.labels_csv, paths.report_txt, paths.report_html),
+        *(paths.model_readme, paths.metrics_json),
         paths.skipped_csv,
         paths.inputs_csv,
         *(paths.models_dir / p for p in s.plots),
@@ -523,4 +524,4 @@ def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]
     write_metrics(out / paths.metrics_json.name, s)
     write_skipped_csv(out / paths.skipped_csv.name, s)
     write_inputs_csv(out / paths.inputs_csv.name, s)
-    return final
+    return final  # report.html is written by html_report.write_html_report

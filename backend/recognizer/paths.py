@@ -123,6 +123,11 @@ class OutputPaths:
         return self.models_dir / "skipped_images.csv"
 
     @property
+    def report_html(self) -> Path:
+        """The page a teacher reads: verdict, photos to fix (with faces), confusions, students, plots."""
+        return self.models_dir / "report.html"
+
+    @property
     def inputs_csv(self) -> Path:
         """Every file and folder of the data folder: used, skipped or ignored, with the reason."""
         return self.models_dir / "inputs.csv"
