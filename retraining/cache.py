@@ -34,7 +34,7 @@ from .versions import library_versions
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: face info records the second face's size
 DATA_NAME = "embeddings.npz"
 META_NAME = "cache.json"
 #: Libraries whose version can change an embedding.
@@ -91,7 +91,8 @@ class CachedFace:
     """One cached photo result: an embedding + face info, or a skip reason."""
 
     vector: np.ndarray | None
-    info: tuple[int, float, float, bool, float] | None  # num_faces, face_size, score, padded_retry, sharpness
+    info: tuple[int, float, float, bool, float, float] | None  # num_faces, face_size, score, padded_retry, sharpness,
+    # second_face
     reason: str | None = None
 
 
@@ -134,7 +135,7 @@ class EmbeddingCache:
             if ok
             else np.zeros((0, self.dim), dtype=np.float32)
         )
-        info = np.array([self.entries[k].info for k in ok], dtype=np.float64).reshape(len(ok), 5)
+        info = np.array([self.entries[k].info for k in ok], dtype=np.float64).reshape(len(ok), 6)
         buf = io.BytesIO()
         np.savez(
             buf,
@@ -215,11 +216,18 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
     except Exception as err:  # any parse error means: do not trust it
         log.warning("Embedding cache %s unreadable (%s): ignored", directory / DATA_NAME, err)
         return cache
-    if vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(keys) or len(info) != len(keys):
+    if (
+        vectors.ndim != 2
+        or vectors.shape[1] != dim
+        or len(vectors) != len(keys)
+        or info.ndim != 2
+        or info.shape != (len(keys), 6)
+    ):
         log.warning("Embedding cache %s has the wrong shape: ignored", directory / DATA_NAME)
         return cache
     for k, v, inf in zip(keys, vectors, info):
-        cache.entries[str(k)] = CachedFace(v, (int(inf[0]), float(inf[1]), float(inf[2]), bool(inf[3]), float(inf[4])))
+        info6 = (int(inf[0]), float(inf[1]), float(inf[2]), bool(inf[3]), float(inf[4]), float(inf[5]))
+        cache.entries[str(k)] = CachedFace(v, info6)
     for k, r in zip(skipped_keys, reasons):
         cache.entries[str(k)] = CachedFace(None, None, str(r))
     cache.loaded_from = directory

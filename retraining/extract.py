@@ -43,6 +43,7 @@ class FaceInfo:
     score: float
     padded_retry: bool
     sharpness: float = 0.0  # variance of the Laplacian of the grey crop
+    second_face: float = 0.0  # area of the second-largest face / the largest (0: one face)
 
 
 @dataclass
@@ -79,7 +80,8 @@ def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) ->
         raise ImageError("no face found (also tried with a padded border)")
     face = found.faces[0]
     crop = found.crops[0]
-    return crop, FaceInfo(len(found.faces), face.size, face.score, found.padded_retry, sharpness(crop))
+    second = found.faces[1].area / max(face.area, 1e-9) if len(found.faces) > 1 else 0.0
+    return crop, FaceInfo(len(found.faces), face.size, face.score, found.padded_retry, sharpness(crop), second)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,10 @@ def extract_embeddings(
             if cache is not None and key is not None and inf is not None:
                 cache.put(
                     key,
-                    CachedFace(vec.copy(), (inf.num_faces, inf.face_size, inf.score, inf.padded_retry, inf.sharpness)),
+                    CachedFace(
+                        vec.copy(),
+                        (inf.num_faces, inf.face_size, inf.score, inf.padded_retry, inf.sharpness, inf.second_face),
+                    ),
                 )
         crops.clear()
         pending.clear()

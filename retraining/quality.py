@@ -63,6 +63,10 @@ class Finding:
 #: A photo whose margin (similarity to the nearest other student minus to its own) exceeds this many
 #: times the typical photo's (negative) margin is flagged even when cleanlab is not sure (see label_findings).
 MISLABEL_MARGIN_FACTOR = 1.5
+#: Another face at least this large (area, relative to the largest) makes the photo ambiguous: the
+#: largest face may not be the student. Clean LFW (2541 photos, SCRFD): 391 photos have a second
+#: face at all, mostly small ones in the background.
+SEVERAL_FACES_RATIO = 0.5
 #: Folds of the out-of-fold probabilities that confident learning needs.
 CONFIDENT_LEARNING_FOLDS = 3
 
@@ -238,11 +242,21 @@ def near_duplicates(
 
 
 def photo_findings(
-    paths: list[Path], face_sizes: list[float], sharpness_values: list[float], num_faces: list[int]
+    paths: list[Path],
+    face_sizes: list[float],
+    sharpness_values: list[float],
+    num_faces: list[int],
+    second_faces: list[float] | None = None,
 ) -> list[Finding]:
-    """Small faces, blurred faces and photos with several faces."""
+    """Small faces, blurred faces, and photos where another face is nearly as large as the one used.
+
+    ``second_faces``: area of each photo's second-largest face over the largest (None: unknown,
+    every photo with several faces counts). A small face in the background (most group-free
+    photos in the wild have one) does not matter: the largest face is used.
+    """
     out = []
-    for p, size, sharp, n in zip(paths, face_sizes, sharpness_values, num_faces):
+    ratios = second_faces if second_faces is not None else [1.0 if n > 1 else 0.0 for n in num_faces]
+    for p, size, sharp, n, ratio in zip(paths, face_sizes, sharpness_values, num_faces, ratios):
         if size < MIN_FACE_PX:
             out.append(
                 Finding(
@@ -261,13 +275,14 @@ def photo_findings(
                     MIN_SHARPNESS - sharp,
                 )
             )
-        if n > 1:
+        if n > 1 and ratio >= SEVERAL_FACES_RATIO:
             out.append(
                 Finding(
                     "several_faces",
                     str(p),
-                    f"{n} faces in the photo; the largest was used: crop the photo to the student if that was not them",
-                    float(n),
+                    f"{n} faces in the photo, the second {ratio:.0%} the size of the largest, which was used: "
+                    "crop the photo to the student",
+                    float(ratio),
                 )
             )
     return out
@@ -318,6 +333,7 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> l
         [f.face_size for f in extraction.faces],
         [f.sharpness for f in extraction.faces],
         [f.num_faces for f in extraction.faces],
+        [f.second_face for f in extraction.faces],
     )
     order = {kind: k for k, kind in enumerate(dict.fromkeys(f.kind for f in findings))}
     return sorted(findings, key=lambda f: (order[f.kind], -f.score))  # each kind strongest first

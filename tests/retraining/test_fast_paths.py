@@ -95,7 +95,7 @@ def test_fingerprint_change_or_damage_invalidates(engines, serial, tmp_path: Pat
     detector, embedder = engines
     fp = cache_mod.pipeline_fingerprint(detector, embedder)
     cache = cache_mod.EmbeddingCache(fp, embedder.dim)
-    cache.put("a" * 64, cache_mod.CachedFace(serial.embeddings[0], (1, 50.0, 0.99, False, 10.0)))
+    cache.put("a" * 64, cache_mod.CachedFace(serial.embeddings[0], (1, 50.0, 0.99, False, 10.0, 0.0)))
     cache.put("b" * 64, cache_mod.CachedFace(None, None, "no face found"))
     cache.save(tmp_path)
     ok = cache_mod.load_cache(tmp_path, fp, embedder.dim)
