@@ -204,3 +204,10 @@ def test_mislabel_findings_are_precise_on_planted_mistakes_in_lfw(tmp_path: Path
     assert recall >= 0.9 and precision >= 0.7, (precision, recall)
     scores = [float(f["score"]) for f in found]  # type: ignore[arg-type]
     assert scores == sorted(scores, reverse=True)  # strongest evidence first
+
+
+def test_several_faces_only_when_another_face_is_nearly_as_large() -> None:
+    paths = [Path("background.jpg"), Path("two_students.jpg"), Path("alone.jpg")]
+    found = photo_findings(paths, [120.0] * 3, [50.0] * 3, [2, 2, 1], [0.25, 0.8, 0.0])
+    assert [(f.kind, f.path) for f in found] == [("several_faces", "two_students.jpg")]
+    assert "80%" in found[0].reason and found[0].score == 0.8
