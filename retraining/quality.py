@@ -241,22 +241,46 @@ def near_duplicates(
     ]
 
 
+def looks_typical(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per photo: is its face as similar to the student's other photos as that student's photos
+    usually are (leave-one-out similarity above the student's median minus 2 robust deviations)?
+    True where it cannot be told (a student with fewer than 4 photos)."""
+    X = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    out = np.ones(len(X), dtype=bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 4:
+            continue
+        total = X[idx].sum(axis=0)
+        rest = total[None, :] - X[idx]
+        own = np.einsum("ij,ij->i", X[idx], rest) / np.maximum(np.linalg.norm(rest, axis=1), 1e-12)
+        med = np.median(own)
+        mad = np.median(np.abs(own - med)) * 1.4826 + 1e-6
+        out[idx] = own >= med - 2 * mad
+    return out
+
+
 def photo_findings(
     paths: list[Path],
     face_sizes: list[float],
     sharpness_values: list[float],
     num_faces: list[int],
     second_faces: list[float] | None = None,
+    typical: list[bool] | None = None,
 ) -> list[Finding]:
     """Small faces, blurred faces, and photos where another face is nearly as large as the one used.
 
     ``second_faces``: area of each photo's second-largest face over the largest (None: unknown,
     every photo with several faces counts). A small face in the background (most group-free
-    photos in the wild have one) does not matter: the largest face is used.
+    photos in the wild have one) does not matter: the largest face is used. ``typical``
+    (:func:`looks_typical`): a used face that looks like the student's other photos is the
+    student, whatever else is in the picture; only an atypical one is worth a look.
     """
     out = []
     ratios = second_faces if second_faces is not None else [1.0 if n > 1 else 0.0 for n in num_faces]
-    for p, size, sharp, n, ratio in zip(paths, face_sizes, sharpness_values, num_faces, ratios):
+    usual = typical if typical is not None else [False] * len(paths)
+    for p, size, sharp, n, ratio, is_typical in zip(paths, face_sizes, sharpness_values, num_faces, ratios, usual):
         if size < MIN_FACE_PX:
             out.append(
                 Finding(
@@ -275,13 +299,13 @@ def photo_findings(
                     MIN_SHARPNESS - sharp,
                 )
             )
-        if n > 1 and ratio >= SEVERAL_FACES_RATIO:
+        if n > 1 and ratio >= SEVERAL_FACES_RATIO and not is_typical:
             out.append(
                 Finding(
                     "several_faces",
                     str(p),
-                    f"{n} faces in the photo, the second {ratio:.0%} the size of the largest, which was used: "
-                    "crop the photo to the student",
+                    f"{n} faces in the photo, the second {ratio:.0%} the size of the largest, which was used and "
+                    "does not look like the student's other photos: crop the photo to the student",
                     float(ratio),
                 )
             )
@@ -334,6 +358,7 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> l
         [f.sharpness for f in extraction.faces],
         [f.num_faces for f in extraction.faces],
         [f.second_face for f in extraction.faces],
+        list(looks_typical(extraction.embeddings, labels)),
     )
     order = {kind: k for k, kind in enumerate(dict.fromkeys(f.kind for f in findings))}
     return sorted(findings, key=lambda f: (order[f.kind], -f.score))  # each kind strongest first

@@ -18,6 +18,7 @@ from retraining.quality import (
     MIN_SHARPNESS,
     few_photo_findings,
     label_findings,
+    looks_typical,
     near_duplicates,
     photo_findings,
     separation_findings,
@@ -211,3 +212,15 @@ def test_several_faces_only_when_another_face_is_nearly_as_large() -> None:
     found = photo_findings(paths, [120.0] * 3, [50.0] * 3, [2, 2, 1], [0.25, 0.8, 0.0])
     assert [(f.kind, f.path) for f in found] == [("several_faces", "two_students.jpg")]
     assert "80%" in found[0].reason and found[0].score == 0.8
+
+
+def test_several_faces_not_reported_when_the_used_face_is_clearly_the_student() -> None:
+    """A second face as large, but the face used looks like the student's other photos: nothing to fix."""
+    found = photo_findings([Path("a.jpg"), Path("b.jpg")], [120.0] * 2, [50.0] * 2, [2, 2], [0.9, 0.9], [True, False])
+    assert [f.path for f in found] == ["b.jpg"]
+    rng = np.random.default_rng(0)
+    X = np.repeat(np.eye(4, 16), 6, axis=0) + 0.05 * rng.normal(size=(24, 16))
+    X[5] = np.eye(4, 16)[2] + 0.05 * rng.normal(size=16)  # student 0's sixth photo shows someone else
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    typical = looks_typical(X, np.repeat(["A", "B", "C", "D"], 6))
+    assert not typical[5] and typical[[0, 1, 2, 3, 4, 6]].all()
