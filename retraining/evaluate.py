@@ -105,6 +105,11 @@ class Evaluation:
     open_set: OpenSet | None = None
     test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of X held out
 
+    @property
+    def stranger_target_met(self) -> bool | None:
+        """Whether the stranger false-accept target was met; None when it could not be measured."""
+        return None if self.open_set is None else bool(self.open_set.target_reached)
+
 
 def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Stratified split done per student: ⌈test_size·n⌉ photos (at least one) of each student

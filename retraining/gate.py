@@ -29,7 +29,7 @@ from scipy.stats import beta
 from backend.recognizer.loader import LoadedModel
 
 from .evaluate import Evaluation
-from .quality import Finding
+from .quality import Finding, embeddings_distinct
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,11 @@ def candidate_from_run(
     evaluation: Evaluation, findings: list[Finding], models: Mapping[str, Any], embeddings: np.ndarray
 ) -> Candidate:
     """The gate's view of a model built by this run."""
-    open_set = evaluation.open_set
     return Candidate(
         accuracy=evaluation.accuracy,
         n_test=evaluation.n_test,
-        stranger_target_met=None if open_set is None else bool(open_set.target_reached),
-        embeddings_distinct=not any(f.kind == "embeddings_not_distinct" for f in findings),
+        stranger_target_met=evaluation.stranger_target_met,
+        embeddings_distinct=embeddings_distinct(findings),
         fingerprint=fingerprint(models),
         heldout_embeddings=np.asarray(embeddings)[evaluation.test_index],
         heldout_true=np.asarray(evaluation.test_true).astype(str),

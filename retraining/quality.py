@@ -186,6 +186,11 @@ def separation_auc(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) ->
     return float(roc_auc_score(truth, np.r_[same_sims, other_sims]))
 
 
+def embeddings_distinct(findings: list[Finding]) -> bool:
+    """False when the run's findings say the embedder does not tell people apart."""
+    return not any(f.kind == "embeddings_not_distinct" for f in findings)
+
+
 def separation_findings(embeddings: np.ndarray, labels: np.ndarray) -> list[Finding]:
     """One finding when the embeddings do not tell people apart (a wrong weight file, not the photos)."""
     auc = separation_auc(embeddings, labels)

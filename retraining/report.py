@@ -21,7 +21,7 @@ from .extract import Extraction
 from .files import files_under
 from .gate import GateDecision
 from .publish import Stage
-from .quality import Finding
+from .quality import Finding, embeddings_distinct
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,6 @@ class RunSummary:
     weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
 
     @property
-    def embeddings_distinct(self) -> bool:
-        return not any(f.kind == "embeddings_not_distinct" for f in self.findings)
-
-    @property
-    def stranger_target_met(self) -> bool | None:
-        os_ = self.evaluation.open_set
-        return None if os_ is None else bool(os_.target_reached)
-
-    @property
     def all_skipped(self) -> list[tuple[Path, str]]:
         return [*self.index.skipped, *self.extraction.skipped]
 
@@ -90,8 +81,8 @@ class RunSummary:
                 "accuracy": ev.accuracy,
                 "n_train": ev.n_train,
                 "n_test": ev.n_test,
-                "stranger_target_met": self.stranger_target_met,
-                "embeddings_distinct": self.embeddings_distinct,
+                "stranger_target_met": ev.stranger_target_met,
+                "embeddings_distinct": embeddings_distinct(self.findings),
             },
             "quality_gate": self.gate.to_dict() if self.gate is not None else None,
             "forced": bool(self.gate is not None and self.gate.forced),
