@@ -75,6 +75,7 @@ def pipeline_fingerprint(detector: Any, embedder: Any) -> dict[str, Any]:
         "crop": embedder.crop.as_dict(),
         "detect_max_side": faces.DETECT_MAX_SIDE,
         "detect_min_side": faces.DETECT_MIN_SIDE,
+        "decode_min_side": faces.DECODE_MIN_SIDE,  # reduced JPEG decoding (photo_face_crops)
         "retry_pad_fraction": faces.RETRY_PAD_FRACTION,
         "max_faces": 1,
         "normalisation": "l2",

@@ -23,9 +23,8 @@ from tqdm import tqdm
 from backend.recognizer.backends import BackendConfig, build_detector, build_embedder, describe
 from backend.recognizer.embedder import Embedder
 from backend.recognizer.errors import ImageError
-from backend.recognizer.faces import Detector, face_crops
+from backend.recognizer.faces import Detector, photo_face_crops
 from backend.recognizer.hashing import sha256_file
-from backend.recognizer.images import decode_image
 
 from . import cache as cache_mod
 from .cache import CachedFace, EmbeddingCache
@@ -74,8 +73,7 @@ def sharpness(crop: np.ndarray) -> float:
 
 def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) -> tuple[np.ndarray, FaceInfo]:
     """One photo → (aligned crop of its largest face, what was found). Raises ImageError."""
-    rgb = decode_image(record.path)
-    found = face_crops(detector, rgb, embedder.crop, max_faces=1)
+    found = photo_face_crops(detector, record.path, embedder.crop, max_faces=1)
     if not found.faces:
         raise ImageError("no face found (also tried with a padded border)")
     face = found.faces[0]

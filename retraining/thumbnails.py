@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from backend.recognizer.errors import ImageError
-from backend.recognizer.faces import Detector, detect_faces
-from backend.recognizer.images import decode_image
+from backend.recognizer.faces import DECODE_MIN_SIDE, Detector, detect_faces
+from backend.recognizer.images import decode_reduced
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def face_thumbnails(paths: Iterable[Path], detector: Detector | None) -> dict[st
     out: dict[str, str] = {}
     for path in dict.fromkeys(paths):
         try:
-            rgb = decode_image(path)
+            rgb = decode_reduced(path, min_longest=DECODE_MIN_SIDE).rgb  # ample for a 96 px thumbnail
         except ImageError as err:
             log.debug("No thumbnail for %s: %s", path, err)
             continue

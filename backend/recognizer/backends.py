@@ -83,6 +83,7 @@ def describe(detector: Detector, embedder: Embedder) -> dict[str, object]:
             "weights_sha256": detector.weights_sha256,
             "input_size": list(getattr(detector, "input_size", ()) or ()),
             "adaptive_input_min_side": faces.DETECT_MIN_SIDE if getattr(detector, "adaptive_input", False) else None,
+            "decode_min_side": faces.DECODE_MIN_SIDE,  # photo files: JPEGs decoded reduced down to this
         },
         "embedder": {
             "name": embedder.name,

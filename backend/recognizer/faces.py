@@ -13,12 +13,14 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from .errors import WeightsNotFoundError
+from .images import decode_reduced
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ TEMPLATES: dict[str, np.ndarray] = {
 }
 #: Detection runs on a copy whose longer side is at most this; crops use the original.
 DETECT_MAX_SIDE = 1280
+#: A photo file is decoded reduced (JPEG DCT scaling) while its longer side stays at least this:
+#: SCRFD's largest input side, so detection sees the same pixels. A 12-megapixel phone photo is
+#: decoded at 1/4 (1008×756); a face too small there for the crop is read again at the size it needs.
+DECODE_MIN_SIDE = 640
 #: SCRFD input: the photo's own size, its longer side brought into [DETECT_MIN_SIDE,
 #: input_size] and rounded up to a multiple of 32 (the detector's largest stride). A fixed
 #: 640×640 input upscales a 250×250 enrollment photo 2.6× (6.5× the pixels) and a
@@ -165,17 +171,29 @@ def align_crop(rgb: np.ndarray, face: Face, settings: CropSettings) -> np.ndarra
     crop. Without landmarks: the box, squared and slightly enlarged, is resized.
     """
     size = settings.size
+    matrix = crop_transform(face, settings)
+    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_transform(face: Face, settings: CropSettings) -> np.ndarray:
+    """The 2×3 similarity transform from image pixels to crop pixels (see :func:`align_crop`)."""
+    size = settings.size
     if face.landmarks is not None:
         src = np.asarray(face.landmarks, dtype=np.float64).reshape(5, 2)
         matrix, _ = cv2.estimateAffinePartial2D(src, reference_landmarks(size, settings.template), method=cv2.LMEDS)
         if matrix is not None:
-            return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            return np.asarray(matrix, dtype=np.float64)
     x1, y1, x2, y2 = face.box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half = max(x2 - x1, y2 - y1) * 0.6
+    half = max(max(x2 - x1, y2 - y1) * 0.6, 1e-6)
     scale = size / (2 * half)
-    matrix = np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]])
-    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]])
+
+
+def _magnification(face: Face, settings: CropSettings) -> float:
+    """Crop pixels per image pixel (> 1: the crop would be upsampled)."""
+    matrix = crop_transform(face, settings)
+    return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,32 @@ def face_crops(
     faces, retried = detect_faces(detector, rgb)
     kept = faces if max_faces is None else faces[:max_faces]
     return FaceCrops(faces, [align_crop(rgb, f, settings) for f in kept], retried)
+
+
+def photo_face_crops(
+    detector: Detector, path: str | Path, settings: CropSettings, *, max_faces: int | None = None
+) -> FaceCrops:
+    """:func:`face_crops` of a photo FILE, decoding only the pixels detection and the crops need.
+
+    The photo is decoded reduced (:data:`DECODE_MIN_SIDE`) for detection; a face is cut from
+    that copy unless the crop would be upsampled there, in which case the photo is decoded
+    again at the reduction that gives the crop its full detail (at most once per photo).
+    Faces are returned in the coordinates of the full-size upright photo, as for
+    :func:`face_crops` of the fully decoded photo (face sizes mean the same either way).
+    Raises :class:`~backend.recognizer.errors.ImageError` for an unusable file.
+    """
+    photo = decode_reduced(path, min_longest=DECODE_MIN_SIDE)
+    faces, retried = detect_faces(detector, photo.rgb)
+    kept = faces if max_faces is None else faces[:max_faces]
+    source = photo
+    if kept and photo.scale > 1:
+        needed = max(_magnification(f, settings) for f in kept)
+        finer = max((s for s in (8, 4, 2, 1) if s <= photo.scale and s * needed <= photo.scale), default=1)
+        if finer < photo.scale:
+            source = decode_reduced(path, min_longest=0, max_scale=finer)
+    factor = photo.scale / source.scale
+    crops = [align_crop(source.rgb, f.scaled(factor) if factor != 1 else f, settings) for f in kept]
+    return FaceCrops([f.scaled(float(photo.scale)) for f in faces] if photo.scale > 1 else faces, crops, retried)
 
 
 # --------------------------------------------------------------------------- detectors

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,16 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 MAX_PIXELS = 100_000_000
 #: Smaller images cannot hold a recognisable face.
 MIN_SIDE = 32
+#: JPEG reduction factors libjpeg decodes directly (DCT scaling: 1/8 of the work at 1/8 of the size).
+DRAFT_SCALES = (8, 4, 2)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded photo, possibly reduced: pixel (x, y) of ``rgb`` is (x·scale, y·scale) of the original."""
+
+    rgb: np.ndarray  # upright RGB uint8
+    scale: int  # 1: full size; 2, 4 or 8: a JPEG decoded at that fraction of its size
 
 
 def is_image_name(path: Path) -> bool:
@@ -38,11 +49,22 @@ def is_image_name(path: Path) -> bool:
 
 
 def decode_image(path: str | Path) -> np.ndarray:
-    """Read a photo file as an upright RGB uint8 array (H×W×3).
+    """Read a photo file as an upright RGB uint8 array (H×W×3), at full size.
 
     EXIF orientation is applied (phone photos), grey / palette / 16-bit / CMYK images
     are converted, and transparent backgrounds are flattened onto white. Raises
     :class:`ImageError` with a human-readable reason for anything unusable.
+    """
+    return decode_reduced(path, min_longest=0, max_scale=1).rgb
+
+
+def decode_reduced(path: str | Path, *, min_longest: int, max_scale: int = 8) -> Decoded:
+    """Read a photo, decoding a JPEG at 1/2, 1/4 or 1/8 of its size when its longer side
+    stays at least ``min_longest`` pixels (and the reduction at most ``max_scale``).
+
+    A 12-megapixel phone photo costs ~8x less to decode at 1/4 (libjpeg's DCT scaling also
+    smooths, like an area resize). Other formats, and JPEGs too small to reduce, are decoded
+    at full size (``scale`` 1). Same conversions and errors as :func:`decode_image`.
     """
     path = Path(path)
     try:
@@ -62,8 +84,11 @@ def decode_image(path: str | Path) -> np.ndarray:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise _too_large(width, height)
+                if min(width, height) < MIN_SIDE:
+                    raise _too_small(width, height)
+                scale = _draft(img, min_longest, max_scale)
                 img.load()
-                return pil_to_rgb(img)
+                return Decoded(pil_to_rgb(img), scale)
     except ImageError:
         raise
     except UnidentifiedImageError as err:
@@ -90,6 +115,23 @@ def _open(path: Path) -> Image.Image:
     if width * height > MAX_PIXELS:
         raise _too_large(width, height)
     return heif.to_pillow()
+
+
+def _draft(img: Image.Image, min_longest: int, max_scale: int) -> int:
+    """Ask libjpeg for the largest reduction that leaves ``min_longest`` pixels; returns it (1: none)."""
+    if img.format != "JPEG":
+        return 1
+    width, height = img.size
+    for scale in DRAFT_SCALES:
+        if scale <= max_scale and max(width, height) >= min_longest * scale and min(width, height) >= MIN_SIDE * scale:
+            if img.draft(img.mode, (width // scale, height // scale)) is None:
+                return 1  # a JPEG libjpeg cannot reduce (several tiles): full size
+            return scale
+    return 1
+
+
+def _too_small(width: int, height: int) -> ImageError:
+    return ImageError(f"image too small ({width}×{height} px; need at least {MIN_SIDE} px a side)")
 
 
 def _too_large(width: int, height: int) -> ImageError:
@@ -119,7 +161,7 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     rgb = np.ascontiguousarray(rgb)
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_SIDE:
-        raise ImageError(f"image too small ({width}×{height} px; need at least {MIN_SIDE} px a side)")
+        raise _too_small(width, height)
     return rgb
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
 from .errors import ModelLoadError, RetrainError
-from .faces import face_crops
+from .faces import face_crops, photo_face_crops
 from .images import to_rgb
 from .journal import complete_model_dir, journal_path
 from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
@@ -494,8 +494,10 @@ class FaceRecognizer:
     def _embed(self, state: _State, image: np.ndarray | str | Path, bgr: bool) -> tuple[list[Face], np.ndarray, _State]:
         if state.engines is None:
             raise RuntimeError("face models not started (call through identify/embed)")
-        rgb = to_rgb(image, bgr=bgr)
-        found = face_crops(state.engines.detector, rgb, state.engines.crop, max_faces=None)
+        if isinstance(image, (str, Path)):  # a photo file: decoded as training decodes it
+            found = photo_face_crops(state.engines.detector, image, state.engines.crop)
+        else:
+            found = face_crops(state.engines.detector, to_rgb(image, bgr=bgr), state.engines.crop)
         if not found.crops:
             return [], np.zeros((0, state.loaded.embedding_dim), dtype=np.float32), state
         vectors = state.engines.embedder.embed(np.stack(found.crops))
