@@ -1,6 +1,7 @@
-"""Extraction throughput (photo → embedding) and the incremental re-run with the embedding cache.
+"""Extraction throughput (photo → embedding), phone-size photos, and the incremental re-run.
 
     .venv/bin/python bench/bench_extract.py [--photos 96] [--students 50] [--device cuda] [--max-workers 2]
+    .venv/bin/python bench/bench_extract.py --phone-only [--phone 32] [--parity-people 20]
 
 Models: SCRFD 2.5g (real weights from ../shared/data/weights) + FaceNet InceptionResnetV1
 with a RANDOMLY initialised state_dict (same compute cost as vggface2, which is not
@@ -8,6 +9,13 @@ available offline here). Photos: real LFW photos from ../shared/data/lfw.
 Baseline (measured in the same run): the recipe this replaces, one photo at a time:
 decode → SCRFD at a fixed 640×640 → crop → FaceNet (eager torch) batch of 1. Each row
 after it adds one choice, so its share of the speed-up is visible.
+
+Phone photos (``--phone N``): the same N LFW photos made phone-size (bench/phone_photos.py:
+4032×3024, 12.2 MP, JPEG quality 92, sensor-like noise, every third one portrait with EXIF
+orientation) and 1 MP (1152×864), through the pipeline's extraction (2 detect threads). The
+ratio to the 1 MP photos is the target (≤ 1.5x); full decoding (the previous path) is
+measured in the same run. ``--parity-people P``: P people × 10 phone photos through both
+paths with the offline dlib embedder: embedding differences and 5-fold held-out accuracy.
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))  # a copy elsewhere (GPU machine)
 
 import torch
+from phone_photos import ONE_MEGAPIXEL, PHONE_SIZE, phone_photo
 
 from backend.recognizer.backends import onnx_providers
 from backend.recognizer.embedder import FaceNetEmbedder, resolve_device
 from backend.recognizer.errors import ImageError
-from backend.recognizer.faces import ScrfdDetector
+from backend.recognizer.faces import ScrfdDetector, face_crops
 from backend.recognizer.hashing import sha256_file
+from backend.recognizer.images import decode_image, decode_reduced
 from retraining import cache as cache_mod
+from retraining import extract as extract_mod
 from retraining.dataset import ImageRecord
 from retraining.extract import extract_embeddings, prepare_crop
 
@@ -75,6 +86,113 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
+def full_decoding(detector, path, settings, *, max_faces=None):
+    """The previous path: decode every pixel, then detect on a copy of at most 1280 px."""
+    return face_crops(detector, decode_image(path), settings, max_faces=max_faces)
+
+
+class FullDecoding:
+    """Within this block the pipeline decodes photos at full size (the previous path)."""
+
+    def __enter__(self):
+        self._fast = extract_mod.photo_face_crops
+        extract_mod.photo_face_crops = full_decoding
+
+    def __exit__(self, *exc):
+        extract_mod.photo_face_crops = self._fast
+
+
+def phone_records(lfw_records_: list[ImageRecord], folder: Path, size, noise: float, tag: str) -> list[ImageRecord]:
+    out = []
+    for j, rec in enumerate(lfw_records_):
+        dest = folder / tag / rec.student_id / f"{rec.path.stem}.jpg"
+        if not dest.exists():
+            phone_photo(rec.path, dest, size=size, noise=noise, portrait=(j % 3 == 2), seed=j)
+        out.append(ImageRecord(dest, rec.student_id, rec.student_name))
+    return out
+
+
+def phone_case(n: int, photo_dir: Path, detector, embedder, workers: int) -> None:
+    source = lfw_records(200, 20)[::7][:n]
+    sets = {
+        "1 MP (1152x864), noise": phone_records(source, photo_dir, ONE_MEGAPIXEL, 3.0, "1mp"),
+        "12 MP (4032x3024), noise": phone_records(source, photo_dir, PHONE_SIZE, 3.0, "12mp"),
+        "12 MP (4032x3024), smooth upscale": phone_records(source, photo_dir, PHONE_SIZE, 0.0, "12mp_smooth"),
+    }
+    mb = {k: np.mean([r.path.stat().st_size for r in v]) / 1e6 for k, v in sets.items()}
+
+    def extract(records):
+        return extract_embeddings(records, detector, embedder, progress=False, workers=workers, batch_size=32)
+
+    extract(sets["1 MP (1152x864), noise"][:4])  # warm-up
+    rows = []
+    for label, records in sets.items():
+        t_dec_full, _ = timed(lambda records=records: [decode_image(r.path) for r in records])
+        t_dec_fast, _ = timed(lambda records=records: [decode_reduced(r.path, min_longest=640) for r in records])
+        t_fast, ex_fast = timed(lambda records=records: extract(records))
+        with FullDecoding():
+            t_full, _ = timed(lambda records=records: extract(records))
+        rows.append((label, mb[label], t_dec_full / n, t_dec_fast / n, t_full, t_fast, len(ex_fast.records)))
+    base = rows[0][5]
+    print(
+        f"\nPhone-size photos, {n} LFW photos each, extraction with {workers} detect threads "
+        f"(SCRFD 2.5g + FaceNet random weights, {embedder.runtime})"
+    )
+    print(
+        f"{'photos':<36} {'MB':>5} {'decode ms':>10} {'reduced ms':>10} {'full s':>7} {'fast s':>7} "
+        f"{'photos/s':>9} {'vs 1 MP':>8} {'full vs 1 MP':>12}"
+    )
+    for label, size_mb, dec_full, dec_fast, t_full, t_fast, kept in rows:
+        print(
+            f"{label:<36} {size_mb:>5.2f} {dec_full * 1e3:>10.1f} {dec_fast * 1e3:>10.1f} {t_full:>7.2f} "
+            f"{t_fast:>7.2f} {n / t_fast:>9.1f} {t_fast / base:>7.2f}x {t_full / base:>11.2f}x  ({kept} embedded)"
+        )
+    print("vs 1 MP: time of the fast path on these photos / on the 1 MP photos (target <= 1.5x for 12 MP)")
+
+
+def parity_case(people: int, photo_dir: Path, detector, workers: int) -> None:
+    """Full vs reduced decoding on P people x 10 phone photos: embeddings and held-out accuracy (dlib)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from backend.recognizer.embedder import DlibEmbedder
+    from backend.recognizer.weights import dlib_weights
+    from retraining.train import fit_model
+
+    dlib = DlibEmbedder(dlib_weights())
+    source = [r for r in lfw_records(people, 10)]
+    records = phone_records(source, photo_dir, PHONE_SIZE, 3.0, "parity")
+    t_fast, fast = timed(lambda: extract_embeddings(records, detector, dlib, progress=False, workers=workers))
+    with FullDecoding():
+        t_full, full = timed(lambda: extract_embeddings(records, detector, dlib, progress=False, workers=workers))
+    print(
+        f"\nParity, {people} people x 10 phone photos (12 MP), SCRFD 2.5g + dlib: "
+        f"{len(full.records)} / {len(fast.records)} embedded (full / reduced decoding), "
+        f"{t_full:.1f} s / {t_fast:.1f} s"
+    )
+    if [r.path for r in full.records] != [r.path for r in fast.records]:
+        print(
+            "  the two paths kept different photos:",
+            sorted({r.path.name for r in full.records} ^ {r.path.name for r in fast.records}),
+        )
+        return
+    dist = np.linalg.norm(full.embeddings - fast.embeddings, axis=1)
+    same = full.student_ids[:, None] == full.student_ids[None, :]
+    pair = np.linalg.norm(full.embeddings[:, None] - full.embeddings[None], axis=2)
+    off = ~np.eye(len(pair), dtype=bool)
+    print(
+        f"  distance full vs reduced, same photo: median {np.median(dist):.4f} max {dist.max():.4f}; "
+        f"between photos of the same person: median {np.median(pair[same & off]):.3f}; "
+        f"different people: median {np.median(pair[~same]):.3f}"
+    )
+    for label, ex in (("full decoding", full), ("reduced decoding", fast)):
+        right = 0
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(ex.embeddings, ex.student_ids):
+            model = fit_model(ex.embeddings[tr], ex.student_ids[tr])
+            _, top, _ = model.recognize(ex.embeddings[te])
+            right += int(np.sum(top == ex.student_ids[te]))
+        print(f"  5-fold held-out accuracy, {label}: {right / len(ex.records):.2%} ({right}/{len(ex.records)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=96)
@@ -82,12 +200,29 @@ def main() -> None:
     ap.add_argument("--per-student", type=int, default=10)
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--max-workers", type=int, default=2, help="largest number of detect threads measured")
+    ap.add_argument("--phone", type=int, default=32, help="LFW photos made phone-size (0: skip)")
+    ap.add_argument("--parity-people", type=int, default=0, help="people x 10 phone photos for parity (dlib)")
+    ap.add_argument("--phone-only", action="store_true", help="only the phone-photo cases")
+    ap.add_argument(
+        "--photo-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "bench_phone_photos",
+        help="where the generated phone photos are kept (reused by later runs)",
+    )
     args = ap.parse_args()
     device = resolve_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     weights = SHARED / "weights" / "scrfd_2.5g_bnkps.onnx"
     sha = sha256_file(weights)
     providers = onnx_providers(device)
+    if args.phone_only:
+        workers = max(2, args.max_workers)
+        pooled = ScrfdDetector(str(weights), weights_sha256=sha, providers=providers, sessions=workers)
+        if args.phone:
+            phone_case(args.phone, args.photo_dir, pooled, facenet(tmp, device, "auto"), workers)
+        if args.parity_people:
+            parity_case(args.parity_people, args.photo_dir, pooled, workers)
+        return
     fixed = ScrfdDetector(str(weights), weights_sha256=sha, adaptive_input=False, providers=providers)
     detector = ScrfdDetector(str(weights), weights_sha256=sha, providers=providers)
     eager = facenet(tmp, device, "torch")
@@ -159,6 +294,12 @@ def main() -> None:
         f"  re-run, {len(plus)} photos, cache          : {t_re:7.2f} s  ({c2.hits} reused, {c2.misses} embedded) "
         f"= {t_re / t_nc:.1%} of a full run without cache ({t_nc:.2f} s); target <= 10 %; identical vectors: {same}"
     )
+    if args.phone:
+        workers = max(2, args.max_workers)
+        pooled = ScrfdDetector(str(weights), weights_sha256=sha, providers=providers, sessions=workers)
+        phone_case(args.phone, args.photo_dir, pooled, embedder, workers)
+    if args.parity_people:
+        parity_case(args.parity_people, args.photo_dir, detector, 1)
 
 
 if __name__ == "__main__":

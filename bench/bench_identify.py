@@ -48,14 +48,30 @@ from retraining.train import (
 
 
 def frames() -> list[tuple[str, np.ndarray]]:
-    """Real BGR frames (as a camera gives them) that ship inside installed packages."""
+    """Real BGR frames (as a camera gives them) that ship inside installed packages, and the
+    same pictures as 1280x720 and 1920x1080 camera frames (scaled to cover the frame, centre cut)."""
     import cv2
     import insightface
     from skimage import data
 
     group = cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"))
     astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    return [("t1.jpg group photo", group), ("astronaut, 1 face", astronaut)]
+    out = [("t1.jpg group photo", group), ("astronaut, 1 face", astronaut)]
+    for width, height in ((1280, 720), (1920, 1080)):
+        for name, picture in (("6 faces", group), ("1 face", astronaut)):
+            out.append((f"{height}p, {name}", camera_frame(picture, width, height)))
+    return out
+
+
+def camera_frame(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``bgr`` scaled to cover a width x height frame and cut to it around the centre."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    scale = max(width / w, height / h)
+    big = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
+    top, left = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
+    return np.ascontiguousarray(big[top : top + height, left : left + width])
 
 
 def median_ms(fn, repeat: int) -> float:

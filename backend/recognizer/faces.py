@@ -43,7 +43,10 @@ TEMPLATES: dict[str, np.ndarray] = {
     # median over the 400 ORL photos, mirrored to be symmetric
     "dlib": np.array([[0.3119, 0.3200], [0.6881, 0.3200], [0.5000, 0.5235], [0.3369, 0.7038], [0.6631, 0.7038]]),
 }
-#: Detection runs on a copy whose longer side is at most this; crops use the original.
+#: Detection runs on a copy whose longer side is at most this, or at most the detector's own
+#: largest input side (SCRFD: 640) when it has one; crops use the original. Shrinking a camera
+#: frame straight to the detector's input in one area resize (instead of to 1280 px, then
+#: channel-flipped at that size and shrunk again inside insightface) saves two full-size copies.
 DETECT_MAX_SIDE = 1280
 #: A photo file is decoded reduced (JPEG DCT scaling) while its longer side stays at least this:
 #: SCRFD's largest input side, so detection sees the same pixels. A 12-megapixel phone photo is
@@ -156,9 +159,10 @@ def detect_faces(detector: Detector, rgb: np.ndarray, *, retry_padded: bool = Tr
 def _detect_downscaled(detector: Detector, rgb: np.ndarray) -> list[Face]:
     height, width = rgb.shape[:2]
     longest = max(height, width)
-    if longest <= DETECT_MAX_SIDE:
+    limit = min(DETECT_MAX_SIDE, int(getattr(detector, "max_input_side", None) or DETECT_MAX_SIDE))
+    if longest <= limit:
         return list(detector.detect(rgb))
-    factor = DETECT_MAX_SIDE / longest
+    factor = limit / longest
     small = cv2.resize(rgb, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
     return [f.scaled(1.0 / factor) for f in detector.detect(small)]
 
@@ -324,6 +328,11 @@ class ScrfdDetector:
         on_gpu = any(p.startswith("CUDA") for p in (providers or []))
         model.prepare(ctx_id=0 if on_gpu else -1, input_size=self.input_size, det_thresh=det_thresh)
         return model
+
+    @property
+    def max_input_side(self) -> int:
+        """The longest side SCRFD is run at: larger images are shrunk to it before detection."""
+        return int(max(self.input_size))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         bgr = np.ascontiguousarray(rgb[..., ::-1])

@@ -359,6 +359,27 @@ def test_huge_image_detection_downscaled_boxes_mapped_back() -> None:
     assert det2.shapes == [(DETECT_MAX_SIDE, 700, 3)]
 
 
+def test_camera_frame_is_shrunk_straight_to_the_detector_input(scrfd_25g: ScrfdDetector) -> None:
+    """A detector that says how large it runs (SCRFD: 640) gets the frame at that size, in one resize."""
+    assert scrfd_25g.max_input_side == 640
+    det = _FakeDetector([Face((64, 36, 128, 108), 0.9, np.full((5, 2), 90.0))])
+    det.max_input_side = 640  # type: ignore[attr-defined]
+    faces, _ = detect_faces(det, np.zeros((1080, 1920, 3), np.uint8))
+    assert det.shapes == [(360, 640, 3)]
+    np.testing.assert_allclose(faces[0].box, np.array([64, 36, 128, 108]) * 3.0, rtol=1e-6)
+    # a real 1080p frame: the same faces as when shrunk to 1280 px first (the previous path)
+    import insightface
+
+    group = cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"))
+    frame = cv2.resize(cv2.cvtColor(group, cv2.COLOR_BGR2RGB), (1920, 1329))[124:1204]
+    direct, _ = detect_faces(scrfd_25g, frame)
+    via_1280 = [f.scaled(1.5) for f in scrfd_25g.detect(cv2.resize(frame, (1280, 720), interpolation=cv2.INTER_AREA))]
+    via_1280.sort(key=lambda f: f.area, reverse=True)
+    assert len(direct) == len(via_1280) >= 5
+    for a, b in zip(direct, via_1280, strict=True):
+        assert np.abs(np.subtract(a.box, b.box)).max() < 0.05 * b.size
+
+
 def test_face_properties() -> None:
     f = Face((10, 20, 50, 80), 0.5, np.array([[1.0, 2.0]] * 5))
     assert f.area == 40 * 60 and f.size == 40
