@@ -262,6 +262,28 @@ def test_parity_identify_embeds_exactly_as_training(live: FaceRecognizer, publis
         assert live.identify(photo)[0].top_k[0].student_id == student
 
 
+def test_parity_on_a_phone_size_photo(live: FaceRecognizer, tmp_path: Path) -> None:
+    """A 12 MP JPEG (decoded reduced) is embedded by identify exactly as by training's extraction."""
+    from PIL import Image
+
+    from bench.phone_photos import phone_photo
+    from retraining.dataset import ImageRecord
+    from retraining.extract import extract_embeddings
+
+    source = tmp_path / "orl.png"
+    Image.open(ORL / "s4" / "2.pgm").convert("RGB").save(source)
+    photo = phone_photo(source, tmp_path / "STU004_x" / "phone.jpg", portrait=True)
+    engines = live._ensure_engines().engines
+    assert engines is not None
+    trained = extract_embeddings(
+        [ImageRecord(photo, "STU004", "x")], engines.detector, engines.embedder, progress=False
+    )
+    faces, vectors = live.embed(photo)
+    assert len(trained.records) == 1 and len(faces) >= 1
+    assert np.abs(trained.embeddings[0] - vectors[0]).max() <= 1e-6
+    assert max(faces[0].box) > 1000  # reported in the full photo's pixels (3024x4032), not the decoded 1/4
+
+
 def test_identify_accepts_bgr_frames_and_reports_every_face(live: FaceRecognizer) -> None:
     import cv2
 
