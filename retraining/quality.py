@@ -27,11 +27,27 @@ log = logging.getLogger(__name__)
 
 #: Fewer usable photos than this and recognition of that student is unreliable.
 MIN_RECOMMENDED_PHOTOS = 5
-#: Faces whose box is smaller than this (shorter side, px) carry little detail.
-MIN_FACE_PX = 40
-#: Variance of the Laplacian of the grey crop below this = blurred. Measured on crops: real ORL/LFW
-#: photos 25-80+ (min 25), the same crops blurred with a 3 px Gaussian 3-5.
-MIN_SHARPNESS = 12.0
+# Small faces and blurred crops are judged against this run's own photos: a face is small, or
+# blurred, when it is far below the run's typical (median) one, by LOW_TAIL_MADS robust deviations of
+# the logarithm and by at least the ratio below (so a very uniform set does not flag its slightly
+# smaller half); bounded by what is small or blurred, or fine, whatever the rest of the run looks like.
+#: Robust deviations (1.4826 x the median absolute deviation of the log) below the run's median.
+LOW_TAIL_MADS = 3.0
+#: Fewer photos than this and the run says too little about itself: only the absolute bounds apply.
+MIN_PHOTOS_FOR_DISTRIBUTION = 20
+#: A face box whose shorter side is below this (px) is always small: little detail for the embedder.
+MIN_FACE_PX = 40.0
+#: ... and one of this size never is: the embedder's crop is 150-160 px, about 100 px of it the face.
+SMALL_FACE_CEILING_PX = 80.0
+#: Small also means at most this share of the run's typical face size.
+SMALL_FACE_RATIO = 0.6
+#: Sharpness (variance of the Laplacian of the grey crop) below this is always blurred: LFW crops
+#: blurred with a 2-3.5 px Gaussian mostly measure 3-8, the least sharp real LFW photos 6-10.
+MIN_SHARPNESS = 5.0
+#: ... and above this a crop is never called blurred (5 % of real LFW crops are below 19).
+SHARP_ENOUGH = 25.0
+#: Blurred also means at most this share of the run's typical sharpness.
+BLURRY_RATIO = 0.25
 #: Two photos of different students this similar are probably the same person.
 NEAR_DUPLICATE_SIMILARITY = 0.97
 #: A photo farther than this many robust deviations below its student's typical similarity
@@ -266,6 +282,33 @@ def looks_typical(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _robust_spread(values: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation): a standard deviation that a few odd values cannot move."""
+    med = float(np.median(values))
+    return med, float(np.median(np.abs(values - med)) * 1.4826)
+
+
+def _low_cut(values: np.ndarray, ratio: float, floor: float, ceiling: float) -> tuple[float, float]:
+    """(cut-off, typical value) for "far below this run's typical value" (see LOW_TAIL_MADS)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[values > 0]
+    if len(values) < MIN_PHOTOS_FOR_DISTRIBUTION:
+        return floor, float(np.median(values)) if len(values) else float("nan")
+    med, spread = _robust_spread(np.log(values))
+    cut = float(np.exp(med) * min(ratio, np.exp(-LOW_TAIL_MADS * spread)))
+    return float(np.clip(cut, floor, ceiling)), float(np.exp(med))
+
+
+def small_face_cut(face_sizes: list[float]) -> tuple[float, float]:
+    """(size below which a face is small in this run, the run's typical face size), in px."""
+    return _low_cut(np.asarray(face_sizes), SMALL_FACE_RATIO, MIN_FACE_PX, SMALL_FACE_CEILING_PX)
+
+
+def blurry_cut(sharpness_values: list[float]) -> tuple[float, float]:
+    """(sharpness below which a crop is blurred in this run, the run's typical sharpness)."""
+    return _low_cut(np.asarray(sharpness_values), BLURRY_RATIO, MIN_SHARPNESS, SHARP_ENOUGH)
+
+
 def photo_findings(
     paths: list[Path],
     face_sizes: list[float],
@@ -276,6 +319,12 @@ def photo_findings(
 ) -> list[Finding]:
     """Small faces, blurred faces, and photos where another face is nearly as large as the one used.
 
+    Small and blurred are judged against this run's photos (:func:`small_face_cut`,
+    :func:`blurry_cut`): a face far smaller, or a crop far less sharp, than the run's typical
+    one, within fixed bounds (a face under 40 px is always small, one of 80 px never; a crop of
+    sharpness under 5 is always blurred, one over 25 never). A small face is not also reported
+    as blurred: its crop is enlarged, hence soft, and a closer photo fixes both.
+
     ``second_faces``: area of each photo's second-largest face over the largest (None: unknown,
     every photo with several faces counts). A small face in the background (most group-free
     photos in the wild have one) does not matter: the largest face is used. ``typical``
@@ -285,23 +334,27 @@ def photo_findings(
     out = []
     ratios = second_faces if second_faces is not None else [1.0 if n > 1 else 0.0 for n in num_faces]
     usual = typical if typical is not None else [False] * len(paths)
+    small_cut, typical_size = small_face_cut(face_sizes)
+    blur_cut, typical_sharpness = blurry_cut(sharpness_values)
     for p, size, sharp, n, ratio, is_typical in zip(paths, face_sizes, sharpness_values, num_faces, ratios, usual):
-        if size < MIN_FACE_PX:
+        if size < small_cut:
             out.append(
                 Finding(
                     "small_face",
                     str(p),
-                    f"face only {size:.0f} px across (< {MIN_FACE_PX}): use a closer photo",
-                    MIN_FACE_PX - size,
+                    f"face only {size:.0f} px across (this run's faces are typically {typical_size:.0f} px; "
+                    f"below {small_cut:.0f} px the face has too little detail): use a closer photo",
+                    float(typical_size / max(size, 1.0)),
                 )
             )
-        if sharp < MIN_SHARPNESS:
+        elif sharp < blur_cut:
             out.append(
                 Finding(
                     "blurry",
                     str(p),
-                    f"blurred face (sharpness {sharp:.0f} < {MIN_SHARPNESS:.0f}): retake it",
-                    MIN_SHARPNESS - sharp,
+                    f"blurred face (sharpness {sharp:.1f}; this run's photos are typically {typical_sharpness:.0f}, "
+                    f"below {blur_cut:.1f} a face is blurred): retake it in focus, in good light",
+                    float(typical_sharpness / max(sharp, 1e-3)),
                 )
             )
         if n > 1 and ratio >= SEVERAL_FACES_RATIO and not is_typical:

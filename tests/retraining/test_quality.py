@@ -16,12 +16,14 @@ import retrain_model
 from retraining.extract import sharpness
 from retraining.quality import (
     MIN_SHARPNESS,
+    blurry_cut,
     few_photo_findings,
     label_findings,
     looks_typical,
     near_duplicates,
     photo_findings,
     separation_findings,
+    small_face_cut,
 )
 
 
@@ -148,18 +150,48 @@ def test_report_lists_at_most_a_hundred_findings_of_a_kind() -> None:
 
 
 def test_blur_small_face_and_several_faces_are_reported() -> None:
+    """Too few photos to judge by the run: the absolute bounds (40 px, sharpness 5) apply. A small face is
+    not also called blurred (its crop is enlarged, hence soft; a closer photo fixes both)."""
     sharp = cv2.cvtColor(cv2.imread(str(ORL / "s1" / "1.pgm")), cv2.COLOR_BGR2RGB)
     sharp = cv2.resize(sharp, (150, 150))
     blurred = cv2.GaussianBlur(sharp, (0, 0), 3)
     assert sharpness(sharp) > MIN_SHARPNESS > sharpness(blurred)
     found = photo_findings(
-        [Path("a.jpg"), Path("b.jpg")], [120.0, 20.0], [sharpness(sharp), sharpness(blurred)], [1, 3]
+        [Path("a.jpg"), Path("b.jpg"), Path("c.jpg")],
+        [120.0, 20.0, 120.0],
+        [sharpness(sharp), sharpness(blurred), sharpness(blurred)],
+        [1, 3, 1],
     )
     assert {(f.kind, f.path) for f in found} == {
         ("small_face", "b.jpg"),
-        ("blurry", "b.jpg"),
         ("several_faces", "b.jpg"),
+        ("blurry", "c.jpg"),
     }
+
+
+def test_small_and_blurry_cutoffs_follow_the_run_within_fixed_bounds() -> None:
+    rng = np.random.default_rng(0)
+
+    def around(value: float, spread: float = 0.07, n: int = 200) -> list[float]:
+        return list(value * np.exp(spread * rng.normal(size=n)))
+
+    # LFW-like: faces about 95 px, little spread: small below 60 % of the typical face
+    cut, typical = small_face_cut(around(95.0))
+    assert 90 < typical < 100 and cut == pytest.approx(0.6 * typical)
+    # a far camera (all faces about 45 px): none of them unusual, only the 40 px floor counts
+    assert small_face_cut(around(45.0))[0] == 40.0
+    # high-resolution photos (faces about 400 px): a 100 px face is unusual but has all the detail needed
+    assert small_face_cut(around(400.0))[0] == 80.0
+    # widely spread sizes: 3 robust deviations below the typical face, not 60 % of it
+    cut, typical = small_face_cut(around(150.0, spread=0.3))
+    assert cut == pytest.approx(typical * np.exp(-3 * 0.3), rel=0.15)
+    # sharpness: a very sharp set never calls a crop of 25 or more blurred, a soft set always calls 5 or less
+    assert blurry_cut(around(400.0, spread=0.5))[0] == 25.0
+    assert blurry_cut(around(8.0, spread=0.5))[0] == 5.0
+    cut, typical = blurry_cut(around(43.0, spread=0.5))
+    assert 6 < cut < 12 and 40 < typical < 46
+    # too few photos to say what is typical: only the fixed bounds
+    assert small_face_cut(around(400.0, n=10))[0] == 40.0 and blurry_cut(around(400.0, n=10))[0] == 5.0
 
 
 def test_few_photos_listed() -> None:
