@@ -3,6 +3,11 @@
 Each finding names a photo (or student) and a reason, so the admin can fix the folders:
 probable mislabels, near-duplicates across students, students with few photos, small or
 blurry faces, photos with several faces.
+
+Each check has a score (the strength of its evidence, so findings can be listed strongest
+first) and a cut-off measured on this run's own photos rather than a fixed number: the
+embedders' similarity scales differ, and so do schools' cameras. docs/RETRAINING_GUIDE.md
+("Data quality") lists how each cut-off is chosen and what it found on planted mistakes.
 """
 
 from __future__ import annotations
@@ -27,16 +32,28 @@ log = logging.getLogger(__name__)
 
 #: Fewer usable photos than this and recognition of that student is unreliable.
 MIN_RECOMMENDED_PHOTOS = 5
-#: Faces whose box is smaller than this (shorter side, px) carry little detail.
-MIN_FACE_PX = 40
-#: Variance of the Laplacian of the grey crop below this = blurred. Measured on crops: real ORL/LFW
-#: photos 25-80+ (min 25), the same crops blurred with a 3 px Gaussian 3-5.
-MIN_SHARPNESS = 12.0
-#: Two photos of different students this similar are probably the same person.
-NEAR_DUPLICATE_SIMILARITY = 0.97
-#: A photo farther than this many robust deviations below its student's typical similarity
-#: (and at least halfway towards the nearest other student) is an outlier.
-OUTLIER_MADS = 4.0
+
+# Small faces and blurred crops are judged against this run's own photos: a face is small, or
+# blurred, when it is far below the run's typical (median) one, by LOW_TAIL_MADS robust deviations of
+# the logarithm and by at least the ratio below (so a very uniform set does not flag its slightly
+# smaller half); bounded by what is small or blurred, or fine, whatever the rest of the run looks like.
+#: Robust deviations (1.4826 x the median absolute deviation of the log) below the run's median.
+LOW_TAIL_MADS = 3.0
+#: Fewer photos than this and the run says too little about itself: only the absolute bounds apply.
+MIN_PHOTOS_FOR_DISTRIBUTION = 20
+#: A face box whose shorter side is below this (px) is always small: little detail for the embedder.
+MIN_FACE_PX = 40.0
+#: ... and one of this size never is: the embedder's crop is 150-160 px, about 100 px of it the face.
+SMALL_FACE_CEILING_PX = 80.0
+#: Small also means at most this share of the run's typical face size.
+SMALL_FACE_RATIO = 0.6
+#: Sharpness (variance of the Laplacian of the grey crop) below this is always blurred: LFW crops
+#: blurred with a 2-3.5 px Gaussian mostly measure 3-8, the least sharp real LFW photos 6-10.
+MIN_SHARPNESS = 5.0
+#: ... and above this a crop is never called blurred (5 % of real LFW crops are below 19).
+SHARP_ENOUGH = 25.0
+#: Blurred also means at most this share of the run's typical sharpness.
+BLURRY_RATIO = 0.25
 #: Above this many photos the all-pairs near-duplicate check is skipped (time grows with N²).
 MAX_PAIRWISE = 20000
 #: Below this, the similarity of two photos says little about whether they show the same student
@@ -63,12 +80,102 @@ class Finding:
 #: A photo whose margin (similarity to the nearest other student minus to its own) exceeds this many
 #: times the typical photo's (negative) margin is flagged even when cleanlab is not sure (see label_findings).
 MISLABEL_MARGIN_FACTOR = 1.5
+#: A mislabel must look like the student it is said to belong to: at least as like that student's
+#: photos as this run's typical photo is like its own student's, less this many robust deviations.
+#: A photo like nobody in particular is reported as an outlier (a stranger, not a folder mix-up).
+MISLABEL_LIKENESS_MADS = 3.0
 #: Another face at least this large (area, relative to the largest) makes the photo ambiguous: the
 #: largest face may not be the student. Clean LFW (2541 photos, SCRFD): 391 photos have a second
 #: face at all, mostly small ones in the background.
 SEVERAL_FACES_RATIO = 0.5
 #: Folds of the out-of-fold probabilities that confident learning needs.
 CONFIDENT_LEARNING_FOLDS = 3
+
+# Outliers and near-duplicates are judged against this run's own similarities (cosine of the
+# embeddings, whose scale depends on the embedder): how alike photos of one student are, and how
+# alike photos of different students can be.
+#: A photo is an outlier when it is less like its own student's other photos than this share of
+#: photo-to-other-student similarities (the photos' similarity to students they are not).
+OUTLIER_QUANTILE = 0.99
+#: Two photos of different students more alike than this share of the pairs of photos of one
+#: student are nearly identical: the same photo twice.
+NEAR_IDENTICAL_QUANTILE = 0.999
+#: ... and two photos this alike always are (a ceiling on the cut-off above, and the cut-off when
+#: the run has too few same-student pairs to tell).
+NEAR_IDENTICAL_SIMILARITY = 0.995
+#: Two students look like the same person when their photos are as alike as two halves of one
+#: student's photos: not more than this many robust deviations below the halves' median (see
+#: same_person_cut).
+SAME_PERSON_MADS = 4.0
+#: Students need this many photos to be split into halves, and this many such students are needed.
+MIN_PHOTOS_TO_SPLIT = 4
+MIN_STUDENTS_TO_SPLIT = 5
+#: Photo-to-other-student similarities sampled for the outlier cut-off (all of them when fewer).
+MAX_SIMILARITY_SAMPLE = 1_000_000
+
+
+def _robust_spread(values: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation): a standard deviation that a few odd values cannot move."""
+    med = float(np.median(values))
+    return med, float(np.median(np.abs(values - med)) * 1.4826)
+
+
+@dataclass(frozen=True)
+class StudentSimilarity:
+    """How alike each photo is to its own student's other photos and to the other students.
+
+    A student's centre is the normalised sum of the student's photos; a photo's own similarity
+    leaves the photo itself out of its centre (so a wrong photo cannot pull it). All arrays are
+    per photo, except ``classes`` and ``sums`` (per student).
+    """
+
+    classes: np.ndarray  # student ids
+    column: np.ndarray  # each photo's student, as an index into classes
+    sums: np.ndarray  # sum of each student's embeddings
+    own: np.ndarray  # similarity to the own student's other photos (nan: the student's only photo)
+    nearest: np.ndarray  # the most similar other student (index into classes)
+    nearest_similarity: np.ndarray  # similarity to that student
+    other_cut: float  # OUTLIER_QUANTILE of photo-to-other-student similarities: "different people reach this"
+
+    @property
+    def has_others(self) -> np.ndarray:
+        return ~np.isnan(self.own)
+
+    @property
+    def typical_own(self) -> float:
+        """This run's typical similarity of a photo to its own student's other photos."""
+        own = self.own[self.has_others]
+        return float(np.median(own)) if len(own) else float("nan")
+
+
+def student_similarity(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> StudentSimilarity | None:
+    """Each photo's similarity to its own and to the other students (None with fewer than 2 students)."""
+    X = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    classes, column = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        return None
+    sums = np.zeros((len(classes), X.shape[1]))
+    np.add.at(sums, column, X)
+    centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    sims = X @ centres.T
+    own_sum = sums[column] - X
+    alone = np.bincount(column)[column] < 2
+    own = np.einsum("ij,ij->i", X, own_sum) / np.maximum(np.linalg.norm(own_sum, axis=1), 1e-12)
+    own[alone] = np.nan
+    rows = np.arange(len(X))
+    sims[rows, column] = np.nan  # other students only
+    # a sample is enough for a quantile (20 000 photos x 1 000 students would be 20 M values)
+    n_other = sims.size - len(X)
+    if n_other > MAX_SIMILARITY_SAMPLE:
+        flat = sims.ravel()[np.random.default_rng(seed).choice(sims.size, MAX_SIMILARITY_SAMPLE, replace=False)]
+        other = flat[~np.isnan(flat)]
+    else:
+        other = sims[~np.isnan(sims)]
+    nearest = np.nanargmax(sims, axis=1)
+    return StudentSimilarity(
+        classes, column, sums, own, nearest, sims[rows, nearest], float(np.quantile(other, OUTLIER_QUANTILE))
+    )
 
 
 def _confident_learning_issues(X: np.ndarray, labels: np.ndarray, *, seed: int) -> np.ndarray:
@@ -86,42 +193,39 @@ def _confident_learning_issues(X: np.ndarray, labels: np.ndarray, *, seed: int) 
 
 
 def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], *, seed: int = 42) -> list[Finding]:
-    """Photos probably filed under the wrong student (mislabel), or unusually far from their own
-    student's other photos (outlier: another person, a bad crop).
+    """Photos probably filed under the wrong student (mislabel), or unlike their own student's
+    other photos (outlier: another person, a bad crop).
 
     Mislabel evidence, measured on this run's data (tests/retraining/test_quality.py plants
     mistakes into LFW trees): confident learning (cleanlab's ``find_label_issues``) on
     out-of-fold probabilities of our classifier, plus photos that are closer to another
     student's photos than to their own by 1.5 times as much as a typical photo is closer to
-    its own (the ``margin``, also the finding's score). Measured with dlib embeddings, mean of
-    3-5 random plantings: 158 LFW people (2541 photos), 20 photos moved into wrong folders:
-    precision 0.73, recall 0.97 (60 moved: 0.88 / 0.95), clean tree 6 findings; 60 people
-    (600 photos), 10 moved: 0.98 / 0.90 (20: 0.98 / 0.96), clean tree 0. The margin rule
-    alone (closer to another student at all): 0.35 / 1.00 and 38 on the clean tree; cleanlab
-    alone 0.79 / 0.87.
+    its own (the ``margin``, also the finding's score); either only when the photo looks like
+    that other student at least as much as the run's photos look like their own student, less
+    MISLABEL_LIKENESS_MADS robust deviations (otherwise it is nobody's photo: an outlier).
+    Measured with dlib embeddings, 20 photos moved into wrong folders: 60 LFW people
+    (600 photos), 5 random trees: precision 0.99, recall 0.96, clean trees 0-1 findings;
+    158 people (2541 photos): 0.80 / 1.00, clean tree 5. The margin rule alone (closer to
+    another student at all): 0.35 / 1.00 and 38 on the clean tree; cleanlab alone 0.79 / 0.87.
+
+    Outlier: less like its own student's other photos than photos are like students they are
+    not, 99 times in 100 (:attr:`StudentSimilarity.other_cut`); the score is how many robust
+    deviations the photo is below the run's typical own-student similarity. 20 strangers in
+    60-people trees: precision 0.92, recall 0.85; clean trees about 1 per 600 photos.
     """
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
-    classes = np.unique(labels)
-    if len(classes) < 2:
+    sim = student_similarity(X, labels, seed=seed)
+    if sim is None:
         return []
-    sums = np.stack([X[labels == c].sum(axis=0) for c in classes])
-    counts = np.array([(labels == c).sum() for c in classes])
-    col = np.searchsorted(classes, labels)
-    centres = sums / np.linalg.norm(sums, axis=1, keepdims=True)
-    sims = X @ centres.T
-    # own centre without the photo itself (leave-one-out), so a mislabel cannot pull it
-    own_sum = sums[col] - X
-    own_norm = np.linalg.norm(own_sum, axis=1)
-    has_others = counts[col] > 1
-    own = np.where(has_others, np.einsum("ij,ij->i", X, own_sum) / np.maximum(own_norm, 1e-12), np.nan)
-    sims[np.arange(len(X)), col] = -np.inf
-    best_other = sims.argmax(axis=1)
-    other_sim = sims[np.arange(len(X)), best_other]
+    classes, own, has_others = sim.classes, sim.own, sim.has_others
+    best_other, other_sim = sim.nearest, sim.nearest_similarity
     margin = other_sim - own  # > 0: closer to another student's photos than to its own
     typical = float(np.nanmedian(margin[has_others])) if has_others.any() else 0.0
     strong = has_others & (margin > -MISLABEL_MARGIN_FACTOR * typical) if typical < 0 else np.zeros(len(X), bool)
     suspects = strong | _confident_learning_issues(X, labels, seed=seed)
+    typical_own, spread = _robust_spread(own[has_others])
+    suspects &= other_sim >= typical_own - MISLABEL_LIKENESS_MADS * spread
     findings: list[Finding] = []
     for i in np.flatnonzero(suspects & has_others):
         findings.append(
@@ -136,27 +240,20 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
             )
         )
     flagged = {f.path for f in findings}
-    for c in classes:
-        idx = np.flatnonzero((labels == c) & has_others)
-        if len(idx) < 4:
+    for i in np.flatnonzero(has_others & (np.nan_to_num(own, nan=np.inf) < sim.other_cut)):
+        if str(paths[i]) in flagged:
             continue
-        values = own[idx]
-        med = np.median(values)
-        mad = np.median(np.abs(values - med)) * 1.4826 + 1e-6
-        # both unusual for this student AND at least halfway towards the other students:
-        # tight clusters have tiny MADs, so the MAD rule alone flags ordinary variation
-        halfway = med - 0.5 * (med - np.median(other_sim[idx]))
-        for i in idx[values < min(med - OUTLIER_MADS * mad, halfway)]:
-            if str(paths[i]) not in flagged:
-                findings.append(
-                    Finding(
-                        "outlier",
-                        str(paths[i]),
-                        f"unlike the other photos of {c} (similarity {own[i]:.2f}, typical {med:.2f}): "
-                        "another person, or a poor photo. Look at it; replace it with a clear photo of the student.",
-                        float((med - own[i]) / mad),
-                    )
-                )
+        findings.append(
+            Finding(
+                "outlier",
+                str(paths[i]),
+                f"unlike the other photos of {labels[i]} (similarity {own[i]:.2f}, where photos of one student are "
+                f"typically {typical_own:.2f} alike and photos of different students rarely above "
+                f"{sim.other_cut:.2f}): probably another person, or a very poor photo. Look at it; replace it with "
+                "a clear photo of the student.",
+                float((typical_own - own[i]) / max(spread, 1e-6)),
+            )
+        )
     return findings
 
 
@@ -207,22 +304,77 @@ def separation_findings(embeddings: np.ndarray, labels: np.ndarray) -> list[Find
     ]
 
 
-def near_duplicates(
-    embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], threshold: float = NEAR_DUPLICATE_SIMILARITY
-) -> list[Finding]:
-    """Pairs of photos of DIFFERENT students that are nearly identical (same person twice?).
+def near_identical_cut(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    """Similarity above which two photos are the same photo twice: more alike than all but
+    NEAR_IDENTICAL_QUANTILE of this run's pairs of photos of one student (at most
+    NEAR_IDENTICAL_SIMILARITY; that value itself when there are too few such pairs)."""
+    X = np.asarray(embeddings, dtype=np.float32)
+    labels = np.asarray(labels).astype(str)
+    same: list[np.ndarray] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) > 1:
+            sims = X[idx] @ X[idx].T
+            same.append(sims[np.triu_indices(len(idx), 1)])
+    values = np.concatenate(same) if same else np.zeros(0)
+    if len(values) < MIN_SEPARATION_PAIRS:
+        return NEAR_IDENTICAL_SIMILARITY
+    return min(NEAR_IDENTICAL_SIMILARITY, float(np.quantile(values, NEAR_IDENTICAL_QUANTILE)))
 
-    Each photo is paired with at most its most similar photo of another student, so there
-    are at most as many findings as photos (all pairs would be N² when many photos look
-    alike). When a large share of the photos has such a twin, the embeddings do not tell
-    people apart at all — a wrong embedder weight file, not a data problem — and that is
-    reported once instead.
+
+def _pair_gap(X: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """How much less the photos of group ``a`` and group ``b`` are like the other group than like their
+    own group's other photos (median similarity to the other group's centre minus median similarity to
+    the own group's centre without the photo), and that median cross similarity."""
+    sa, sb = X[a].sum(axis=0), X[b].sum(axis=0)
+    rest_a, rest_b = sa[None, :] - X[a], sb[None, :] - X[b]
+    own = np.r_[
+        np.einsum("ij,ij->i", X[a], rest_a) / np.maximum(np.linalg.norm(rest_a, axis=1), 1e-12),
+        np.einsum("ij,ij->i", X[b], rest_b) / np.maximum(np.linalg.norm(rest_b, axis=1), 1e-12),
+    ]
+    cross = np.r_[X[a] @ (sb / max(np.linalg.norm(sb), 1e-12)), X[b] @ (sa / max(np.linalg.norm(sa), 1e-12))]
+    return float(np.median(cross) - np.median(own)), float(np.median(cross))
+
+
+def same_person_cut(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
+    """The least gap (see _pair_gap) of two halves of ONE student's photos, on this run's students:
+    two students whose gap is above it look like the same person. None when too few students have
+    MIN_PHOTOS_TO_SPLIT photos to tell."""
+    X = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        if len(idx) >= MIN_PHOTOS_TO_SPLIT:
+            gaps.append(_pair_gap(X, idx[: len(idx) // 2], idx[len(idx) // 2 :])[0])
+    if len(gaps) < MIN_STUDENTS_TO_SPLIT:
+        return None
+    med, spread = _robust_spread(np.array(gaps))
+    return med - SAME_PERSON_MADS * spread
+
+
+def near_duplicates(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
+    """Photos of DIFFERENT students that show the same face: the same photo in two folders
+    (:func:`near_identical_findings`), or two students that are one person enrolled twice
+    (:func:`same_person_findings`). (When the embeddings do not tell people apart at all,
+    :func:`separation_findings` reports that instead.)"""
+    return near_identical_findings(embeddings, labels, paths) + same_person_findings(embeddings, labels, paths)
+
+
+def near_identical_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
+    """Pairs of photos of different students more alike than (almost) any two photos of one student
+    in this run (:func:`near_identical_cut`): the same photo twice, resized or re-saved.
+
+    Each photo is paired with at most its most similar photo of another student, so there are
+    at most as many findings as photos (all pairs would be N² when many photos look alike).
     """
     X = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels).astype(str)
     if len(X) > MAX_PAIRWISE:
-        log.debug("Near-duplicate check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
+        log.debug("Near-identical photo check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
         return []
+    cut = near_identical_cut(X, labels)
     pairs: dict[tuple[int, int], float] = {}
     block = 2048
     for start in range(0, len(X), block):
@@ -230,15 +382,16 @@ def near_duplicates(
         rows = np.arange(sims.shape[0])
         sims[labels[start : start + block, None] == labels[None, :]] = -np.inf  # other students only
         best = np.argmax(sims, axis=1)
-        for r in np.flatnonzero(sims[rows, best] >= threshold):
+        for r in np.flatnonzero(sims[rows, best] >= cut):
             i, j = start + int(r), int(best[r])
             pairs[(min(i, j), max(i, j))] = float(sims[r, best[r]])
     return [
         Finding(
             "near_duplicate",
             str(paths[i]),
-            f"nearly identical to {paths[j]} of {labels[j]} (similarity {sim:.3f}): "
-            "the same person enrolled twice, or a photo in the wrong folder. Keep it in one student's folder only.",
+            f"nearly identical to {paths[j]} of {labels[j]} (similarity {sim:.3f}; hardly any two photos of one "
+            f"student are above {cut:.3f}): the same photo in two students' folders. Keep it in the right "
+            "student's folder only.",
             sim,
             str(paths[j]),
         )
@@ -246,24 +399,80 @@ def near_duplicates(
     ]
 
 
-def looks_typical(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per photo: is its face as similar to the student's other photos as that student's photos
-    usually are (leave-one-out similarity above the student's median minus 2 robust deviations)?
-    True where it cannot be told (a student with fewer than 4 photos)."""
+def same_person_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
+    """Pairs of students that look like one person enrolled twice: their photos are as alike as two
+    halves of one student's photos in this run (:func:`same_person_cut`). Each student is compared
+    with its most similar other student; one finding per pair, naming its two most similar photos."""
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
-    out = np.ones(len(X), dtype=bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < 4:
+    cut = same_person_cut(X, labels)
+    sim = student_similarity(X, labels)
+    if cut is None or sim is None:
+        return []
+    classes = sim.classes
+    centres = sim.sums / np.maximum(np.linalg.norm(sim.sums, axis=1, keepdims=True), 1e-12)
+    between = centres @ centres.T
+    np.fill_diagonal(between, -np.inf)
+    counts = np.bincount(sim.column, minlength=len(classes))
+    findings = []
+    seen: set[frozenset[str]] = set()
+    for a in range(len(classes)):
+        b = int(np.argmax(between[a]))
+        pair = frozenset((classes[a], classes[b]))
+        if pair in seen or counts[a] < 2 or counts[b] < 2:
             continue
-        total = X[idx].sum(axis=0)
-        rest = total[None, :] - X[idx]
-        own = np.einsum("ij,ij->i", X[idx], rest) / np.maximum(np.linalg.norm(rest, axis=1), 1e-12)
-        med = np.median(own)
-        mad = np.median(np.abs(own - med)) * 1.4826 + 1e-6
-        out[idx] = own >= med - 2 * mad
-    return out
+        seen.add(pair)
+        ia, ib = np.flatnonzero(sim.column == a), np.flatnonzero(sim.column == b)
+        gap, cross = _pair_gap(X, ia, ib)
+        if gap < cut:
+            continue
+        sims = X[ia] @ X[ib].T
+        r, c = np.unravel_index(int(np.argmax(sims)), sims.shape)
+        i, j = int(ia[r]), int(ib[c])
+        findings.append(
+            Finding(
+                "near_duplicate",
+                str(paths[i]),
+                f"{classes[a]} and {classes[b]} look like the same person: their photos are as alike as the photos "
+                f"of one student (similarity {cross:.2f}; {sim.typical_own:.2f} within a student); this photo is "
+                f"most like {paths[j]}. The same student enrolled twice? Merge the two folders into one (twins: "
+                "nothing to fix, but expect them to be confused).",
+                cross,
+                str(paths[j]),
+            )
+        )
+    return findings
+
+
+def looks_typical(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per photo: does its face look like the student's other photos, i.e. more than photos of
+    different students look alike in this run (see :attr:`StudentSimilarity.other_cut`)? True where it
+    cannot be told (a student's only photo, or a run of one student)."""
+    sim = student_similarity(embeddings, labels)
+    if sim is None:
+        return np.ones(len(np.asarray(labels)), dtype=bool)
+    return ~(sim.has_others & (np.nan_to_num(sim.own, nan=np.inf) < sim.other_cut))
+
+
+def _low_cut(values: np.ndarray, ratio: float, floor: float, ceiling: float) -> tuple[float, float]:
+    """(cut-off, typical value) for "far below this run's typical value" (see LOW_TAIL_MADS)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[values > 0]
+    if len(values) < MIN_PHOTOS_FOR_DISTRIBUTION:
+        return floor, float(np.median(values)) if len(values) else float("nan")
+    med, spread = _robust_spread(np.log(values))
+    cut = float(np.exp(med) * min(ratio, np.exp(-LOW_TAIL_MADS * spread)))
+    return float(np.clip(cut, floor, ceiling)), float(np.exp(med))
+
+
+def small_face_cut(face_sizes: list[float]) -> tuple[float, float]:
+    """(size below which a face is small in this run, the run's typical face size), in px."""
+    return _low_cut(np.asarray(face_sizes), SMALL_FACE_RATIO, MIN_FACE_PX, SMALL_FACE_CEILING_PX)
+
+
+def blurry_cut(sharpness_values: list[float]) -> tuple[float, float]:
+    """(sharpness below which a crop is blurred in this run, the run's typical sharpness)."""
+    return _low_cut(np.asarray(sharpness_values), BLURRY_RATIO, MIN_SHARPNESS, SHARP_ENOUGH)
 
 
 def photo_findings(
@@ -276,6 +485,12 @@ def photo_findings(
 ) -> list[Finding]:
     """Small faces, blurred faces, and photos where another face is nearly as large as the one used.
 
+    Small and blurred are judged against this run's photos (:func:`small_face_cut`,
+    :func:`blurry_cut`): a face far smaller, or a crop far less sharp, than the run's typical
+    one, within fixed bounds (a face under 40 px is always small, one of 80 px never; a crop of
+    sharpness under 5 is always blurred, one over 25 never). A small face is not also reported
+    as blurred: its crop is enlarged, hence soft, and a closer photo fixes both.
+
     ``second_faces``: area of each photo's second-largest face over the largest (None: unknown,
     every photo with several faces counts). A small face in the background (most group-free
     photos in the wild have one) does not matter: the largest face is used. ``typical``
@@ -285,23 +500,27 @@ def photo_findings(
     out = []
     ratios = second_faces if second_faces is not None else [1.0 if n > 1 else 0.0 for n in num_faces]
     usual = typical if typical is not None else [False] * len(paths)
+    small_cut, typical_size = small_face_cut(face_sizes)
+    blur_cut, typical_sharpness = blurry_cut(sharpness_values)
     for p, size, sharp, n, ratio, is_typical in zip(paths, face_sizes, sharpness_values, num_faces, ratios, usual):
-        if size < MIN_FACE_PX:
+        if size < small_cut:
             out.append(
                 Finding(
                     "small_face",
                     str(p),
-                    f"face only {size:.0f} px across (< {MIN_FACE_PX}): use a closer photo",
-                    MIN_FACE_PX - size,
+                    f"face only {size:.0f} px across (this run's faces are typically {typical_size:.0f} px; "
+                    f"below {small_cut:.0f} px the face has too little detail): use a closer photo",
+                    float(typical_size / max(size, 1.0)),
                 )
             )
-        if sharp < MIN_SHARPNESS:
+        elif sharp < blur_cut:
             out.append(
                 Finding(
                     "blurry",
                     str(p),
-                    f"blurred face (sharpness {sharp:.0f} < {MIN_SHARPNESS:.0f}): retake it",
-                    MIN_SHARPNESS - sharp,
+                    f"blurred face (sharpness {sharp:.1f}; this run's photos are typically {typical_sharpness:.0f}, "
+                    f"below {blur_cut:.1f} a face is blurred): retake it in focus, in good light",
+                    float(typical_sharpness / max(sharp, 1e-3)),
                 )
             )
         if n > 1 and ratio >= SEVERAL_FACES_RATIO and not is_typical:
@@ -310,7 +529,8 @@ def photo_findings(
                     "several_faces",
                     str(p),
                     f"{n} faces in the photo, the second {ratio:.0%} the size of the largest, which was used and "
-                    "does not look like the student's other photos: crop the photo to the student",
+                    "does not look like the student's other photos: crop the photo to the student (or replace it "
+                    "if the student is not in it)",
                     float(ratio),
                 )
             )
@@ -340,10 +560,35 @@ def duplicate_groups(records: list[ImageRecord]) -> list[list[Path]]:
 
 
 def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> list[Finding]:
-    """Every data-quality finding of this run, in the order the report lists them."""
+    """Every data-quality finding of this run, in the order the report lists them.
+
+    A photo is reported once for one cause: a mislabel between two students that a near-duplicate
+    finding already names (same person enrolled twice: merge the folders, not move photos) is
+    left out, and so is an outlier whose face was chosen among several (several_faces says to crop).
+    """
     paths = [r.path for r in extraction.records]
     labels = extraction.student_ids
-    findings = label_findings(extraction.embeddings, labels, paths)
+    student_of = {str(p): str(sid) for p, sid in zip(paths, labels)}
+    labelled = label_findings(extraction.embeddings, labels, paths)
+    separation = separation_findings(extraction.embeddings, labels)
+    identical = [] if separation else near_identical_findings(extraction.embeddings, labels, paths)
+    same_person = [] if separation else same_person_findings(extraction.embeddings, labels, paths)
+    photos = photo_findings(
+        paths,
+        [f.face_size for f in extraction.faces],
+        [f.sharpness for f in extraction.faces],
+        [f.num_faces for f in extraction.faces],
+        [f.second_face for f in extraction.faces],
+        list(looks_typical(extraction.embeddings, labels)),
+    )
+    enrolled_twice = {frozenset((student_of[f.path], student_of[f.related])) for f in same_person}
+    several = {f.path for f in photos if f.kind == "several_faces"}
+    findings = [
+        f
+        for f in labelled
+        if not (f.kind == "mislabel" and frozenset((student_of[f.path], f.related)) in enrolled_twice)
+        and not (f.kind == "outlier" and f.path in several)
+    ]
     findings += [
         Finding(
             "duplicate_file",
@@ -353,17 +598,8 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> l
         )
         for g in duplicate_files
     ]
-    findings += separation_findings(extraction.embeddings, labels) or near_duplicates(
-        extraction.embeddings, labels, paths
-    )
+    findings += separation + identical + same_person
     findings += few_photo_findings(extraction.counts())
-    findings += photo_findings(
-        paths,
-        [f.face_size for f in extraction.faces],
-        [f.sharpness for f in extraction.faces],
-        [f.num_faces for f in extraction.faces],
-        [f.second_face for f in extraction.faces],
-        list(looks_typical(extraction.embeddings, labels)),
-    )
+    findings += photos
     order = {kind: k for k, kind in enumerate(dict.fromkeys(f.kind for f in findings))}
     return sorted(findings, key=lambda f: (order[f.kind], -f.score))  # each kind strongest first
