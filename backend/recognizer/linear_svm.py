@@ -44,6 +44,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 #: Classes whose scores are computed together (bounds memory: n × chunk float32).
 CLASS_CHUNK = 256
+#: Above this share of margin violators a chunk's correction is one dense GEMM, below it a sparse product.
+DENSE_FRACTION = 0.05
 
 
 class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
@@ -88,25 +90,31 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
         class_sums = np.asarray(onehot @ Xs, dtype=np.float64)
         total = class_sums.sum(axis=0)
         W = solve(((beta + 1.0) * class_sums[targets] - total).T)  # (d+1)×T least-squares start
+        # column of each photo's own problem (−1: none, e.g. class 0 when K == 2)
+        own_col = np.full(K, -1)
+        own_col[targets] = np.arange(len(targets))
+        own_col = own_col[yi]
         self.n_iter_ = 0
         for it in range(int(self.max_iter)):
             W32 = W.astype(np.float32)
             corr = np.zeros_like(W)
             for start in range(0, len(targets), CLASS_CHUNK):
                 cols = slice(start, start + CLASS_CHUNK)
-                chunk = targets[cols]
-                scores = Xa @ W32[:, cols]  # n × chunk scores
-                Y = np.where(yi[:, None] == chunk[None, :], np.float32(1.0), np.float32(-1.0))
-                active = Y * scores < 1.0  # margin violators: the active set
-                if active.mean() > 0.05:  # dense: one GEMM
-                    R = np.where(active, (scores - Y) * np.where(Y > 0, np.float32(beta), np.float32(1.0)), 0.0)
-                    corr[:, cols] = Xs.T @ R.astype(np.float32)
+                R = Xa @ W32[:, cols]  # n × chunk scores, turned into the residuals in place
+                # the residual of a margin violator (the active set), 0 elsewhere: another student's
+                # photo (y = −1) with score > −1 gives score + 1, an own photo with score < 1 gives β·(score − 1)
+                mine = np.flatnonzero((own_col >= start) & (own_col < start + R.shape[1]))
+                at = (mine, own_col[mine] - start)
+                own = R[at]
+                np.add(R, np.float32(1.0), out=R)
+                np.maximum(R, np.float32(0.0), out=R)
+                R[at] = np.where(own < 1.0, (own - np.float32(1.0)) * np.float32(beta), 0.0)
+                if np.count_nonzero(R) > DENSE_FRACTION * R.size:  # dense: one GEMM
+                    corr[:, cols] = Xs.T @ R
                 else:
-                    rows, cc = np.nonzero(active)
-                    pos = Y[rows, cc] > 0
-                    vals = s[rows] * np.where(pos, beta, 1.0) * (scores[rows, cc] - Y[rows, cc]).astype(np.float64)
-                    R = scipy.sparse.csr_matrix((vals, (cc, rows)), shape=(len(chunk), n))
-                    corr[:, cols] = (R @ Xa).T
+                    rows, cc = np.nonzero(R)
+                    vals = s[rows] * R[rows, cc].astype(np.float64)
+                    corr[:, cols] = (scipy.sparse.csr_matrix((vals, (cc, rows)), shape=(R.shape[1], n)) @ Xa).T
             # minimiser of the majorant: M_c w = Xᵀ S_c ỹ = (M_c − I/2C) w' − corr  ⇒  w = w' − M_c⁻¹(w'/2C + corr)
             W_new = W - solve(W / (2.0 * C) + corr)
             change = np.abs(W_new - W).max() / max(np.abs(W_new).max(), 1e-12)

@@ -180,6 +180,21 @@ def test_linear_svm_reaches_liblinear_optimum(orl_embeddings, balance_binary: bo
         np.testing.assert_allclose(model.coef_[c], ref.coef_[0], atol=2e-3 * np.abs(ref.coef_[0]).max())
 
 
+def test_sparse_residual_branch_reaches_the_dense_result(orl_embeddings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks with few margin violators take a sparse product instead of the GEMM: same steps."""
+    from sklearn.preprocessing import StandardScaler
+
+    from backend.recognizer import linear_svm
+
+    X, y = orl_embeddings
+    X = StandardScaler().fit_transform(X)
+    dense = linear_svm.BalancedLinearSVM(C=0.05 / len(y), max_iter=20, tol=1e-9).fit(X, y)
+    monkeypatch.setattr(linear_svm, "DENSE_FRACTION", 1.1)  # every chunk through the sparse product
+    sparse = linear_svm.BalancedLinearSVM(C=0.05 / len(y), max_iter=20, tol=1e-9).fit(X, y)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=0, atol=1e-6 * np.abs(dense.coef_).max())
+    np.testing.assert_allclose(sparse.intercept_, dense.intercept_, rtol=0, atol=1e-6 * np.abs(dense.intercept_).max())
+
+
 def test_students_with_one_to_three_photos(orl_embeddings) -> None:
     X, y = orl_embeddings
     keep = np.ones(len(y), dtype=bool)
