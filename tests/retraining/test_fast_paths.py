@@ -180,6 +180,35 @@ def test_linear_svm_reaches_liblinear_optimum(orl_embeddings, balance_binary: bo
         np.testing.assert_allclose(model.coef_[c], ref.coef_[0], atol=2e-3 * np.abs(ref.coef_[0]).max())
 
 
+@pytest.mark.parametrize(
+    ("sparse_active", "sparse_inactive"), [(1.1, 0.0), (0.0, 1.1)], ids=["sparse residuals", "all-violators formula"]
+)
+def test_linear_svm_correction_branches_agree_with_the_dense_product(
+    orl_embeddings, monkeypatch: pytest.MonkeyPatch, sparse_active: float, sparse_inactive: float
+) -> None:
+    """Each chunk's correction Xᵀ S R is one GEMM, a sparse product of few residuals, or the
+    all-violators formula G·W + Xᵀ S 1 plus a sparse fix-up: the same steps, whichever is taken."""
+    from sklearn.preprocessing import StandardScaler
+
+    from backend.recognizer import linear_svm
+
+    X, y = orl_embeddings
+    X = StandardScaler().fit_transform(X)
+
+    def fit() -> linear_svm.BalancedLinearSVM:
+        return linear_svm.BalancedLinearSVM(C=0.05 / len(y), max_iter=20, tol=1e-9).fit(X, y)
+
+    monkeypatch.setattr(linear_svm, "SPARSE_ACTIVE", 0.0)
+    monkeypatch.setattr(linear_svm, "SPARSE_INACTIVE", 0.0)
+    dense = fit()  # every chunk through the GEMM
+    monkeypatch.setattr(linear_svm, "SPARSE_ACTIVE", sparse_active)
+    monkeypatch.setattr(linear_svm, "SPARSE_INACTIVE", sparse_inactive)
+    other = fit()
+    scale = max(np.abs(dense.coef_).max(), np.abs(dense.intercept_).max())
+    np.testing.assert_allclose(other.coef_, dense.coef_, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(other.intercept_, dense.intercept_, rtol=0, atol=1e-5 * scale)
+
+
 def test_students_with_one_to_three_photos(orl_embeddings) -> None:
     X, y = orl_embeddings
     keep = np.ones(len(y), dtype=bool)
