@@ -216,8 +216,8 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
     sim = student_similarity(X, labels, seed=seed)
-    if sim is None:
-        return []
+    if sim is None or not sim.has_others.any():
+        return []  # one student, or one photo each: nothing to compare a photo with
     classes, own, has_others = sim.classes, sim.own, sim.has_others
     best_other, other_sim = sim.nearest, sim.nearest_similarity
     margin = other_sim - own  # > 0: closer to another student's photos than to its own
