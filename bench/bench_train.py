@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_train.py            # 200/500/2000 students x spreads 0.9/3.5/4.2 (+ SVC at 200 and 500)
     .venv/bin/python bench/bench_train.py --quick    # SVC baseline at 200 students only
     .venv/bin/python bench/bench_train.py --no-svc   # no SVC baseline: fit_model vs the previous recipe only
-    .venv/bin/python bench/bench_train.py --large    # + 5000 students (the previous recipe needs ~6 GB there)
+    .venv/bin/python bench/bench_train.py --large    # + 5000 students (peak memory ~4.7 GB, data included)
     .venv/bin/python bench/bench_train.py --real-only  # only the real-embedding comparison
     --real-embeddings DIR: keep the ORL/LFW embeddings in DIR/<name>.npz and reuse them next time
     --repeat N: fit N times per row and report the median fit time (for a busy machine)
