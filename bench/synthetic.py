@@ -2,7 +2,10 @@
 
 Not real faces: each student is a random unit-norm centre in 512-d; his photos are that
 centre plus isotropic Gaussian noise, re-normalised (like L2-normalised FaceNet output).
-``spread`` sets how hard the problem is (0.9 ≈ the 85–95 % accuracy regime of real data).
+``spread`` sets how hard the problem is. Held-out accuracy of ``fit_model`` (20 training
+photos per student, bench/bench_train.py) at 200 / 500 / 2000 / 5000 students: spread 0.9
+100 % at every size (every photo also ranked right out of fold), 3.5 97.7 / 96.2 / 92.4 /
+88.6 %, 4.2 84.3 / 77.3 / 64.4 / 55.3 %; real LFW embeddings (dlib) give 98.5 %.
 """
 
 from __future__ import annotations

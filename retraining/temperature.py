@@ -59,7 +59,7 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
 
     ``scores``: n×K decision scores (K ≥ 2; columns in label order) or, for two classes, the
     n scores of class 1 (as scikit-learn's binary ``decision_function`` gives them).
-    ``labels``: n integers in 0..K−1. The scores are not copied (float32 stays float32).
+    ``labels``: n integers in 0..K−1. n×K scores are not copied (float32 stays float32).
     """
     z = np.asarray(scores)
     if z.dtype not in (np.float32, np.float64):
@@ -115,8 +115,9 @@ def _newton(z: np.ndarray, y: np.ndarray, t: float, tol: float) -> float:
 def _derivatives(z: np.ndarray, rowmax: np.ndarray, own: np.ndarray, beta: float) -> tuple[float, float]:
     """L'(β) and L''(β): one pass over the scores, ``ROW_CHUNK`` rows at a time.
 
-    Scores are taken relative to each row's maximum, so that exp never overflows and the
-    variance is a sum of non-negative terms measured from the top score.
+    Scores are taken relative to each row's maximum: exp never overflows, and the moments
+    are taken about the top score, where most of the probability sits, so that the variance
+    s2/s0 − mean² does not lose its digits to cancellation.
     """
     n, k = z.shape
     b = z.dtype.type(beta)
