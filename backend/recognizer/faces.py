@@ -174,8 +174,10 @@ def align_crop(rgb: np.ndarray, face: Face, settings: CropSettings) -> np.ndarra
     five points onto the reference template, so eyes land in the same place in every
     crop. Without landmarks: the box, squared and slightly enlarged, is resized.
     """
-    size = settings.size
-    matrix = crop_transform(face, settings)
+    return _warp(rgb, crop_transform(face, settings), settings.size)
+
+
+def _warp(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -194,9 +196,8 @@ def crop_transform(face: Face, settings: CropSettings) -> np.ndarray:
     return np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]])
 
 
-def _magnification(face: Face, settings: CropSettings) -> float:
-    """Crop pixels per image pixel (> 1: the crop would be upsampled)."""
-    matrix = crop_transform(face, settings)
+def _magnification(matrix: np.ndarray) -> float:
+    """Crop pixels per image pixel of a crop transform (> 1: the crop would be upsampled)."""
     return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
 
 
@@ -233,14 +234,16 @@ def photo_face_crops(
     photo = decode_reduced(path, min_longest=DECODE_MIN_SIDE)
     faces, retried = detect_faces(detector, photo.rgb)
     kept = faces if max_faces is None else faces[:max_faces]
+    matrices = [crop_transform(f, settings) for f in kept]
     source = photo
-    if kept and photo.scale > 1:
-        needed = max(_magnification(f, settings) for f in kept)
+    if matrices and photo.scale > 1:
+        needed = max(_magnification(m) for m in matrices)
         finer = max((s for s in (8, 4, 2, 1) if s <= photo.scale and s * needed <= photo.scale), default=1)
         if finer < photo.scale:
             source = decode_reduced(path, min_longest=0, max_scale=finer)
-    factor = photo.scale / source.scale
-    crops = [align_crop(source.rgb, f.scaled(factor) if factor != 1 else f, settings) for f in kept]
+            factor = photo.scale / source.scale  # finer pixels per reduced pixel
+            matrices = [np.hstack([m[:, :2] / factor, m[:, 2:]]) for m in matrices]
+    crops = [_warp(source.rgb, m, settings.size) for m in matrices]
     return FaceCrops([f.scaled(float(photo.scale)) for f in faces] if photo.scale > 1 else faces, crops, retried)
 
 

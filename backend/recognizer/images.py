@@ -139,7 +139,7 @@ def _too_large(width: int, height: int) -> ImageError:
 
 
 def pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """Convert a loaded PIL image of any mode to upright RGB uint8."""
+    """Convert a loaded PIL image of any mode to upright RGB uint8 (its size was checked from the header)."""
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -158,11 +158,7 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(background, rgba)
         rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    rgb = np.ascontiguousarray(rgb)
-    height, width = rgb.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        raise _too_small(width, height)
-    return rgb
+    return np.ascontiguousarray(rgb)
 
 
 def to_rgb(image: np.ndarray | str | Path, *, bgr: bool = True) -> np.ndarray:
