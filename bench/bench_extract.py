@@ -35,16 +35,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))  # a copy elsewhere (GPU machine)
 
 import torch
-from phone_photos import ONE_MEGAPIXEL, PHONE_SIZE, phone_photo
+from phone_photos import ONE_MEGAPIXEL, PHONE_SIZE, phone_photo, with_full_decoding
 
 from backend.recognizer.backends import onnx_providers
 from backend.recognizer.embedder import FaceNetEmbedder, resolve_device
 from backend.recognizer.errors import ImageError
-from backend.recognizer.faces import ScrfdDetector, face_crops
+from backend.recognizer.faces import ScrfdDetector
 from backend.recognizer.hashing import sha256_file
 from backend.recognizer.images import decode_image, decode_reduced
 from retraining import cache as cache_mod
-from retraining import extract as extract_mod
 from retraining.dataset import ImageRecord
 from retraining.extract import extract_embeddings, prepare_crop
 
@@ -86,22 +85,6 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
-def full_decoding(detector, path, settings, *, max_faces=None):
-    """The previous path: decode every pixel, then detect on a copy of at most 1280 px."""
-    return face_crops(detector, decode_image(path), settings, max_faces=max_faces)
-
-
-class FullDecoding:
-    """Within this block the pipeline decodes photos at full size (the previous path)."""
-
-    def __enter__(self):
-        self._fast = extract_mod.photo_face_crops
-        extract_mod.photo_face_crops = full_decoding
-
-    def __exit__(self, *exc):
-        extract_mod.photo_face_crops = self._fast
-
-
 def phone_records(lfw_records_: list[ImageRecord], folder: Path, size, noise: float, tag: str) -> list[ImageRecord]:
     out = []
     for j, rec in enumerate(lfw_records_):
@@ -135,7 +118,7 @@ def phone_case(n: int, photo_dir: Path, detector, embedder, workers: int, repeat
             ):
                 t, _ = timed(fn)
                 best[label, kind] = min(best.get((label, kind), np.inf), t)
-            with FullDecoding():
+            with with_full_decoding():
                 t, _ = timed(lambda records=records: extract(records))
             best[label, "full"] = min(best.get((label, "full"), np.inf), t)
     rows = [
@@ -181,7 +164,7 @@ def parity_case(people: int, photo_dir: Path, detector, workers: int) -> None:
     source = [r for r in lfw_records(people, 10)]
     records = phone_records(source, photo_dir, PHONE_SIZE, 3.0, "parity")
     t_fast, fast = timed(lambda: extract_embeddings(records, detector, dlib, progress=False, workers=workers))
-    with FullDecoding():
+    with with_full_decoding():
         t_full, full = timed(lambda: extract_embeddings(records, detector, dlib, progress=False, workers=workers))
     print(
         f"\nParity, {people} people x 10 phone photos (12 MP), SCRFD 2.5g + dlib: "

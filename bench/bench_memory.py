@@ -77,7 +77,6 @@ def peak_rss_mib() -> float:
 
 def child(folder: str, n: int, mode: str = "cache") -> None:
     from retraining import cache as cache_mod
-    from retraining import extract as extract_mod
     from retraining.dataset import ImageRecord
     from retraining.extract import extract_embeddings
 
@@ -86,12 +85,10 @@ def child(folder: str, n: int, mode: str = "cache") -> None:
     det, emb = BoxDetector(), ProjectionEmbedder()
     cache = cache_mod.EmbeddingCache(cache_mod.pipeline_fingerprint(det, emb), emb.dim) if mode == "cache" else None
     if mode == "full":  # the previous path: every pixel decoded
-        from backend.recognizer.faces import face_crops
-        from backend.recognizer.images import decode_image
+        sys.path.insert(0, str(ROOT / "bench"))
+        from phone_photos import with_full_decoding
 
-        extract_mod.photo_face_crops = lambda d, path, settings, max_faces=None: face_crops(
-            d, decode_image(path), settings, max_faces=max_faces
-        )
+        with_full_decoding().start()
     workers = 1 if mode == "cache" else 2
     t = time.perf_counter()
     ex = extract_embeddings(records, det, emb, batch_size=32, progress=False, workers=workers, cache=cache)

@@ -13,6 +13,8 @@ applied for the face to be upright.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -81,3 +83,18 @@ def phone_tree(
                 phone_photo(src, dest, size=size, noise=noise, portrait=(j % 3 == 2), seed=k * 100 + j)
             written.append(dest)
     return written
+
+
+def full_decoding(detector: Any, path: Path, settings: Any, *, max_faces: int | None = None) -> Any:
+    """The previous path for a photo file: decode every pixel, then detect and crop."""
+    from backend.recognizer.faces import face_crops
+    from backend.recognizer.images import decode_image
+
+    return face_crops(detector, decode_image(path), settings, max_faces=max_faces)
+
+
+def with_full_decoding() -> Any:
+    """Within this block the pipeline's extraction decodes photos at full size (the baseline)."""
+    from retraining import extract
+
+    return mock.patch.object(extract, "photo_face_crops", full_decoding)
