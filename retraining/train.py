@@ -99,6 +99,19 @@ def fit_model(
     photo is used twice for fitting (the report flags such students as needing photos).
     Raises :class:`TrainingError` when fewer than two students have photos.
     """
+    X, y, encoder = training_rows(embeddings, student_ids)
+    counts = np.bincount(y)
+    scaler = StandardScaler().fit(X)
+    base = BalancedLinearSVM(C=C_TOTAL / len(X), max_iter=SVM_STEPS)
+    classifier = calibrated_classifier(base, scaler.transform(X), y, folds=calibration_folds(counts))
+    log.debug("Trained on %d embeddings of %d students", len(X), len(encoder.classes_))
+    centres = class_centres(X, y, np.arange(len(encoder.classes_)))
+    return TrainedModel(scaler, classifier, encoder, OpenSetScorer(centres, open_set_calibrator))
+
+
+def training_rows(embeddings: np.ndarray, student_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, LabelEncoder]:
+    """(float32 rows, encoded labels 0..K−1, the encoder) to fit on; a student's single photo
+    appears twice (calibration folds need two). Raises :class:`TrainingError` below two students."""
     X = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(student_ids).astype(str)
     if X.ndim != 2 or len(X) != len(labels):
@@ -110,19 +123,10 @@ def fit_model(
             f"found {len(encoder.classes_)} ({', '.join(encoder.classes_)}). Add photo folders for more students."
         )
     y = encoder.transform(labels)
-    counts = np.bincount(y)
-    singles = np.flatnonzero(counts == 1)
-    if len(singles):
-        extra = np.isin(y, singles)
-        X = np.concatenate([X, X[extra]])
-        y = np.concatenate([y, y[extra]])
-        counts = np.bincount(y)
-    scaler = StandardScaler().fit(X)
-    base = BalancedLinearSVM(C=C_TOTAL / len(X), max_iter=SVM_STEPS)
-    classifier = calibrated_classifier(base, scaler.transform(X), y, folds=calibration_folds(counts))
-    log.debug("Trained on %d embeddings of %d students", len(X), len(encoder.classes_))
-    centres = class_centres(X, y, np.arange(len(encoder.classes_)))
-    return TrainedModel(scaler, classifier, encoder, OpenSetScorer(centres, open_set_calibrator))
+    extra = np.isin(y, np.flatnonzero(np.bincount(y) == 1))
+    if extra.any():
+        X, y = np.concatenate([X, X[extra]]), np.concatenate([y, y[extra]])
+    return X, y, encoder
 
 
 def calibrated_classifier(

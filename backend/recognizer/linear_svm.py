@@ -39,6 +39,7 @@ same problems. Numbers (2 CPU cores, bench/bench_train.py): see ``retraining/tra
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -55,6 +56,24 @@ SPARSE_ACTIVE = 0.05
 SPARSE_INACTIVE = 0.05
 
 
+@dataclass(frozen=True)
+class _Problems:
+    """One fit's data and the parts every majorise–minimise step shares (see the module docstring)."""
+
+    Xa: np.ndarray  # n×(d+1) float32 photos with a bias column
+    Xs: np.ndarray  # Xa with each row times its weight s
+    s: np.ndarray  # per-photo class-balancing weight
+    yi: np.ndarray  # encoded labels
+    targets: np.ndarray  # the classes with a binary problem
+    beta: float  # weight factor of a problem's own photos
+    C: float
+    G: np.ndarray  # Xᵀ S X
+    total: np.ndarray  # Σ_i s_i x_i
+    own_col: np.ndarray  # per photo: its own problem's column (−1: none)
+    solve: Callable[[np.ndarray], np.ndarray]  # V ↦ [M_c⁻¹ v_c]_c
+    start: np.ndarray  # (d+1)×T least-squares start
+
+
 class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
     """One-vs-rest, class-balanced, squared-hinge linear SVM (see the module docstring).
 
@@ -69,6 +88,26 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
         self.balance_binary = balance_binary
 
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> BalancedLinearSVM:
+        p = self._problems(X, y, sample_weight)
+        W = p.start
+        self.n_iter_ = 0
+        for it in range(int(self.max_iter)):
+            # minimiser of the majorant: M_c w = Xᵀ S_c ỹ = (M_c − I/2C) w' − corr  ⇒  w = w' − M_c⁻¹(w'/2C + corr)
+            W_new = W - p.solve(W / (2.0 * p.C) + self._correction(p, W))
+            change = np.abs(W_new - W).max() / max(np.abs(W_new).max(), 1e-12)
+            W = W_new
+            self.n_iter_ = it + 1
+            if change < self.tol:
+                break
+        d = p.Xa.shape[1] - 1
+        self.coef_ = np.ascontiguousarray(W[:d].T)
+        self.intercept_ = W[d].copy()
+        self._coef32 = np.ascontiguousarray(W[:d].astype(np.float32))
+        self._intercept32 = W[d].astype(np.float32)
+        return self
+
+    def _problems(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None) -> _Problems:
+        """Validate the data and set up what every step shares (sets ``classes_``)."""
         data: np.ndarray
         data, y = validate_data(self, X, y, dtype=np.float32, order="C")
         self.classes_, yi = np.unique(y, return_inverse=True)
@@ -97,62 +136,54 @@ class BalancedLinearSVM(ClassifierMixin, BaseEstimator):
         onehot = scipy.sparse.csr_matrix((np.ones(n, dtype=np.float32), (yi, np.arange(n))), shape=(K, n))
         class_sums = np.asarray(onehot @ Xs, dtype=np.float64)
         total = class_sums.sum(axis=0)
-        W = solve(((beta + 1.0) * class_sums[targets] - total).T)  # (d+1)×T least-squares start
+        start = solve(((beta + 1.0) * class_sums[targets] - total).T)  # (d+1)×T least-squares start
         # column of each photo's own problem (−1: none, e.g. class 0 when K == 2)
         own_col = np.full(K, -1)
         own_col[targets] = np.arange(len(targets))
-        own_col = own_col[yi]
-        self.n_iter_ = 0
-        for it in range(int(self.max_iter)):
-            W32 = W.astype(np.float32)
-            corr = np.zeros_like(W)  # Xᵀ S R: R the residuals of the margin violators (the active set), 0 elsewhere
-            # if every photo violated every margin, R = scores + 1 (own photos aside) and Xᵀ S R = G W + Xᵀ S 1:
-            # no n×d×K product (the regularised problems put nearly every photo inside the margins)
-            all_active = None
-            for start in range(0, len(targets), CLASS_CHUNK):
-                cols = slice(start, start + CLASS_CHUNK)
-                R = Xa @ W32[:, cols]  # n × chunk scores
-                mine = np.flatnonzero((own_col >= start) & (own_col < start + R.shape[1]))
-                at = (mine, own_col[mine] - start)
-                own = R[at]  # an own photo (y = +1) violates its margin when score < 1: residual β·(score − 1)
-                own_residual = np.where(own < 1.0, (own - np.float32(1.0)) * np.float32(beta), np.float32(0.0))
-                outside = R <= -1.0  # another student's photo (y = −1) violates it when score > −1: score + 1
-                outside[at] = False
-                n_outside = np.count_nonzero(outside)
-                inactive = n_outside + np.count_nonzero(own >= 1.0)
-                if inactive < SPARSE_INACTIVE * R.size:
-                    if all_active is None:
-                        all_active = G @ W + total[:, None]
-                    # fix-up: the true residual minus the score + 1 that all_active counted
-                    rows, cc, fix = at[0], at[1], own_residual - (own + np.float32(1.0))
-                    if n_outside:
-                        out_rows, out_cc = np.nonzero(outside)
-                        rows, cc = np.concatenate([rows, out_rows]), np.concatenate([cc, out_cc])
-                        fix = np.concatenate([fix, -(R[outside] + np.float32(1.0))])
-                    fixup = scipy.sparse.csr_matrix((fix, (cc, rows)), shape=(R.shape[1], n)) @ Xs  # float32
-                    corr[:, cols] = all_active[:, cols] + fixup.T
-                    continue
-                np.add(R, np.float32(1.0), out=R)  # the scores become the residuals, in place
-                np.maximum(R, np.float32(0.0), out=R)
-                R[at] = own_residual
-                if R.size - inactive > SPARSE_ACTIVE * R.size:  # dense: one GEMM
-                    corr[:, cols] = Xs.T @ R
-                else:
-                    rows, cc = np.nonzero(R)
-                    vals = s[rows] * R[rows, cc].astype(np.float64)
-                    corr[:, cols] = (scipy.sparse.csr_matrix((vals, (cc, rows)), shape=(R.shape[1], n)) @ Xa).T
-            # minimiser of the majorant: M_c w = Xᵀ S_c ỹ = (M_c − I/2C) w' − corr  ⇒  w = w' − M_c⁻¹(w'/2C + corr)
-            W_new = W - solve(W / (2.0 * C) + corr)
-            change = np.abs(W_new - W).max() / max(np.abs(W_new).max(), 1e-12)
-            W = W_new
-            self.n_iter_ = it + 1
-            if change < self.tol:
-                break
-        self.coef_ = np.ascontiguousarray(W[:d].T)
-        self.intercept_ = W[d].copy()
-        self._coef32 = np.ascontiguousarray(W[:d].astype(np.float32))
-        self._intercept32 = W[d].astype(np.float32)
-        return self
+        return _Problems(Xa, Xs, s, yi, targets, beta, C, G, total, own_col[yi], solve, start)
+
+    def _correction(self, p: _Problems, W: np.ndarray) -> np.ndarray:
+        """Xᵀ S R: R the residuals of the margin violators (the active set), 0 elsewhere."""
+        Xa, Xs, s, G, total, own_col, beta = p.Xa, p.Xs, p.s, p.G, p.total, p.own_col, p.beta
+        n = len(Xa)
+        W32 = W.astype(np.float32)
+        corr = np.zeros_like(W)
+        # if every photo violated every margin, R = scores + 1 (own photos aside) and Xᵀ S R = G W + Xᵀ S 1:
+        # no n×d×K product (the regularised problems put nearly every photo inside the margins)
+        all_active = None
+        for start in range(0, len(p.targets), CLASS_CHUNK):
+            cols = slice(start, start + CLASS_CHUNK)
+            R = Xa @ W32[:, cols]  # n × chunk scores
+            mine = np.flatnonzero((own_col >= start) & (own_col < start + R.shape[1]))
+            at = (mine, own_col[mine] - start)
+            own = R[at]  # an own photo (y = +1) violates its margin when score < 1: residual β·(score − 1)
+            own_residual = np.where(own < 1.0, (own - np.float32(1.0)) * np.float32(beta), np.float32(0.0))
+            outside = R <= -1.0  # another student's photo (y = −1) violates it when score > −1: score + 1
+            outside[at] = False
+            n_outside = np.count_nonzero(outside)
+            inactive = n_outside + np.count_nonzero(own >= 1.0)
+            if inactive < SPARSE_INACTIVE * R.size:
+                if all_active is None:
+                    all_active = G @ W + total[:, None]
+                # fix-up: the true residual minus the score + 1 that all_active counted
+                rows, cc, fix = at[0], at[1], own_residual - (own + np.float32(1.0))
+                if n_outside:
+                    out_rows, out_cc = np.nonzero(outside)
+                    rows, cc = np.concatenate([rows, out_rows]), np.concatenate([cc, out_cc])
+                    fix = np.concatenate([fix, -(R[outside] + np.float32(1.0))])
+                fixup = scipy.sparse.csr_matrix((fix, (cc, rows)), shape=(R.shape[1], n)) @ Xs  # float32
+                corr[:, cols] = all_active[:, cols] + fixup.T
+                continue
+            np.add(R, np.float32(1.0), out=R)  # the scores become the residuals, in place
+            np.maximum(R, np.float32(0.0), out=R)
+            R[at] = own_residual
+            if R.size - inactive > SPARSE_ACTIVE * R.size:  # dense: one GEMM
+                corr[:, cols] = Xs.T @ R
+            else:
+                rows, cc = np.nonzero(R)
+                vals = s[rows] * R[rows, cc].astype(np.float64)
+                corr[:, cols] = (scipy.sparse.csr_matrix((vals, (cc, rows)), shape=(R.shape[1], n)) @ Xa).T
+        return corr
 
     @staticmethod
     def _problem_solver(
