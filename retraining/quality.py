@@ -192,7 +192,14 @@ def _confident_learning_issues(X: np.ndarray, labels: np.ndarray, *, seed: int) 
     return np.asarray(find_label_issues(y, proba, filter_by="prune_by_noise_rate"), dtype=bool)
 
 
-def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], *, seed: int = 42) -> list[Finding]:
+def label_findings(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    paths: list[Path],
+    *,
+    seed: int = 42,
+    similarity: StudentSimilarity | None = None,
+) -> list[Finding]:
     """Photos probably filed under the wrong student (mislabel), or unlike their own student's
     other photos (outlier: another person, a bad crop).
 
@@ -215,7 +222,7 @@ def label_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]
     """
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
-    sim = student_similarity(X, labels, seed=seed)
+    sim = student_similarity(X, labels, seed=seed) if similarity is None else similarity
     if sim is None or not sim.has_others.any():
         return []  # one student, or one photo each: nothing to compare a photo with
     classes, own, has_others = sim.classes, sim.own, sim.has_others
@@ -399,14 +406,16 @@ def near_identical_findings(embeddings: np.ndarray, labels: np.ndarray, paths: l
     ]
 
 
-def same_person_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
+def same_person_findings(
+    embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], *, similarity: StudentSimilarity | None = None
+) -> list[Finding]:
     """Pairs of students that look like one person enrolled twice: their photos are as alike as two
     halves of one student's photos in this run (:func:`same_person_cut`). Each student is compared
     with its most similar other student; one finding per pair, naming its two most similar photos."""
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
     cut = same_person_cut(X, labels)
-    sim = student_similarity(X, labels)
+    sim = student_similarity(X, labels) if similarity is None else similarity
     if cut is None or sim is None:
         return []
     classes = sim.classes
@@ -444,11 +453,13 @@ def same_person_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list
     return findings
 
 
-def looks_typical(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def looks_typical(
+    embeddings: np.ndarray, labels: np.ndarray, *, similarity: StudentSimilarity | None = None
+) -> np.ndarray:
     """Per photo: does its face look like the student's other photos, i.e. more than photos of
     different students look alike in this run (see :attr:`StudentSimilarity.other_cut`)? True where it
     cannot be told (a student's only photo, or a run of one student)."""
-    sim = student_similarity(embeddings, labels)
+    sim = student_similarity(embeddings, labels) if similarity is None else similarity
     if sim is None:
         return np.ones(len(np.asarray(labels)), dtype=bool)
     return ~(sim.has_others & (np.nan_to_num(sim.own, nan=np.inf) < sim.other_cut))
@@ -569,17 +580,21 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> l
     paths = [r.path for r in extraction.records]
     labels = extraction.student_ids
     student_of = {str(p): str(sid) for p, sid in zip(paths, labels)}
-    labelled = label_findings(extraction.embeddings, labels, paths)
+    # the similarities of every photo to every student, computed once for the three checks that use them
+    similarity = student_similarity(extraction.embeddings, labels, seed=42)
+    labelled = label_findings(extraction.embeddings, labels, paths, similarity=similarity)
     separation = separation_findings(extraction.embeddings, labels)
     identical = [] if separation else near_identical_findings(extraction.embeddings, labels, paths)
-    same_person = [] if separation else same_person_findings(extraction.embeddings, labels, paths)
+    same_person = (
+        [] if separation else same_person_findings(extraction.embeddings, labels, paths, similarity=similarity)
+    )
     photos = photo_findings(
         paths,
         [f.face_size for f in extraction.faces],
         [f.sharpness for f in extraction.faces],
         [f.num_faces for f in extraction.faces],
         [f.second_face for f in extraction.faces],
-        list(looks_typical(extraction.embeddings, labels)),
+        list(looks_typical(extraction.embeddings, labels, similarity=similarity)),
     )
     enrolled_twice = {frozenset((student_of[f.path], student_of[f.related])) for f in same_person}
     several = {f.path for f in photos if f.kind == "several_faces"}
