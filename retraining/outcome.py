@@ -62,32 +62,30 @@ def failure(err: BaseException, paths: OutputPaths) -> Failure:
         return Failure(EXIT_NO_SPACE, str(err))
     if isinstance(err, RetrainError):
         return Failure(EXIT_ERROR, str(err))
+    code, message = _logged(err, paths)
+    return Failure(code, f"{message}{write_error_log(err, paths)}")
+
+
+def _logged(err: BaseException, paths: OutputPaths) -> tuple[int, str]:
+    """Exit code and message, up to the error log's path, of a failure whose traceback is logged."""
     if isinstance(err, MemoryError):
-        where = write_error_log(err, paths)
-        return Failure(
-            EXIT_NO_MEMORY,
+        return EXIT_NO_MEMORY, (
             f"The computer ran out of memory. {KEPT} Close other programs, or run again with a smaller "
-            f"--batch-size (e.g. 8) and --workers 1. Details: {where}",
+            "--batch-size (e.g. 8) and --workers 1. Details: "
         )
     if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
-        where = write_error_log(err, paths)
-        return Failure(
-            EXIT_NO_SPACE,
+        return EXIT_NO_SPACE, (
             f"The disk is full{_on(err)}. {KEPT} Free some space (or use --output-root on another disk) and run "
-            f"again. Details: {where}",
+            "again. Details: "
         )
     if isinstance(err, OSError) and err.errno in NOT_WRITABLE_ERRNOS:
-        where = write_error_log(err, paths)
-        return Failure(
-            EXIT_NO_SPACE,
+        return EXIT_NO_SPACE, (
             f"Cannot write{_on(err)}: {err.strerror}. {KEPT} Run as a user who may write to {paths.root}, or choose "
-            f"another folder with --output-root. Details: {where}",
+            "another folder with --output-root. Details: "
         )
-    where = write_error_log(err, paths)
-    return Failure(
-        EXIT_UNEXPECTED,
+    return EXIT_UNEXPECTED, (
         f"Unexpected problem ({type(err).__name__}: {err}). {KEPT} Please send the details file to whoever maintains "
-        f"this installation: {where}",
+        "this installation: "
     )
 
 
