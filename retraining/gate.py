@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
 
 from backend.recognizer.loader import LoadedModel
 
 from .evaluate import Evaluation
 from .quality import Finding, embeddings_distinct
+from .stats import rate_upper95
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,7 @@ def fingerprint(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 def accuracy_upper95(accuracy: float, n: int) -> float:
     """One-sided 95 % upper bound (Clopper-Pearson) of an accuracy measured on ``n`` photos."""
-    k = int(round(accuracy * n))
-    return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
+    return rate_upper95(accuracy, n)
 
 
 def decide(candidate: Candidate, published: LoadedModel | None, settings: GateSettings) -> GateDecision:
