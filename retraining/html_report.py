@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from .quality import Finding
+from .quality import Finding, FindingKind
 from .report import MAX_LISTED_PER_KIND, RunSummary, stranger_sentence
 from .thumbnails import png_data_uri
 
@@ -56,10 +56,10 @@ def photos_to_show(s: RunSummary) -> list[Path]:
     student_of = {str(r.path): r.student_id for r in s.extraction.records}
     findings = shown_findings(s)
     paths = [Path(f.path) for f in findings if f.path in student_of]
-    paths += [Path(f.related) for f in findings if f.kind == "near_duplicate"]
+    paths += [Path(f.related) for f in findings if f.kind == FindingKind.NEAR_DUPLICATE]
     students = {student_of[f.path] for f in findings if f.path in student_of}
-    students |= {f.related for f in findings if f.kind == "mislabel"}
-    students |= {f.path for f in findings if f.kind == "few_photos"}
+    students |= {f.related for f in findings if f.kind == FindingKind.MISLABEL}
+    students |= {f.path for f in findings if f.kind == FindingKind.FEW_PHOTOS}
     students |= {sid for true, pred, _ in confusion_pairs(s) for sid in (true, pred)}
     paths += [typical[sid] for sid in sorted(students) if sid in typical]
     return paths + [p for p, _ in s.all_skipped]
@@ -73,12 +73,12 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
     fixes = []
     for f in shown_findings(s):
         faces: list[tuple[str, str | None]] = [("this photo", t.get(f.path))] if Path(f.path).suffix else []
-        if f.kind == "mislabel":
+        if f.kind == FindingKind.MISLABEL:
             own = student_of.get(f.path, "")
             faces += [(f"{own} (its folder)", typical.get(own)), (f"{f.related} (looks like)", typical.get(f.related))]
-        elif f.kind == "near_duplicate":
+        elif f.kind == FindingKind.NEAR_DUPLICATE:
             faces.append(("the other photo", t.get(f.related)))
-        elif f.kind == "few_photos":
+        elif f.kind == FindingKind.FEW_PHOTOS:
             faces.append((f.path, typical.get(f.path)))
         fixes.append({"kind": f.kind, "path": f.path, "reason": f.reason, "faces": faces if thumbs else []})
     ev = s.evaluation
@@ -96,7 +96,10 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         for st in s.index.students
     ]
     gate = s.gate
-    if gate is None or gate.passed:
+    headline = s.stranger_verdict.headline()
+    if headline and (gate is None or gate.publish):
+        verdict, verdict_class = headline + " " + _advice(s), "poor"
+    elif gate is None or gate.passed:
         verdict, verdict_class = "The new model is good enough to use: it passed the quality gate.", "ok"
     elif gate.forced:
         verdict, verdict_class = (
@@ -119,7 +122,8 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         "stranger": (
             "Not measured: at least 3 students are needed."
             if ev.open_set is None
-            else "At the threshold in use, " + stranger_sentence(ev.open_set, s.threshold)
+            else f"At the threshold in use, {s.threshold:.2f}, "
+            + stranger_sentence(s.stranger_verdict, ev.open_set.n_unknown_photos)
         ),
         "gate": list(gate.checks) if gate is not None else [],
         "fixes": fixes,
@@ -141,6 +145,15 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     path.write_text(env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context), encoding="utf-8")
+
+
+def _advice(s: RunSummary) -> str:
+    """Likely cause, trade-off and what to do, after a headline that says something is wrong."""
+    v = s.stranger_verdict
+    text = f"Likely cause: {v.cause_text()}."
+    if v.tradeoffs:
+        text += f" Trade-off: {v.tradeoff_text()}."
+    return text + " Fix the photos listed below and retrain."
 
 
 def _pct(value: float | None) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -66,15 +67,37 @@ MIN_SEPARATION_AUC = 0.65
 MIN_SEPARATION_PAIRS = 10
 
 
+class FindingKind(str, Enum):
+    """What a finding is about. A member, not a free string: the gate and the reports decide on it,
+    and a misspelt kind fails when the finding is made instead of passing silently."""
+
+    MISLABEL = "mislabel"  # a photo probably in the wrong student's folder
+    OUTLIER = "outlier"  # a photo unlike its own student's photos: another person, a poor photo
+    NEAR_DUPLICATE = "near_duplicate"  # the same face under two students: a copy, or one person enrolled twice
+    EMBEDDINGS_NOT_DISTINCT = "embeddings_not_distinct"  # the embedder does not tell people apart
+    FEW_PHOTOS = "few_photos"  # a student with too few usable photos
+    SMALL_FACE = "small_face"
+    BLURRY = "blurry"
+    SEVERAL_FACES = "several_faces"  # another face nearly as large as the one used
+    DUPLICATE_FILE = "duplicate_file"  # byte-identical files in several students' folders
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Finding:
-    # mislabel | outlier | near_duplicate | embeddings_not_distinct | few_photos | small_face | blurry |
-    # several_faces | duplicate_file
-    kind: str
+    kind: FindingKind
     path: str  # photo (or student folder id for few_photos)
     reason: str  # what was found, and what to do
     score: float = 0.0  # strength of the evidence, comparable within a kind: findings are listed strongest first
     related: str = ""  # mislabel: the student it resembles; near_duplicate: the other photo
+    #: the students a finding is about when it is about students, not one photo: the two folders that look
+    #: like one person enrolled twice (a near_duplicate finding; empty for a photo copied into another folder)
+    students: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", FindingKind(self.kind))  # raises on a kind that does not exist
 
 
 #: A photo whose margin (similarity to the nearest other student minus to its own) exceeds this many
@@ -237,7 +260,7 @@ def label_findings(
     for i in np.flatnonzero(suspects & has_others):
         findings.append(
             Finding(
-                "mislabel",
+                FindingKind.MISLABEL,
                 str(paths[i]),
                 f"looks more like {classes[best_other[i]]} (similarity {other_sim[i]:.2f}) than like "
                 f"the other photos of {labels[i]} ({own[i]:.2f}): probably in the wrong folder. Move it to the "
@@ -252,7 +275,7 @@ def label_findings(
             continue
         findings.append(
             Finding(
-                "outlier",
+                FindingKind.OUTLIER,
                 str(paths[i]),
                 f"unlike the other photos of {labels[i]} (similarity {own[i]:.2f}, where photos of one student are "
                 f"typically {typical_own:.2f} alike and photos of different students rarely above "
@@ -292,17 +315,17 @@ def separation_auc(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) ->
 
 def embeddings_distinct(findings: list[Finding]) -> bool:
     """False when the run's findings say the embedder does not tell people apart."""
-    return not any(f.kind == "embeddings_not_distinct" for f in findings)
+    return not any(f.kind == FindingKind.EMBEDDINGS_NOT_DISTINCT for f in findings)
 
 
-def separation_findings(embeddings: np.ndarray, labels: np.ndarray) -> list[Finding]:
+def separation_findings(embeddings: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> list[Finding]:
     """One finding when the embeddings do not tell people apart (a wrong weight file, not the photos)."""
-    auc = separation_auc(embeddings, labels)
+    auc = separation_auc(embeddings, labels, seed=seed)
     if auc is None or auc >= MIN_SEPARATION_AUC:
         return []
     return [
         Finding(
-            "embeddings_not_distinct",
+            FindingKind.EMBEDDINGS_NOT_DISTINCT,
             "(all photos)",
             f"photos of the same student are hardly more alike than photos of different students (separation "
             f"{auc:.2f}, normal runs 0.95+): the face embedder does not tell people apart. Check that the embedder "
@@ -394,7 +417,7 @@ def near_identical_findings(embeddings: np.ndarray, labels: np.ndarray, paths: l
             pairs[(min(i, j), max(i, j))] = float(sims[r, best[r]])
     return [
         Finding(
-            "near_duplicate",
+            FindingKind.NEAR_DUPLICATE,
             str(paths[i]),
             f"nearly identical to {paths[j]} of {labels[j]} (similarity {sim:.3f}; hardly any two photos of one "
             f"student are above {cut:.3f}): the same photo in two students' folders. Keep it in the right "
@@ -407,15 +430,20 @@ def near_identical_findings(embeddings: np.ndarray, labels: np.ndarray, paths: l
 
 
 def same_person_findings(
-    embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], *, similarity: StudentSimilarity | None = None
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    paths: list[Path],
+    *,
+    similarity: StudentSimilarity | None = None,
+    seed: int = 0,
 ) -> list[Finding]:
     """Pairs of students that look like one person enrolled twice: their photos are as alike as two
     halves of one student's photos in this run (:func:`same_person_cut`). Each student is compared
     with its most similar other student; one finding per pair, naming its two most similar photos."""
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
-    cut = same_person_cut(X, labels)
-    sim = student_similarity(X, labels) if similarity is None else similarity
+    cut = same_person_cut(X, labels, seed=seed)
+    sim = student_similarity(X, labels, seed=seed) if similarity is None else similarity
     if cut is None or sim is None:
         return []
     classes = sim.classes
@@ -440,7 +468,7 @@ def same_person_findings(
         i, j = int(ia[r]), int(ib[c])
         findings.append(
             Finding(
-                "near_duplicate",
+                FindingKind.NEAR_DUPLICATE,
                 str(paths[i]),
                 f"{classes[a]} and {classes[b]} look like the same person: their photos are as alike as the photos "
                 f"of one student (similarity {cross:.2f}; {sim.typical_own:.2f} within a student); this photo is "
@@ -448,6 +476,7 @@ def same_person_findings(
                 "nothing to fix, but expect them to be confused).",
                 cross,
                 str(paths[j]),
+                (str(classes[a]), str(classes[b])),
             )
         )
     return findings
@@ -517,7 +546,7 @@ def photo_findings(
         if size < small_cut:
             out.append(
                 Finding(
-                    "small_face",
+                    FindingKind.SMALL_FACE,
                     str(p),
                     f"face only {size:.0f} px across (this run's faces are typically {typical_size:.0f} px; "
                     f"below {small_cut:.0f} px the face has too little detail): use a closer photo",
@@ -527,7 +556,7 @@ def photo_findings(
         elif sharp < blur_cut:
             out.append(
                 Finding(
-                    "blurry",
+                    FindingKind.BLURRY,
                     str(p),
                     f"blurred face (sharpness {sharp:.1f}; this run's photos are typically {typical_sharpness:.0f}, "
                     f"below {blur_cut:.1f} a face is blurred): retake it in focus, in good light",
@@ -537,7 +566,7 @@ def photo_findings(
         if n > 1 and ratio >= SEVERAL_FACES_RATIO and not is_typical:
             out.append(
                 Finding(
-                    "several_faces",
+                    FindingKind.SEVERAL_FACES,
                     str(p),
                     f"{n} faces in the photo, the second {ratio:.0%} the size of the largest, which was used and "
                     "does not look like the student's other photos: crop the photo to the student (or replace it "
@@ -551,7 +580,10 @@ def photo_findings(
 def few_photo_findings(counts: dict[str, int], minimum: int = MIN_RECOMMENDED_PHOTOS) -> list[Finding]:
     return [
         Finding(
-            "few_photos", sid, f"only {n} usable photo(s) (< {minimum}): add more for reliable recognition", minimum - n
+            FindingKind.FEW_PHOTOS,
+            sid,
+            f"only {n} usable photo(s) (< {minimum}): add more for reliable recognition",
+            minimum - n,
         )
         for sid, n in sorted(counts.items())
         if n < minimum
@@ -570,8 +602,9 @@ def duplicate_groups(records: list[ImageRecord]) -> list[list[Path]]:
     return [[p for _, p in group] for group in by_hash.values() if len({sid for sid, _ in group}) > 1]
 
 
-def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> list[Finding]:
-    """Every data-quality finding of this run, in the order the report lists them.
+def data_quality(extraction: Extraction, duplicate_files: list[list[Path]], *, seed: int = 42) -> list[Finding]:
+    """Every data-quality finding of this run, in the order the report lists them (``seed``: the run's
+    ``--seed``, for the checks that sample or split).
 
     A photo is reported once for one cause: a mislabel between two students that a near-duplicate
     finding already names (same person enrolled twice: merge the folders, not move photos) is
@@ -581,12 +614,14 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> l
     labels = extraction.student_ids
     student_of = {str(p): str(sid) for p, sid in zip(paths, labels)}
     # the similarities of every photo to every student, computed once for the three checks that use them
-    similarity = student_similarity(extraction.embeddings, labels, seed=42)
-    labelled = label_findings(extraction.embeddings, labels, paths, similarity=similarity)
-    separation = separation_findings(extraction.embeddings, labels)
+    similarity = student_similarity(extraction.embeddings, labels, seed=seed)
+    labelled = label_findings(extraction.embeddings, labels, paths, similarity=similarity, seed=seed)
+    separation = separation_findings(extraction.embeddings, labels, seed=seed)
     identical = [] if separation else near_identical_findings(extraction.embeddings, labels, paths)
     same_person = (
-        [] if separation else same_person_findings(extraction.embeddings, labels, paths, similarity=similarity)
+        []
+        if separation
+        else same_person_findings(extraction.embeddings, labels, paths, similarity=similarity, seed=seed)
     )
     photos = photo_findings(
         paths,
@@ -597,16 +632,16 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]]) -> l
         list(looks_typical(extraction.embeddings, labels, similarity=similarity)),
     )
     enrolled_twice = {frozenset((student_of[f.path], student_of[f.related])) for f in same_person}
-    several = {f.path for f in photos if f.kind == "several_faces"}
+    several = {f.path for f in photos if f.kind == FindingKind.SEVERAL_FACES}
     findings = [
         f
         for f in labelled
-        if not (f.kind == "mislabel" and frozenset((student_of[f.path], f.related)) in enrolled_twice)
-        and not (f.kind == "outlier" and f.path in several)
+        if not (f.kind == FindingKind.MISLABEL and frozenset((student_of[f.path], f.related)) in enrolled_twice)
+        and not (f.kind == FindingKind.OUTLIER and f.path in several)
     ]
     findings += [
         Finding(
-            "duplicate_file",
+            FindingKind.DUPLICATE_FILE,
             str(g[0]),
             "the same file is in several student folders: " + ", ".join(str(p) for p in g) + ". Keep one.",
             float(len(g)),

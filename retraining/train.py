@@ -92,6 +92,9 @@ def fit_model(
 ) -> TrainedModel:
     """Fit scaler + calibrated balanced linear SVM on all given rows.
 
+    ``seed`` decides the calibration folds (the SVM itself is deterministic): the same seed and
+    rows give the same model, another seed a slightly different temperature.
+
     ``open_set_calibrator`` (fitted on the open-set folds by ``evaluate``) completes the
     open-set scorer of the published model; without it the confidence is the SVM probability.
 
@@ -103,7 +106,7 @@ def fit_model(
     counts = np.bincount(y)
     scaler = StandardScaler().fit(X)
     base = BalancedLinearSVM(C=C_TOTAL / len(X), max_iter=SVM_STEPS)
-    classifier = calibrated_classifier(base, scaler.transform(X), y, folds=calibration_folds(counts))
+    classifier = calibrated_classifier(base, scaler.transform(X), y, folds=calibration_folds(counts), seed=seed)
     log.debug("Trained on %d embeddings of %d students", len(X), len(encoder.classes_))
     centres = class_centres(X, y, np.arange(len(encoder.classes_)))
     return TrainedModel(scaler, classifier, encoder, OpenSetScorer(centres, open_set_calibrator))
@@ -130,12 +133,13 @@ def training_rows(embeddings: np.ndarray, student_ids: np.ndarray) -> tuple[np.n
 
 
 def calibrated_classifier(
-    base: BalancedLinearSVM, X: np.ndarray, y: np.ndarray, *, folds: int
+    base: BalancedLinearSVM, X: np.ndarray, y: np.ndarray, *, folds: int, seed: int | None = None
 ) -> CalibratedClassifierCV:
     """``CalibratedClassifierCV(base, method="temperature", cv=folds, ensemble=False).fit(X, y)``, faster.
 
     The same steps as scikit-learn's ``fit``: out-of-fold decision scores on the same
-    ``StratifiedKFold(folds)`` split, ``base`` refitted on all rows, one temperature fitted
+    ``StratifiedKFold(folds)`` split (shuffled with ``seed`` when one is given, as
+    :func:`fit_model` does: the seed is the run's ``--seed``), ``base`` refitted on all rows, one temperature fitted
     on the out-of-fold scores. Only the temperature fit differs: :func:`fit_temperature`
     (Newton: 2-3 passes over the n×K scores after a start on a few thousand rows) instead
     of scikit-learn's bounded Brent search (16-30 passes); both find the same β where the
@@ -152,7 +156,8 @@ def calibrated_classifier(
     """
     classes = np.unique(y)
     scores = np.empty((len(y), len(classes) if len(classes) > 2 else 1), dtype=np.float32)
-    for train, test in StratifiedKFold(folds).split(X, y):
+    split = StratifiedKFold(folds) if seed is None else StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for train, test in split.split(X, y):
         fold = clone(base).fit(X[train], y[train])
         scores[test] = fold.decision_function(X[test]).reshape(len(test), -1)
     final = clone(base).fit(X, y)
