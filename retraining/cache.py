@@ -108,6 +108,10 @@ class EmbeddingCache:
     misses: int = 0
     loaded_from: Path | None = None
     used: set[str] = field(default_factory=set)  # keys looked up or added in this run
+    #: keys read from disk: a hit on one of them is a photo reused from an earlier run (a hit on a key
+    #: added in this run is the same photo twice in this run)
+    loaded_keys: frozenset[str] = frozenset()
+    reused: int = 0
 
     @property
     def id(self) -> str:
@@ -120,6 +124,7 @@ class EmbeddingCache:
             self.misses += 1
         else:
             self.hits += 1
+            self.reused += key in self.loaded_keys
         return found
 
     def put(self, key: str, value: CachedFace) -> None:
@@ -233,4 +238,5 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
         cache.entries[str(k)] = CachedFace(None, None, str(r))
     cache.loaded_from = directory
     log.debug("Embedding cache: %d photos known (%s)", len(cache.entries), directory)
+    cache.loaded_keys = frozenset(cache.entries)
     return cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .evaluate import MIN_USEFUL_RECOGNITION
 from .pipeline import RunResult
 from .report import confusion_lines
 
@@ -12,10 +11,23 @@ def format_summary(result: RunResult) -> str:
     s = result.summary
     ev = s.evaluation
     title = "Retraining finished" if result.published else "Retraining finished: model NOT published (--review)"
+    verdict = s.stranger_verdict
+    headline = verdict.headline()
+    folders = len(s.index.students) + len(s.index.skipped_student_folders())
+    skipped_folders = folders - len(s.index.students)
     lines = [
         "",
-        title,
-        f"  students           : {len(s.extraction.counts())} trained ({len(s.index.students)} folders)",
+        f"{title}. ATTENTION: {headline}" if headline else title,
+    ]
+    if headline:
+        lines.append(f"  likely cause       : {verdict.cause_text()}")
+        if verdict.tradeoffs:
+            lines.append(f"  trade-off          : {verdict.tradeoff_text()}")
+        lines.append("  what to do         : fix the photos listed in the report and retrain (or choose --threshold)")
+    lines += [
+        f"  students           : {len(s.extraction.counts())} trained ({folders} folders"
+        + (f"; {skipped_folders} skipped: see the report" if skipped_folders else "")
+        + ")",
         f"  photos             : {len(s.index.records)} found, {len(s.extraction.records)} embedded, "
         f"{len(s.all_skipped)} skipped",
         f"  held-out accuracy  : {'n/a' if ev.accuracy is None else f'{ev.accuracy:.1%}'} on {ev.n_test} photos",
@@ -28,17 +40,16 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  EXCLUDED (no usable photo): {', '.join(s.excluded_students)}")
     if ev.confusion.size and len(ev.labels) <= 12:
         lines += ["  confusion matrix:", *("    " + x for x in confusion_lines(ev))]
-    if ev.open_set is not None:
-        at = ev.open_set.row_at(s.threshold)
-        far_ok = at.false_accept_rate <= ev.open_set.max_far
-        line = (
-            f"  stranger safety    : {at.false_accept_rate:.1%} of strangers accepted at {s.threshold:.2f} "
-            f"(95% bound {at.false_accept_upper95:.1%}; target <= {ev.open_set.max_far:.1%}: "
-            f"{'met' if far_ok else 'NOT met - see the report'})"
+    if verdict.measured and verdict.false_accept_rate is not None and verdict.recognition_rate is not None:
+        lines.append(
+            f"  stranger safety    : {verdict.false_accept_rate:.1%} of strangers accepted at {s.threshold:.2f} "
+            f"(95% bound {verdict.false_accept_upper95 or 0:.1%}; target <= {verdict.max_far:.1%}: "
+            f"{'met' if verdict.target_met else 'NOT met - see the report'})"
         )
-        if far_ok and at.recognition_rate < MIN_USEFUL_RECOGNITION:
-            line += f"; but only {at.recognition_rate:.0%} of students recognised - see the report"
-        lines.append(line)
+        lines.append(
+            f"  recognition        : {verdict.recognition_rate:.1%} of students' photos recognised at {s.threshold:.2f}"
+            + (" - too few, see the report" if verdict.recognition_poor else "")
+        )
     if s.findings:
         lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
     if s.gate is not None:

@@ -79,6 +79,10 @@ class DatasetIndex:
             if not p.name.startswith(".") and p.name.lower() not in HIDDEN_JUNK and not p.is_dir()
         )
 
+    def skipped_student_folders(self) -> list[Path]:
+        """Folders directly in the data folder that were not used as students (links, repeated ids, …)."""
+        return [p for p, _ in self.skipped if p.parent == self.data_dir]
+
     @property
     def nonconforming_folders(self) -> list[str]:
         return [s.folder for s in self.students if not s.follows_pattern]

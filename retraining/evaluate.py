@@ -8,6 +8,7 @@ entirely in training (and are listed).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,8 @@ from sklearn.pipeline import Pipeline
 
 from backend.recognizer.openset import features
 
+from .evidence import StrangerEvidence
+from .stats import upper95
 from .train import class_centres, fit_calibrator, fit_model
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,12 @@ UNKNOWN_FRACTION = 0.2
 #: A threshold that keeps strangers out by turning away most students is not a solution.
 MIN_USEFUL_RECOGNITION = 0.5
 MAX_OPEN_SET_FOLDS = 5
+#: A held-out student is taken for an enrolled one (see repeatedly_accepted) when at least this many ...
+REPEATED_MIN = 3
+#: ... and this share of its photos are accepted as the same other student ...
+REPEATED_SHARE = 0.5
+#: ... with at least this confidence ("more likely the right student than not").
+REPEATED_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -63,6 +72,28 @@ class OpenSetRow:
     false_accept_upper95: float = 1.0  # one-sided 95 % upper bound (Clopper-Pearson) of false_accept_rate
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """What the stranger estimate did not count as a stranger, and why (the report lists it)."""
+
+    #: students that look like one person (data quality): held out as strangers together
+    held_together: tuple[tuple[str, ...], ...] = ()
+    #: (student, the student its held-out photos were taken for, photos accepted as it, photos scored):
+    #: not counted as a stranger, and counted as one person with that student
+    accepted_as: tuple[tuple[str, str, int, int], ...] = ()
+    #: (finding kind, photos): photos that are no fair test (they still train the model)
+    photos: tuple[tuple[str, int], ...] = ()
+    #: stranger photos not counted because of ``accepted_as``
+    stranger_photos_dropped: int = 0
+
+    @property
+    def n_photos(self) -> int:
+        return sum(n for _, n in self.photos)
+
+    def __bool__(self) -> bool:
+        return bool(self.held_together or self.accepted_as or self.photos)
+
+
 @dataclass
 class OpenSet:
     """Stranger-safety measurement: students held out as strangers, fold by fold."""
@@ -79,10 +110,20 @@ class OpenSet:
     max_far: float
     target_reached: bool = False
     fine_sweep: list[OpenSetRow] = field(default_factory=list)  # FINE_THRESHOLDS: what the choice is made on
+    left_out: LeftOut = field(default_factory=LeftOut)  # what was not counted as a stranger, and why
+    unknown_people: np.ndarray | None = None  # per stranger photo: the held-out person it shows
+    enrolled_ratio: float = 1.0  # students of the published model / students of a fold's model (mean)
 
     def row_at(self, threshold: float) -> OpenSetRow:
         """Recognition, false accepts and their 95 % upper bound at any threshold."""
-        return open_set_sweep(self.known_confidence, self.known_correct, self.unknown_confidence, (threshold,))[0]
+        return open_set_sweep(
+            self.known_confidence,
+            self.known_correct,
+            self.unknown_confidence,
+            (threshold,),
+            unknown_people=self.unknown_people,
+            enrolled_ratio=self.enrolled_ratio,
+        )[0]
 
 
 @dataclass
@@ -200,32 +241,81 @@ def _confidence_stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def for_more_students(rate: float, ratio: float) -> float:
+    """A stranger false-accept rate measured against K students, for a model that knows ``ratio`` x K.
+
+    A stranger is accepted when SOME enrolled student looks enough like them: with a chance q
+    per student, 1 - (1 - q)^K. Each open-set fold's model knows only the students not held
+    out (80 % of them), the published model all of them, so the rate measured in the folds is
+    carried over to the published model's number of students this way (measured on LFW, clean
+    trees of 80 people: the folds' own rate was 0.75-0.8 x the rate measured on never-enrolled
+    people; bench/bench_open_set.py).
+    """
+    if ratio <= 1.0 or rate <= 0.0:
+        return float(rate)
+    if rate >= 1.0:
+        return 1.0
+    return float(1.0 - (1.0 - rate) ** ratio)
+
+
 def open_set_sweep(
     known_conf: np.ndarray,
     known_correct: np.ndarray,
     unknown_conf: np.ndarray,
     thresholds: tuple[float, ...] = THRESHOLDS,
+    *,
+    unknown_people: np.ndarray | None = None,
+    enrolled_ratio: float = 1.0,
 ) -> list[OpenSetRow]:
-    """Recognition, stranger false-accept, misidentification and rejection rates per threshold."""
-    from scipy.stats import beta
+    """Recognition, stranger false-accept, misidentification and rejection rates per threshold.
 
+    The false-accept rate is carried over to the published model's number of students
+    (``enrolled_ratio``, :func:`for_more_students`). Its 95 % bound is the larger of
+    Clopper-Pearson's on the photos and a bootstrap over the held-out people
+    (``unknown_people``: whose each stranger photo is): one person's photos are accepted or not
+    together (a look-alike of a student), so they are not independent trials.
+    """
     n_known, n_unknown = max(len(known_conf), 1), max(len(unknown_conf), 1)
+    people_bound = _people_bootstrap_upper95(unknown_conf, unknown_people, thresholds)
     rows = []
-    for t in thresholds:
+    for t, by_people in zip(thresholds, people_bound):
         accepted = known_conf >= t
         k = int((unknown_conf >= t).sum())
-        upper = 1.0 if k >= len(unknown_conf) else float(beta.ppf(0.95, k + 1, max(len(unknown_conf) - k, 1)))
+        upper = max(upper95(k, len(unknown_conf)), by_people)
         rows.append(
             OpenSetRow(
                 threshold=t,
                 recognition_rate=float((accepted & known_correct).sum() / n_known),
-                false_accept_rate=float((unknown_conf >= t).sum() / n_unknown),
+                false_accept_rate=for_more_students(k / n_unknown, enrolled_ratio),
                 misidentification_rate=float((accepted & ~known_correct).sum() / n_known),
                 rejection_rate=float((~accepted).sum() / n_known),
-                false_accept_upper95=upper,
+                false_accept_upper95=for_more_students(upper, enrolled_ratio),
             )
         )
     return rows
+
+
+#: Resamples of the held-out people for the false-accept bound (fixed seed: the same run gives the same bound).
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _people_bootstrap_upper95(
+    unknown_conf: np.ndarray, people: np.ndarray | None, thresholds: tuple[float, ...]
+) -> np.ndarray:
+    """95th percentile of the false-accept rate over resamples of the held-out people, per threshold."""
+    if people is None or len(unknown_conf) == 0:
+        return np.zeros(len(thresholds))
+    ids, person = np.unique(np.asarray(people).astype(str), return_inverse=True)
+    if len(ids) < 2:
+        return np.zeros(len(thresholds))
+    photos = np.bincount(person, minlength=len(ids)).astype(np.float64)
+    accepted = np.stack(
+        [np.bincount(person, weights=(unknown_conf >= t).astype(np.float64), minlength=len(ids)) for t in thresholds]
+    )  # thresholds x people
+    rng = np.random.default_rng(0)
+    weights = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=BOOTSTRAP_RESAMPLES).astype(np.float64)
+    rates = (weights @ accepted.T) / np.maximum(weights @ photos, 1.0)[:, None]  # resamples x thresholds
+    return np.asarray(np.quantile(rates, 0.95, axis=0))
 
 
 def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, str, bool]:
@@ -260,13 +350,66 @@ def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, 
     )
 
 
-def _open_set_folds(labels: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Disjoint groups of students to hold out as strangers (each student once, ≤ 5 folds)."""
-    students = np.unique(labels)
-    n_unknown = max(1, int(round(UNKNOWN_FRACTION * len(students))))
-    n_folds = min(MAX_OPEN_SET_FOLDS, len(students) // n_unknown)
-    perm = np.random.default_rng(seed).permutation(students)
+def _open_set_folds(people: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Disjoint groups of people to hold out as strangers (each person once, ≤ 5 folds)."""
+    units = np.unique(people)
+    n_unknown = max(1, int(round(UNKNOWN_FRACTION * len(units))))
+    n_folds = min(MAX_OPEN_SET_FOLDS, len(units) // n_unknown)
+    perm = np.random.default_rng(seed).permutation(units)
     return [perm[i * n_unknown : (i + 1) * n_unknown] for i in range(n_folds)]
+
+
+def person_map(students: np.ndarray, groups: tuple[frozenset[str], ...]) -> dict[str, str]:
+    """student id → the person it stands for: the first id of its group (its own id when not grouped)."""
+    out = {str(s): str(s) for s in students}
+    for group in groups:
+        members = sorted(g for g in group if g in out)
+        for g in members:
+            out[g] = members[0]
+    return out
+
+
+def repeatedly_accepted(
+    students: np.ndarray, predicted: np.ndarray, confidence: np.ndarray
+) -> list[tuple[str, str, int, int]]:
+    """Held-out students whose photos were accepted again and again, confidently, as ONE other student.
+
+    ``students``, ``predicted``, ``confidence``: per stranger photo scored, whose photo it is,
+    whom the model named, and its cross-fitted confidence. A student counts when at least
+    REPEATED_MIN photos and REPEATED_SHARE of its photos were accepted at REPEATED_CONFIDENCE as the
+    same other student: a stranger's photos land on different students, rarely and unsurely;
+    these are one person enrolled twice (or a student's folder filled with another's photos).
+    Returns (student, the student it was taken for, photos accepted as it, photos scored).
+    """
+    out = []
+    for student in np.unique(students):
+        rows = students == student
+        sure = rows & (confidence >= REPEATED_CONFIDENCE)
+        if not sure.any():
+            continue
+        names, counts = np.unique(predicted[sure], return_counts=True)
+        best = int(np.argmax(counts))
+        n, k = int(rows.sum()), int(counts[best])
+        if k >= REPEATED_MIN and k >= REPEATED_SHARE * n:
+            out.append((str(student), str(names[best]), k, n))
+    return out
+
+
+def _meets_target(fine: list[OpenSetRow], max_far: float) -> bool:
+    """Whether the recommended threshold keeps strangers within the target (the verdict's rule, see verdict.py)."""
+    chosen = recommend_open_set(fine, max_far)[0]
+    return any(r.threshold == chosen and r.false_accept_rate <= max_far for r in fine)
+
+
+def _cross_fitted(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, seed: int) -> np.ndarray:
+    """Confidence of each row from a calibrator fitted on the other folds (the SVM probability where none fits)."""
+    conf = F[:, 0].copy()
+    for k in np.unique(fold):
+        others = fold != k
+        calibrator = fit_calibrator(F[others], Y[others], seed=seed)
+        if calibrator is not None:
+            conf[fold == k] = calibrator.predict_proba(F[fold == k])[:, 1]
+    return conf
 
 
 def evaluate_open_set(
@@ -276,59 +419,97 @@ def evaluate_open_set(
     test_size: float = 0.2,
     seed: int = 42,
     max_far: float = DEFAULT_MAX_FAR,
+    evidence: StrangerEvidence | None = None,
 ) -> OpenSet | None:
-    """Hold out whole students as strangers, train without them, score their photos.
+    """Hold out whole people as strangers, train without them, score their photos.
 
     Confidences are cross-fitted: fold k is scored by a calibrator fitted on the other
     folds, so the false-accept rates are not measured on the data that tuned them.
     None when there are fewer than 3 students (no stranger can be simulated).
+
+    A held-out "stranger" who is really enrolled would count a right answer as a stranger
+    accepted, so the run's own evidence (:class:`~retraining.evidence.StrangerEvidence`)
+    decides who is who: students that look like one person are held out together, and an
+    answer naming any of them is right; photos that are no fair test (in the wrong folder, of
+    nobody enrolled, copied into another folder) still train each fold's model but are not
+    scored. Then the scores themselves: a held-out student accepted again and again as one
+    other student (:func:`repeatedly_accepted`) is that student enrolled twice: its photos
+    are not counted as a stranger's, and the two count as one person. :attr:`OpenSet.left_out`
+    lists all of it.
     """
     labels = np.asarray(labels).astype(str)
-    if len(np.unique(labels)) < 3:
+    students = np.unique(labels)
+    if len(students) < 3:
         return None
+    evidence = evidence or StrangerEvidence()
+    unfair = evidence.unfair_mask(len(labels))
+    person_of = person_map(students, evidence.groups)
+    if len(set(person_of.values())) < 3:  # too few people to hold any out: judge students, not people
+        person_of = {str(s): str(s) for s in students}
+    person = np.array([person_of[s] for s in labels])
     rows_f: list[np.ndarray] = []
-    rows_y: list[np.ndarray] = []
+    rows_i: list[np.ndarray] = []
+    rows_pred: list[np.ndarray] = []
     rows_fold: list[np.ndarray] = []
     rows_known: list[np.ndarray] = []
-    rows_correct: list[np.ndarray] = []
-    folds = _open_set_folds(labels, seed)
+    folds = _open_set_folds(person, seed)
+    held_as = person  # who was held out with whom (person_of may merge more people below)
+    enrolled_per_fold: list[int] = []
     for k, unknown in enumerate(folds):
-        is_unknown = np.isin(labels, unknown)
+        is_unknown = np.isin(person, unknown)
         known_idx = np.flatnonzero(~is_unknown)
         train, test, _ = split_per_student(labels[known_idx], test_size, seed + k)
         train, test = known_idx[train], known_idx[test]
         model = fit_model(embeddings[train], labels[train], seed=seed)
+        enrolled_per_fold.append(len(model.classes))
         centres = (
             model.open_set.centres
             if model.open_set is not None
             else class_centres(embeddings[train], labels[train], model.classes)
         )
-        for idx, enrolled in ((test, True), (np.flatnonzero(is_unknown), False)):
+        for idx, enrolled in ((test[~unfair[test]], True), (np.flatnonzero(is_unknown & ~unfair), False)):
             if len(idx) == 0:
                 continue
             proba = model.predict_proba(embeddings[idx])
-            pred = model.classes[np.argmax(proba, axis=1)]
-            right = (pred == labels[idx]) if enrolled else np.zeros(len(idx), dtype=bool)
             rows_f.append(features(proba, embeddings[idx], centres))
-            rows_y.append(right)
+            rows_i.append(idx)
+            rows_pred.append(np.asarray(model.classes)[np.argmax(proba, axis=1)].astype(str))
             rows_fold.append(np.full(len(idx), k))
             rows_known.append(np.full(len(idx), enrolled))
-            rows_correct.append(right)
-    F, Y = np.concatenate(rows_f), np.concatenate(rows_y).astype(int)
-    fold = np.concatenate(rows_fold)
+    F, row = np.concatenate(rows_f), np.concatenate(rows_i)
+    pred, fold = np.concatenate(rows_pred), np.concatenate(rows_fold)
     known: np.ndarray = np.concatenate(rows_known)
-    correct: np.ndarray = np.concatenate(rows_correct)
-    conf = F[:, 0].copy()  # fallback: the SVM probability
-    for k in range(len(folds)):
-        others = fold != k
-        calibrator = fit_calibrator(F[others], Y[others], seed=seed)
-        if calibrator is not None:
-            conf[fold == k] = calibrator.predict_proba(F[fold == k])[:, 1]
-    sweep = open_set_sweep(conf[known], correct[known], conf[~known])
-    fine = open_set_sweep(conf[known], correct[known], conf[~known], FINE_THRESHOLDS)
+
+    def correct_under(person_of: dict[str, str]) -> np.ndarray:
+        named = np.array([person_of[p] for p in pred])
+        return known & (named == np.array([person_of[s] for s in labels[row]]))
+
+    correct = correct_under(person_of)
+    first = _cross_fitted(F, correct.astype(int), fold, seed)
+    taken = repeatedly_accepted(labels[row][~known], pred[~known], first[~known])
+    if taken:
+        person_of = person_map(students, (*evidence.groups, *(frozenset((a, b)) for a, b, _, _ in taken)))
+        correct = correct_under(person_of)
+    keep = known | ~np.isin(labels[row], [a for a, _, _, _ in taken])
+    F, correct, fold, known = F[keep], correct[keep], fold[keep], known[keep]
+    Y = correct.astype(int)
+    conf = _cross_fitted(F, Y, fold, seed)
+    strangers = held_as[row[keep][~known]]
+    ratio = len(students) / float(np.mean(enrolled_per_fold))
+    sweep = open_set_sweep(conf[known], correct[known], conf[~known], unknown_people=strangers, enrolled_ratio=ratio)
+    fine = open_set_sweep(
+        conf[known], correct[known], conf[~known], FINE_THRESHOLDS, unknown_people=strangers, enrolled_ratio=ratio
+    )
+    reasons = Counter(r for r in evidence.unfair if r)
+    left_out = LeftOut(
+        held_together=tuple(tuple(sorted(g)) for g in evidence.groups if set(g) <= set(students.tolist())),
+        accepted_as=tuple(taken),
+        photos=tuple(sorted(reasons.items())),
+        stranger_photos_dropped=int((~keep).sum()),
+    )
     return OpenSet(
         n_folds=len(folds),
-        unknown_students=[sorted(map(str, u)) for u in folds],
+        unknown_students=[sorted(np.unique(labels[np.isin(held_as, u)]).tolist()) for u in folds],
         n_known_photos=int(known.sum()),
         n_unknown_photos=int((~known).sum()),
         sweep=sweep,
@@ -337,8 +518,11 @@ def evaluate_open_set(
         unknown_confidence=conf[~known],
         calibrator=fit_calibrator(F, Y, seed=seed),
         max_far=max_far,
-        target_reached=recommend_open_set(fine, max_far)[2],
+        target_reached=_meets_target(fine, max_far),
         fine_sweep=fine,
+        left_out=left_out,
+        unknown_people=strangers,
+        enrolled_ratio=ratio,
     )
 
 
@@ -349,10 +533,15 @@ def evaluate(
     test_size: float = 0.2,
     seed: int = 42,
     max_far: float = DEFAULT_MAX_FAR,
+    evidence: StrangerEvidence | None = None,
 ) -> Evaluation:
-    """Closed-set evaluation (known students) + open-set stranger measurement + threshold choice."""
+    """Closed-set evaluation (known students) + open-set stranger measurement + threshold choice.
+
+    ``evidence``: what the run's data-quality findings say about who is who (see
+    :func:`evaluate_open_set`); without it every student is taken to be a different person.
+    """
     labels = np.asarray(labels).astype(str)
-    open_set = evaluate_open_set(embeddings, labels, test_size=test_size, seed=seed, max_far=max_far)
+    open_set = evaluate_open_set(embeddings, labels, test_size=test_size, seed=seed, max_far=max_far, evidence=evidence)
     train_idx, test_idx, train_only = split_per_student(labels, test_size, seed)
     students = sorted(np.unique(labels).tolist())
     if len(test_idx) == 0 or len(np.unique(labels[train_idx])) < 2:

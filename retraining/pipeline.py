@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from . import publish
 from .dataset import DatasetIndex, index_dataset
 from .errors import ModelRefusedError, PublishError, TrainingError
 from .evaluate import DEFAULT_MAX_FAR, evaluate
+from .evidence import stranger_evidence
 from .extract import extract_with_models, save_cache
 from .files import estimate_output_bytes, require_free_space
 from .gate import GateSettings, candidate_from_folder, candidate_from_run, decide
@@ -36,6 +37,7 @@ from .quality import data_quality, duplicate_groups
 from .report import RunSummary, write_reports
 from .thumbnails import face_thumbnails
 from .train import fit_model
+from .verdict import stranger_verdict
 from .versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ def run(options: RunOptions) -> RunResult:
         log.info(
             "Faces: %d photos embedded (%d reused from the last run), %d skipped",
             len(extraction.records),
-            extracted.cache.hits,
+            extracted.cache.reused,
             len(extraction.skipped),
         )
         embedded = extraction.counts()
@@ -152,8 +154,16 @@ def run(options: RunOptions) -> RunResult:
         X, y = extraction.embeddings, extraction.student_ids
 
         t = time.perf_counter()
+        log.info("Checking the photos (wrong folders, duplicates, blur)")
+        duplicates = duplicate_groups(extraction.records)
+        findings = data_quality(extraction, duplicates, seed=options.seed)
+        evidence = stranger_evidence(findings, [r.path for r in extraction.records], duplicates)
+        timings["quality"] = time.perf_counter() - t
+        t = time.perf_counter()
         log.info("Measuring accuracy and stranger safety on held-out photos")
-        evaluation = evaluate(X, y, test_size=options.test_size, seed=options.seed, max_far=options.max_far)
+        evaluation = evaluate(
+            X, y, test_size=options.test_size, seed=options.seed, max_far=options.max_far, evidence=evidence
+        )
         timings["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()
         log.info("Training the model on all %d photos", len(X))
@@ -163,12 +173,12 @@ def run(options: RunOptions) -> RunResult:
 
         threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
         stage = publish.begin_stage(paths, publish.new_version_id())
-        duplicates = duplicate_groups(extraction.records)
-        findings = data_quality(extraction, duplicates)
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
-        decision = decide(
-            candidate_from_run(evaluation, findings, extracted.models, X), published_model(paths), options.gate
+        verdict = stranger_verdict(evaluation, float(threshold), findings)
+        candidate = replace(
+            candidate_from_run(evaluation, findings, extracted.models, X), stranger_target_met=verdict.target_met
         )
+        decision = decide(candidate, published_model(paths), options.gate)
         log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
         summary = RunSummary(
             version=stage.version,
@@ -190,6 +200,7 @@ def run(options: RunOptions) -> RunResult:
             plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.models_dir / "plots", evaluation)],
             gate=decision,
             weights_warnings=weights_warnings(extracted.models),
+            verdict=verdict,
         )
         bundle = ModelBundle.create(
             model,

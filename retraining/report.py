@@ -16,12 +16,13 @@ import numpy as np
 from backend.recognizer.paths import OutputPaths
 
 from .dataset import DatasetIndex, write_labels_csv
-from .evaluate import MIN_USEFUL_RECOGNITION, Evaluation, OpenSet
+from .evaluate import Evaluation, OpenSet
 from .extract import Extraction
 from .files import files_under
 from .gate import GateDecision
 from .publish import Stage
-from .quality import Finding, embeddings_distinct
+from .quality import Finding, FindingKind, embeddings_distinct
+from .verdict import Verdict, one_in, stranger_verdict, strangers_in_words
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ class RunSummary:
     plots: list[Path] = field(default_factory=list)  # file names relative to models/
     gate: GateDecision | None = None  # the quality gate's decision (None: not run, e.g. in old tests)
     weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
+    verdict: Verdict | None = None  # stranger safety and recognition at the threshold in use (one derivation)
+
+    @property
+    def stranger_verdict(self) -> Verdict:
+        """:attr:`verdict`, or derived here for a summary built without one (the same function either way)."""
+        return self.verdict or stranger_verdict(self.evaluation, self.threshold, self.findings)
 
     @property
     def all_skipped(self) -> list[tuple[Path, str]]:
@@ -81,7 +88,7 @@ class RunSummary:
                 "accuracy": ev.accuracy,
                 "n_train": ev.n_train,
                 "n_test": ev.n_test,
-                "stranger_target_met": ev.stranger_target_met,
+                "stranger_target_met": self.stranger_verdict.target_met,
                 "embeddings_distinct": embeddings_distinct(self.findings),
             },
             "quality_gate": self.gate.to_dict() if self.gate is not None else None,
@@ -129,7 +136,7 @@ def sweep_table(evaluation: Evaluation) -> list[str]:
     return lines
 
 
-def open_set_lines(ev: Evaluation) -> list[str]:
+def open_set_lines(ev: Evaluation, verdict: Verdict) -> list[str]:
     os_ = ev.open_set
     if os_ is None:
         return ["  not measured: at least 3 students with usable photos are needed"]
@@ -144,26 +151,56 @@ def open_set_lines(ev: Evaluation) -> list[str]:
             f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}"
         )
     lines.append(
-        f"  => At the recommended threshold {ev.recommended_threshold:.2f} (chosen among every hundredth, not "
-        f"only the rows above) {stranger_sentence(os_, ev.recommended_threshold)}"
+        f"  Strangers accepted are carried over to the published model's {len(ev.labels)} students (each fold's "
+        f"model knew {1 / os_.enrolled_ratio:.0%} of them); the 95% bound also allows for one held-out person's "
+        "photos being accepted together."
+    )
+    lines += left_out_lines(os_)
+    lines.append(
+        f"  => At the threshold in use, {verdict.threshold:.2f}, {stranger_sentence(verdict, os_.n_unknown_photos)}"
     )
     return lines
 
 
-def stranger_sentence(os_: OpenSet, threshold: float) -> str:
-    """What stranger safety means at ``threshold``, in one sentence that never contradicts itself."""
-    at = os_.row_at(threshold)
-    far_ok = at.false_accept_rate <= os_.max_far
-    text = (
-        f"a stranger is marked present as some student in {_pct(at.false_accept_rate)} of cases (measured on "
-        f"{os_.n_unknown_photos} photos; with 95% confidence at most {_pct(at.false_accept_upper95)}); "
-        f"target <= {os_.max_far:.1%}: {'met' if far_ok else 'NOT met'}"
-    )
-    if far_ok and at.recognition_rate < MIN_USEFUL_RECOGNITION:
-        text += (
-            f", but only {_pct(at.recognition_rate)} of enrolled students' photos are recognised at this threshold: "
-            "fix the photos listed under data quality and add clearer ones"
+def left_out_lines(os_: OpenSet) -> list[str]:
+    """What the stranger estimate did not count as a stranger, and why, in words."""
+    left = os_.left_out
+    if not left:
+        return [
+            "  Nothing was left out of the stranger estimate: no student looks enrolled twice, no photo is flagged."
+        ]
+    lines = ["  Left out of the stranger estimate (they would count a right answer as a stranger accepted):"]
+    for group in left.held_together:
+        lines.append(
+            f"    - {' and '.join(group)} look like one person enrolled twice: held out together, as one person"
         )
+    for student, other, k, n in left.accepted_as:
+        lines.append(
+            f"    - {student}: held out, {k} of its {n} photos were confidently recognised as {other}: probably the "
+            f"same person enrolled twice (or twins); {student}'s photos not counted as a stranger's"
+        )
+    if left.photos:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in left.photos)
+        lines.append(
+            f"    - {left.n_photos} photo(s) flagged under DATA QUALITY ({kinds}): probably not the person their "
+            "folder says; not used as test photos (they still train the model)"
+        )
+    return lines
+
+
+def stranger_sentence(verdict: Verdict, n_unknown: int) -> str:
+    """What stranger safety means at the verdict's threshold, in one sentence that never contradicts itself."""
+    text = (
+        f"a stranger is marked present as some student in {_pct(verdict.false_accept_rate)} of cases "
+        f"({strangers_in_words(verdict.false_accept_rate)}; measured on {n_unknown} photos; with 95% confidence at most "
+        f"{_pct(verdict.false_accept_upper95)}); target <= {verdict.max_far:.1%}: "
+        f"{'met' if verdict.target_met else 'NOT met'}; {_pct(verdict.recognition_rate)} of enrolled students' "
+        "photos are recognised"
+    )
+    if verdict.target_met and verdict.recognition_poor:
+        text += " - too few: " + (verdict.cause_text() or "see DATA QUALITY")
+        if verdict.tradeoffs:
+            text += ". Trade-off: " + verdict.tradeoff_text()
     return text + "."
 
 
@@ -204,8 +241,30 @@ def gate_lines(s: RunSummary) -> list[str]:
     return lines
 
 
+def verdict_lines(s: RunSummary) -> list[str]:
+    """The report's first section: is the model usable, and if not, why and what else could be chosen."""
+    v = s.stranger_verdict
+    headline = v.headline()
+    lines = [f"  {headline or 'The model recognises the students and keeps strangers out at the threshold in use.'}"]
+    if v.measured:
+        lines.append(
+            f"  At {v.threshold:.2f}: {_pct(v.recognition_rate)} of enrolled students' photos recognised, "
+            f"{strangers_in_words(v.false_accept_rate)} (target: at most {one_in(v.max_far)}: "
+            f"{'met' if v.target_met else 'NOT met'})."
+        )
+    if headline:
+        lines.append(f"  Likely cause: {v.cause_text()}.")
+        if v.tradeoffs:
+            lines.append(f"  Trade-off: {v.tradeoff_text()}.")
+        lines.append(
+            "  What to do: fix the photos listed under DATA QUALITY and retrain (or choose a threshold with --threshold)."
+        )
+    return lines
+
+
 def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path]) -> None:
     ev, ex, idx = s.evaluation, s.extraction, s.index
+    verdict = s.stranger_verdict
     counts = ex.counts()
     lines = [
         "SmartAttendance face recognition - training report",
@@ -214,6 +273,9 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         f"Created at    : {s.created_at}",
         f"Data folder   : {s.data_dir}",
         f"Output root   : {s.output_root}",
+        "",
+        "VERDICT",
+        *verdict_lines(s),
         "",
         "PIPELINE",
         f"  detector   : {s.models['detector']['name']} ({s.models['detector'].get('model_file') or 'bundled weights'})",
@@ -251,8 +313,14 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
             "  - identical photo in several student folders (probable enrollment mistake): "
             + ", ".join(str(p) for p in group)
         )
-    for p, n in s.several_faces:
-        attention.append(f"  - {p}: {n} faces found, the largest was used")
+    flagged = [f for f in s.findings if f.kind == FindingKind.SEVERAL_FACES]
+    for f in flagged:
+        attention.append(f"  - {f.path}: several faces, and the largest (used) does not look like the student")
+    if len(s.several_faces) > len(flagged):
+        attention.append(
+            f"  - {len(s.several_faces) - len(flagged)} other photo(s) show more than one face; the largest was used "
+            "and looks like the student: nothing to do (listed in metrics.json)"
+        )
     lines += attention or ["  nothing"]
     lines += [
         "",
@@ -279,7 +347,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         "THRESHOLD SWEEP - known faces (held-out photos of enrolled students)",
         *("  " + x for x in sweep_table(ev)),
     ]
-    lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev)]
+    lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev, verdict)]
     lines += ["", "QUALITY GATE (is the new model at least as good as the one in service?)", *gate_lines(s)]
     if s.weights_warnings:
         lines += ["", "WEIGHT FILES", *(f"  WARNING: {w}" for w in s.weights_warnings)]
@@ -338,7 +406,8 @@ def metrics_dict(s: RunSummary) -> dict:
         "several_faces": [{"path": str(p), "faces": n} for p, n in s.several_faces],
         "skipped": [{"path": str(p), "reason": r} for p, r in s.all_skipped],
         "nonconforming_folders": s.index.nonconforming_folders,
-        "open_set": open_set_dict(ev),
+        "open_set": open_set_dict(ev, s.stranger_verdict),
+        "verdict": s.stranger_verdict.to_dict(),
         "data_quality": [asdict(f) for f in s.findings],
         "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,
@@ -348,23 +417,36 @@ def metrics_dict(s: RunSummary) -> dict:
     }
 
 
-def open_set_dict(ev: Evaluation) -> dict | None:
+def open_set_dict(ev: Evaluation, verdict: Verdict | None = None) -> dict | None:
+    """The open-set measurement for metrics.json; ``target_reached`` is the verdict's ``target_met``
+    (at the threshold in use), so metrics.json and the summary cannot disagree."""
     os_ = ev.open_set
     if os_ is None:
         return None
     at = os_.row_at(ev.recommended_threshold)
+    verdict = verdict or stranger_verdict(ev, ev.recommended_threshold)
     return {
         "folds": os_.n_folds,
         "unknown_students_per_fold": os_.unknown_students,
         "known_photos": os_.n_known_photos,
         "unknown_photos": os_.n_unknown_photos,
         "max_far": os_.max_far,
-        "target_reached": os_.target_reached,
+        "target_reached": verdict.target_met,
+        "threshold_in_use": verdict.threshold,
+        "enrolled_ratio": os_.enrolled_ratio,
         "false_accept_rate_at_recommended": at.false_accept_rate,
         "false_accept_upper95_at_recommended": at.false_accept_upper95,
         "recognition_rate_at_recommended": at.recognition_rate,
         "sweep": [asdict(r) for r in os_.sweep],
         "fine_sweep": [asdict(r) for r in os_.fine_sweep],
+        "left_out": {
+            "held_together": [list(g) for g in os_.left_out.held_together],
+            "accepted_as": [
+                {"student": a, "taken_for": b, "accepted": k, "photos": n} for a, b, k, n in os_.left_out.accepted_as
+            ],
+            "photos": dict(os_.left_out.photos),
+            "stranger_photos_dropped": os_.left_out.stranger_photos_dropped,
+        },
     }
 
 
@@ -397,8 +479,11 @@ def inventory_lines(s: RunSummary, limit: int = MAX_LISTED_PER_KIND) -> list[str
     """Counts per status, then every skipped and ignored entry with its reason (inputs.csv has all)."""
     rows = inventory(s)
     by_status = Counter(status for _, status, _ in rows)
+    folders = len(s.index.students) + len(s.index.subfolders)
     lines = [
-        "  " + ", ".join(f"{by_status.get(k, 0)} {k}" for k in ("used", "skipped", "ignored")) + " (all in inputs.csv)"
+        f"  {by_status.get('used', 0) - folders} photos used (in {len(s.index.students)} student folders"
+        + (f" and {len(s.index.subfolders)} folders inside them" if s.index.subfolders else "")
+        + f"), {by_status.get('skipped', 0)} skipped, {by_status.get('ignored', 0)} ignored (all in inputs.csv)"
     ]
     for status in ("skipped", "ignored"):
         listed = [(p, why) for p, st, why in rows if st == status]
@@ -422,16 +507,12 @@ def write_skipped_csv(path: Path, s: RunSummary) -> None:
         writer.writerows([str(p), r] for p, r in s.all_skipped)
 
 
-def _stranger_sentence(ev: Evaluation) -> str:
-    d = open_set_dict(ev)
-    if d is None or d["false_accept_rate_at_recommended"] is None:
+def _stranger_sentence(s: RunSummary) -> str:
+    v = s.stranger_verdict
+    os_ = s.evaluation.open_set
+    if not v.measured or os_ is None:
         return "Not measured (needs at least 3 students)."
-    return (
-        f"At the recommended threshold {ev.recommended_threshold:.2f}, {d['false_accept_rate_at_recommended']:.1%} of "
-        f"strangers' photos were accepted as some student ({d['unknown_photos']} photos of held-out students; "
-        f"with 95% confidence at most {d['false_accept_upper95_at_recommended']:.1%}), and "
-        f"{d['recognition_rate_at_recommended']:.1%} of enrolled students' photos were recognised."
-    )
+    return f"At the threshold in use, {v.threshold:.2f}, " + stranger_sentence(v, os_.n_unknown_photos)
 
 
 def _gate_sentence(s: RunSummary) -> str:
@@ -482,7 +563,7 @@ student (front-facing, good light, one person). Then double-click `retrain_clean
 `python retrain_model.py`. The previous model is kept: `python retrain_model.py --rollback` restores it.
 
 ## How likely is a stranger to be marked present?
-{_stranger_sentence(s.evaluation)}
+{_stranger_sentence(s)}
 Pictures: {", ".join(f"`models/{p}`" for p in s.plots) or "none"}.
 
 ## Changing the threshold

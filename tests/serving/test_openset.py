@@ -84,8 +84,12 @@ def test_overlapping_clusters_cannot_meet_a_strict_target() -> None:
     X, y = _clusters(10, 6, spread=3.0, seed=1)  # noise ≫ separation: strangers look like students
     ev = evaluate(X, y, max_far=0.001)
     assert ev.open_set is not None
-    assert not ev.open_set.target_reached
     assert "NO threshold" in ev.recommendation_reason
+    from retraining.verdict import stranger_verdict
+
+    verdict = stranger_verdict(ev, ev.recommended_threshold)
+    assert verdict.target_met is False or verdict.recognition_poor  # never "good" when no threshold is
+    assert verdict.headline() and verdict.causes
 
 
 def test_fewer_than_three_students_have_no_stranger_measurement() -> None:
@@ -162,12 +166,26 @@ def test_threshold_is_chosen_on_the_whole_curve_not_only_the_table_rows() -> Non
 
 def test_stranger_sentence_never_contradicts_itself() -> None:
     """Target met on false accepts but too few students recognised: it says met, and why that is not enough."""
+    from types import SimpleNamespace
+
     from retraining.evaluate import OpenSet
     from retraining.report import stranger_sentence
+    from retraining.verdict import stranger_verdict
 
     known = np.linspace(0.0, 0.99, 100)
-    os_ = OpenSet(1, [["S"]], 100, 100, [], known, np.ones(100, bool), np.full(100, 0.5), None, 0.01)
-    at_high = stranger_sentence(os_, 0.98)  # 0 strangers, 2 % of students
-    assert "target <= 1.0%: met, but only 2.0% of enrolled students" in at_high and "NOT met" not in at_high
-    at_low = stranger_sentence(os_, 0.3)
-    assert "target <= 1.0%: NOT met" in at_low and "but only" not in at_low
+    unknown = np.r_[np.full(98, 0.5), 0.9, 0.6]  # 2 % of strangers above 0.5, 1 % above 0.6
+    os_ = OpenSet(1, [["S"]], 100, 100, [], known, np.ones(100, bool), unknown, None, 0.01)
+    os_.fine_sweep = open_set_sweep(known, np.ones(100, bool), unknown, FINE_THRESHOLDS)
+    ev = SimpleNamespace(open_set=os_)
+    high = stranger_verdict(ev, 0.98)  # 0 strangers, 2 % of students
+    at_high = stranger_sentence(high, 100)
+    assert "target <= 1.0%: met; 2.0% of enrolled students' photos are recognised - too few" in at_high
+    assert "NOT met" not in at_high
+    # lower thresholds that recognise more while keeping most strangers out; none that lets them all in
+    assert at_high.endswith("Trade-off: at 0.51: 49% recognised, about 1 in 50 strangers accepted.")
+    assert "at 0.50" not in at_high
+    assert high.headline().startswith("Only 2% of the students' photos are recognised at the threshold 0.98")
+    low = stranger_verdict(ev, 0.3)
+    at_low = stranger_sentence(low, 100)
+    assert "target <= 1.0%: NOT met" in at_low and "too few" not in at_low
+    assert low.headline().startswith("Strangers could be marked present")
