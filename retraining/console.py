@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .pipeline import RunResult
 from .report import confusion_lines
+from .verdict import fmt_threshold
 
 
 def format_summary(result: RunResult) -> str:
@@ -31,7 +32,7 @@ def format_summary(result: RunResult) -> str:
         f"  photos             : {len(s.index.records)} found, {len(s.extraction.records)} embedded, "
         f"{len(s.all_skipped)} skipped",
         f"  held-out accuracy  : {'n/a' if ev.accuracy is None else f'{ev.accuracy:.1%}'} on {ev.n_test} photos",
-        f"  threshold          : {s.threshold:.2f} ({s.threshold_source}"
+        f"  threshold          : {fmt_threshold(s.threshold)} ({s.threshold_source}"
         + ("" if s.threshold_source == "recommended" else f"; recommended {ev.recommended_threshold:.2f}")
         + ")",
         f"  time               : {s.timings.get('total', 0):.1f} s",
@@ -42,12 +43,12 @@ def format_summary(result: RunResult) -> str:
         lines += ["  confusion matrix:", *("    " + x for x in confusion_lines(ev))]
     if verdict.measured and verdict.false_accept_rate is not None and verdict.recognition_rate is not None:
         lines.append(
-            f"  stranger safety    : {verdict.false_accept_rate:.1%} of strangers accepted at {s.threshold:.2f} "
+            f"  stranger safety    : {verdict.false_accept_rate:.1%} of strangers accepted at {fmt_threshold(s.threshold)} "
             f"(95% bound {verdict.false_accept_upper95 or 0:.1%}; target <= {verdict.max_far:.1%}: "
             f"{'met' if verdict.target_met else 'NOT met - see the report'})"
         )
         lines.append(
-            f"  recognition        : {verdict.recognition_rate:.1%} of students' photos recognised at {s.threshold:.2f}"
+            f"  recognition        : {verdict.recognition_rate:.1%} of students' photos recognised at {fmt_threshold(s.threshold)}"
             + (" - too few, see the report" if verdict.recognition_poor else "")
         )
     if s.findings:

@@ -17,6 +17,7 @@ import numpy as np
 from .quality import Finding, FindingKind
 from .report import MAX_LISTED_PER_KIND, RunSummary, stranger_sentence
 from .thumbnails import png_data_uri
+from .verdict import fmt_threshold
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
 
@@ -118,11 +119,11 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         "n_found": len(s.index.records),
         "n_embedded": len(s.extraction.records),
         "accuracy": _pct(ev.accuracy),
-        "threshold": f"{s.threshold:.2f}",
+        "threshold": f"{fmt_threshold(s.threshold)}",
         "stranger": (
             "Not measured: at least 3 students are needed."
             if ev.open_set is None
-            else f"At the threshold in use, {s.threshold:.2f}, "
+            else f"At the threshold in use, {fmt_threshold(s.threshold)}, "
             + stranger_sentence(s.stranger_verdict, ev.open_set.n_unknown_photos)
         ),
         "gate": list(gate.checks) if gate is not None else [],

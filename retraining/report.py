@@ -22,7 +22,7 @@ from .files import files_under
 from .gate import GateDecision
 from .publish import Stage
 from .quality import Finding, FindingKind, embeddings_distinct
-from .verdict import Verdict, one_in, stranger_verdict, strangers_in_words
+from .verdict import Verdict, fmt_threshold, one_in, stranger_verdict, strangers_in_words
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def open_set_lines(ev: Evaluation, verdict: Verdict) -> list[str]:
     )
     lines += left_out_lines(os_)
     lines.append(
-        f"  => At the threshold in use, {verdict.threshold:.2f}, {stranger_sentence(verdict, os_.n_unknown_photos)}"
+        f"  => At the threshold in use, {fmt_threshold(verdict.threshold)}, {stranger_sentence(verdict, os_.n_unknown_photos)}"
     )
     return lines
 
@@ -248,7 +248,7 @@ def verdict_lines(s: RunSummary) -> list[str]:
     lines = [f"  {headline or 'The model recognises the students and keeps strangers out at the threshold in use.'}"]
     if v.measured:
         lines.append(
-            f"  At {v.threshold:.2f}: {_pct(v.recognition_rate)} of enrolled students' photos recognised, "
+            f"  At {fmt_threshold(v.threshold)}: {_pct(v.recognition_rate)} of enrolled students' photos recognised, "
             f"{strangers_in_words(v.false_accept_rate)} (target: at most {one_in(v.max_far)}: "
             f"{'met' if v.target_met else 'NOT met'})."
         )
@@ -355,7 +355,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         "",
         "THRESHOLD",
         f"  recommended : {ev.recommended_threshold:.2f} - {ev.recommendation_reason}",
-        f"  in use      : {s.threshold:.2f} ({s.threshold_source})",
+        f"  in use      : {fmt_threshold(s.threshold)} ({s.threshold_source})",
         "  Faces below the threshold are reported as 'Unknown'. Higher = fewer strangers accepted,",
         "  more students asked to retry. Change it with --threshold or in the backend per call.",
         "",
@@ -512,7 +512,7 @@ def _stranger_sentence(s: RunSummary) -> str:
     os_ = s.evaluation.open_set
     if not v.measured or os_ is None:
         return "Not measured (needs at least 3 students)."
-    return f"At the threshold in use, {v.threshold:.2f}, " + stranger_sentence(v, os_.n_unknown_photos)
+    return f"At the threshold in use, {fmt_threshold(v.threshold)}, " + stranger_sentence(v, os_.n_unknown_photos)
 
 
 def _gate_sentence(s: RunSummary) -> str:
@@ -527,7 +527,7 @@ def write_model_readme(path: Path, s: RunSummary) -> None:
     m = s.models
     summary_line = (
         f"Students: {len(s.extraction.counts())} - photos embedded: {len(s.extraction.records)} - "
-        f"held-out accuracy: {_pct(s.evaluation.accuracy)} - threshold in use: **{s.threshold:.2f}**."
+        f"held-out accuracy: {_pct(s.evaluation.accuracy)} - threshold in use: **{fmt_threshold(s.threshold)}**."
     )
     text = f"""# Face recognition model {s.version}
 

@@ -20,9 +20,11 @@ from .quality import Finding, FindingKind
 GOOD_RECOGNITION = 0.80
 #: Trade-off thresholds offered when recognition is poor: at most this many, each recognising more ...
 MAX_TRADEOFFS = 2
-#: ... and accepting at most this many times the target share of strangers (a threshold that lets every
-#: stranger in is no trade-off).
+#: ... keeping strangers within the target, or, when no threshold does, within this many times the target
+#: (a threshold that lets every stranger in is no trade-off).
 TRADEOFF_MAX_FAR_FACTOR = 3.0
+#: The likely causes named in the first lines, most serious first.
+MAX_CAUSES = 3
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,12 @@ class Verdict:
         if self.target_met is False:
             return (
                 f"Strangers could be marked present: about {one_in(self.false_accept_rate)} strangers would be "
-                f"accepted at the threshold {self.threshold:.2f} (target: at most {one_in(self.max_far)})."
+                f"accepted at the threshold {fmt_threshold(self.threshold)} (target: at most {one_in(self.max_far)})."
             )
         if self.recognition_poor:
             return (
                 f"Only {self.recognition_rate:.0%} of the students' photos are recognised at the threshold "
-                f"{self.threshold:.2f} that keeps strangers out."
+                f"{fmt_threshold(self.threshold)} that keeps strangers out."
             )
         return ""
 
@@ -72,7 +74,7 @@ class Verdict:
     def tradeoff_text(self) -> str:
         """e.g. "at 0.80: 87% recognised, about 1 in 100 strangers accepted"."""
         return "; ".join(
-            f"at {r.threshold:.2f}: {r.recognition_rate:.0%} recognised, {strangers_in_words(r.false_accept_rate)}"
+            f"at {fmt_threshold(r.threshold)}: {r.recognition_rate:.0%} recognised, {strangers_in_words(r.false_accept_rate)}"
             for r in self.tradeoffs
         )
 
@@ -137,18 +139,15 @@ def stranger_verdict(evaluation: Evaluation, threshold: float, findings: Sequenc
     )
     if not verdict.recognition_poor:
         return verdict
-    lower = [
-        r
-        for r in os_.fine_sweep
-        if r.threshold < threshold
-        and r.recognition_rate > at.recognition_rate
-        and r.false_accept_rate <= TRADEOFF_MAX_FAR_FACTOR * os_.max_far
-    ]
+    lower = [r for r in os_.fine_sweep if r.threshold < threshold and r.recognition_rate > at.recognition_rate]
+    safe = [r for r in lower if r.false_accept_rate <= os_.max_far]
+    if not safe:  # nothing keeps strangers within the target: say what a little more risk would buy
+        safe = [r for r in lower if r.false_accept_rate <= TRADEOFF_MAX_FAR_FACTOR * os_.max_far]
     picks: list[OpenSetRow] = []
-    good = [r for r in lower if r.recognition_rate >= GOOD_RECOGNITION]
+    good = [r for r in safe if r.recognition_rate >= GOOD_RECOGNITION]
     if good:
         picks.append(max(good, key=lambda r: r.threshold))  # the strictest that recognises well
-    best = max(lower, key=lambda r: (round(r.recognition_rate, 3), r.threshold), default=None)
+    best = max(safe, key=lambda r: (round(r.recognition_rate, 3), r.threshold), default=None)
     if best is not None and best not in picks:
         picks.append(best)
     return Verdict(
@@ -187,4 +186,9 @@ def likely_causes(findings: Sequence[Finding]) -> tuple[str, ...]:
         causes.append(f"{kinds[FindingKind.FEW_PHOTOS]} student(s) have too few photos")
     if not causes:
         causes.append("the photos are too few or too varied: add 5-20 clear, front-facing photos per student")
-    return tuple(causes)
+    return tuple(causes[:MAX_CAUSES])
+
+
+def fmt_threshold(t: float) -> str:
+    """0.8 → "0.80"; a threshold set with more digits keeps them (0.995 → "0.995")."""
+    return f"{t:.2f}" if abs(round(t, 2) - t) < 1e-9 else f"{t:.4g}"

@@ -359,7 +359,12 @@ def test_several_faces_reported_with_count(run: Run) -> None:
     group = str(run.data / ADA / "group.jpg")
     assert several.get(group, 0) >= 2
     report = OutputPaths.at(run.out).report_txt.read_text(encoding="utf-8")
-    assert f"{group}: {several[group]} faces found, the largest was used" in report
+    # NEEDS ATTENTION agrees with DATA QUALITY: the photos it flags by name, the others counted (metrics.json lists them)
+    assert f"{group}: several faces" not in report
+    assert (
+        f"{len(several)} other photo(s) show more than one face; the largest was used and looks like the student"
+        in report
+    )
     # the stranger's face is a quarter of the student's: the right face was used, nothing to fix
     assert not any(f["kind"] == "several_faces" and f["path"] == group for f in run.metrics["data_quality"])
 
