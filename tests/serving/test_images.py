@@ -116,16 +116,19 @@ def test_unreadable_permissions(tmp_path: Path) -> None:
 
 
 def test_permission_error_becomes_image_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same path as an unreadable file, reachable even as root: open() raising PermissionError."""
+    """The same path as an unreadable file, reachable even as root: opening it raising PermissionError."""
     from backend.recognizer import images
 
     path = tmp_path / "locked.png"
     Image.fromarray(_gradient_rgb()).save(path)
+    real_open = os.open
 
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
+    def denied(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(images.Image, "open", denied)
+    monkeypatch.setattr(images.os, "open", denied)
     with pytest.raises(ImageError, match="permission denied"):
         decode_image(path)
 
