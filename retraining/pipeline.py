@@ -34,6 +34,7 @@ from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups
 from .report import RunSummary, write_reports
+from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
 from .train import fit_model
 from .versions import library_versions
@@ -116,6 +117,7 @@ def run(options: RunOptions) -> RunResult:
         if ignored or index.skipped
         else "",
     )
+    publish.refuse_links(paths)  # before anything is written: nothing outside the output root
     paths.backend_models.mkdir(parents=True, exist_ok=True)
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
@@ -164,7 +166,7 @@ def run(options: RunOptions) -> RunResult:
         threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
         stage = publish.begin_stage(paths, publish.new_version_id())
         duplicates = duplicate_groups(extraction.records)
-        findings = data_quality(extraction, duplicates)
+        findings = [*data_quality(extraction, duplicates), *subfolder_findings(extraction, index)]
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         decision = decide(
             candidate_from_run(evaluation, findings, extracted.models, X), published_model(paths), options.gate
@@ -273,13 +275,16 @@ def _set_aside(
 def promote(options: RunOptions) -> publish.PublishResult:
     """Publish the candidate left by --review: checked again, and gated again (unless --force)."""
     _, paths = options.resolved_paths()
+    publish.refuse_links(paths)
     with RetrainLock(paths, timeout=options.lock_timeout):
-        for note in publish.recover(paths):
+        notes = publish.recover(paths)
+        for note in notes:
             log.warning("%s", note)
         candidate = publish.waiting_candidate(paths)
         if candidate is None:
+            done = f" (First this command {'; '.join(notes)}: that model is now in service.)" if notes else ""
             raise PublishError(
-                f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first."
+                f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first.{done}"
             )
         try:
             loaded = load_model_files(candidate.classifier_dir, require_manifest=True)
