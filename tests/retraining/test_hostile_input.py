@@ -61,6 +61,27 @@ def test_pipes_and_sockets_are_skipped_with_a_reason_never_opened(tmp_path: Path
     assert {r.path.name for r in index.records} == {"1.pgm", "2.pgm"}
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_photo_swapped_for_a_pipe_after_indexing_does_not_block_the_duplicate_check(tmp_path: Path) -> None:
+    import threading
+
+    from retraining.quality import duplicate_groups
+
+    photo = tmp_path / "STU001_A" / "1.pgm"
+    photo.parent.mkdir()
+    os.mkfifo(photo)  # indexed as a photo a moment ago, a named pipe now
+    found: list[object] = []
+    worker = threading.Thread(target=lambda: found.append(duplicate_groups([ImageRecord(photo, "STU001", "A")])))
+    worker.daemon = True
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():
+        with open(photo, "wb"):  # unblock it, then fail
+            pass
+        pytest.fail("the duplicate check blocked on a named pipe")
+    assert found == [[]]
+
+
 def test_names_that_are_not_utf8_or_hold_control_characters(tmp_path: Path) -> None:
     tree = make_orl_tree(tmp_path / "processed", n_students=1, n_images=2)
     shutil.copy(ORL / "s1" / "3.pgm", tree / "STU001_Person_1" / NON_UTF8_FILE)
