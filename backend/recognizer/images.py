@@ -81,7 +81,7 @@ def decode_reduced(
     Same conversions and errors as :func:`decode_image`.
     """
     data = source if isinstance(source, bytes) else read_photo(source)
-    heif = _looks_heif(data) or (isinstance(source, (str, Path)) and Path(source).suffix.lower() in HEIF_EXTENSIONS)
+    heif = isinstance(source, (str, Path)) and Path(source).suffix.lower() in HEIF_EXTENSIONS
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     return _decode_bytes(data, min_longest=min_longest, max_scale=max_scale, max_pixels=limit, heif=heif)
 
@@ -149,7 +149,7 @@ def decode_upload(data: bytes, *, max_megapixels: float = UPLOAD_MAX_MEGAPIXELS)
     if len(data) == 0:
         raise ImageError("empty upload (0 bytes): send the photo's bytes")
     rgb = _decode_bytes(
-        bytes(data), min_longest=0, max_scale=1, max_pixels=_pixel_limit(max_megapixels), heif=_looks_heif(data)
+        bytes(data), min_longest=0, max_scale=1, max_pixels=_pixel_limit(max_megapixels), heif=False
     ).rgb
     return np.ascontiguousarray(rgb[..., ::-1])
 
@@ -160,10 +160,16 @@ def _pixel_limit(max_megapixels: float) -> int:
     return int(max_megapixels * 1_000_000)
 
 
-def _looks_heif(data: bytes | bytearray | memoryview) -> bool:
-    """HEIC/HEIF from an iPhone: an ISO media file ('ftyp' box) of a HEIF brand."""
-    head = bytes(data[:12])
-    return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"hevc")
+#: ISO media brands (in the 'ftyp' box) of HEIC/HEIF photos, which Pillow cannot open by itself.
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _looks_heif(data: bytes) -> bool:
+    """HEIC/HEIF (an iPhone photo) recognised from its bytes, for data without a file name."""
+    if data[4:8] != b"ftyp":
+        return False
+    box = data[8 : min(len(data), int.from_bytes(data[:4], "big"), 64)]
+    return any(box[k : k + 4] in HEIF_BRANDS for k in range(0, len(box) - 3, 4))
 
 
 def _decode_bytes(data: bytes, *, min_longest: int, max_scale: int, max_pixels: int, heif: bool) -> Decoded:
@@ -196,9 +202,16 @@ def _decode_bytes(data: bytes, *, min_longest: int, max_scale: int, max_pixels: 
 
 
 def _open(data: bytes, heif: bool, max_pixels: int) -> Image.Image:
-    """The photo as a lazily loaded PIL image (pixels are decoded by ``load``)."""
+    """The photo as a lazily loaded PIL image (pixels are decoded by ``load``).
+
+    ``heif``: the file name says HEIC/HEIF. Bytes without a name that Pillow cannot read are
+    tried as HEIF when their header says so (an upload, or a photo already read into memory)."""
     if not heif:
-        return Image.open(io.BytesIO(data))
+        try:
+            return Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            if not _looks_heif(data):
+                raise
     import pillow_heif  # only for HEIC/HEIF files
 
     found = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)

@@ -139,3 +139,20 @@ def _catch(fn, *args):  # type: ignore[no-untyped-def]
         return fn(*args)
     except BaseException as err:  # handed back to the test
         return err
+
+
+def test_an_iphone_heic_upload_is_decoded_from_its_bytes() -> None:
+    """HEIC has no Pillow reader of its own: bytes without a file name are recognised from the header."""
+    import pillow_heif
+
+    from backend.recognizer.images import decode_reduced
+
+    rgb = np.zeros((96, 128, 3), np.uint8)
+    rgb[:, :64] = (200, 40, 10)
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(rgb)).save(buf, format="HEIF", quality=95)
+    data = buf.getvalue()
+    frame = decode_upload(data)
+    assert frame.shape == (96, 128, 3)
+    assert np.abs(frame[..., ::-1].astype(int) - rgb.astype(int)).mean() < 8  # BGR of the same picture
+    assert np.array_equal(decode_reduced(data, min_longest=0).rgb, frame[..., ::-1])  # training's path, from bytes
