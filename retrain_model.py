@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     _, paths = options.resolved_paths()
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         return _act(args, options)
     except BaseException as err:  # every way a run can end: one ERROR line, a documented exit code
@@ -266,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
     if args.rollback:
         _, paths = options.resolved_paths()
+        publish.refuse_links(paths)
         with RetrainLock(paths, timeout=args.wait):
             for note in publish.recover(paths):  # an interrupted publish is finished first
                 logging.getLogger("retrain_model").warning("%s", note)

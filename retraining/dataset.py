@@ -12,6 +12,8 @@ import errno
 import logging
 import os
 import re
+import stat
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 from backend.recognizer.images import IMAGE_EXTENSIONS, is_image_name
 
 from .errors import DatasetError
+from .files import ESCAPE, shown
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class DatasetIndex:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unusable entries, with reasons
     loose_files: list[Path] = field(default_factory=list)  # files directly in data_dir
     subfolders: list[Path] = field(default_factory=list)  # folders inside student folders (their photos count)
+    renamed: list[tuple[Path, str]] = field(default_factory=list)  # student folders whose id/name had to be cleaned
 
     def ignored(self) -> list[tuple[Path, str]]:
         """Every ignored entry with the reason, in words."""
@@ -91,8 +95,18 @@ class DatasetIndex:
         return {s.student_id: s.student_name for s in self.students}
 
 
+def clean_text(text: str) -> str:
+    """``text`` safe for an id, a CSV cell or a report line: bytes that are not UTF-8 shown as
+    ``\\xff`` (as the file system holds them), control characters (newline, tab, …) as ``_``."""
+    return "".join("_" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in shown(text))
+
+
 def parse_folder_name(folder: str) -> tuple[str, str, bool]:
-    """``STU001_Alice_Smith`` → ``("STU001", "Alice Smith", True)``; otherwise id = name = folder."""
+    """``STU001_Alice_Smith`` → ``("STU001", "Alice Smith", True)``; otherwise id = name = folder.
+
+    Both are cleaned (:func:`clean_text`): a folder name with a newline or bytes that are not
+    UTF-8 still gives a usable id, and the report says what was changed."""
+    folder = clean_text(folder)
     match = FOLDER_PATTERN.match(folder)
     if match:
         return match.group("id"), match.group("name").replace("_", " ").strip(), True
@@ -127,6 +141,14 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
             )
             continue
         student_id, name, conforming = parse_folder_name(entry.name)
+        if clean_text(entry.name) != entry.name:
+            index.renamed.append(
+                (
+                    entry,
+                    f"the folder name holds control characters or bytes that are not text; used as student "
+                    f"{student_id!r} ({name!r}); rename the folder to {clean_text(entry.name)!r}",
+                )
+            )
         if student_id in seen_ids:
             index.skipped.append(
                 (entry, f"student id {student_id} is also used by folder {seen_ids[student_id]}; rename one")
@@ -192,8 +214,29 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
             if path.is_symlink() and not real.is_relative_to(root_real):
                 index.skipped.append((path, "link points outside the data folder"))
                 continue
+            kind = _special_kind(real)
+            if kind is not None:  # never opened: open() on a named pipe blocks forever
+                index.skipped.append((path, f"is {kind}, not a photo file; only regular files are read (remove it)"))
+                continue
             photos.append(ImageRecord(path, student_id, name))
     return photos
+
+
+def _special_kind(path: Path) -> str | None:
+    """What a non-regular file is, in words (None for a regular file), from ``lstat``."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # decoding says why it cannot be read
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 def _unfollowable(err: OSError | RuntimeError) -> str:
@@ -209,7 +252,7 @@ def _unfollowable(err: OSError | RuntimeError) -> str:
 
 def write_labels_csv(path: Path, index: DatasetIndex, embedded_counts: dict[str, int] | None = None) -> None:
     """``labels.csv``: student_id, student_name, num_images (+ num_embedded when known)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
         writer = csv.writer(fh)
         header = ["student_id", "student_name", "num_images"]
         if embedded_counts is not None:

@@ -24,7 +24,8 @@ from backend.recognizer.backends import BackendConfig, build_detector, build_emb
 from backend.recognizer.embedder import Embedder
 from backend.recognizer.errors import ImageError
 from backend.recognizer.faces import Detector, photo_face_crops
-from backend.recognizer.hashing import sha256_file
+from backend.recognizer.hashing import sha256_bytes
+from backend.recognizer.images import read_photo
 
 from . import cache as cache_mod
 from .cache import CachedFace, EmbeddingCache
@@ -71,9 +72,12 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def prepare_crop(record: ImageRecord, detector: Detector, embedder: Embedder) -> tuple[np.ndarray, FaceInfo]:
-    """One photo → (aligned crop of its largest face, what was found). Raises ImageError."""
-    found = photo_face_crops(detector, record.path, embedder.crop, max_faces=1)
+def prepare_crop(
+    record: ImageRecord, detector: Detector, embedder: Embedder, data: bytes | None = None
+) -> tuple[np.ndarray, FaceInfo]:
+    """One photo (``data``: its bytes, already read) → (aligned crop of its largest face, what
+    was found). Raises ImageError."""
+    found = photo_face_crops(detector, record.path if data is None else data, embedder.crop, max_faces=1)
     if not found.faces:
         raise ImageError("no face found (also tried with a padded border)")
     face = found.faces[0]
@@ -94,19 +98,23 @@ class _Prepared:
 
 
 def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache: EmbeddingCache | None) -> _Prepared:
-    """Worker: never raises (reasons as in the serial path)."""
+    """Worker: never raises (reasons as in the serial path).
+
+    The photo is read once: its cache key is the hash of the very bytes that are decoded and
+    embedded, so a photo replaced during the run can never store another face under its key.
+    Only a regular file is opened (a named pipe would block the worker forever)."""
+    try:
+        data = read_photo(record.path)
+    except ImageError as err:
+        return _Prepared(None, reason=str(err))  # not cached: the file may be fixed without its bytes changing
     key = None
     if cache is not None:
-        try:
-            key = sha256_file(record.path)
-        except OSError:
-            key = None  # unreadable: decode reports why
-        if key is not None:
-            hit = cache.get(key)
-            if hit is not None:
-                return _Prepared(key, cached=hit, reason=hit.reason)
+        key = sha256_bytes(data)
+        hit = cache.get(key)
+        if hit is not None:
+            return _Prepared(key, cached=hit, reason=hit.reason)
     try:
-        crop, info = prepare_crop(record, detector, embedder)
+        crop, info = prepare_crop(record, detector, embedder, data)
     except ImageError as err:
         return _Prepared(key, reason=str(err))
     except Exception as err:  # a detector/decoder bug must not end the run; report it

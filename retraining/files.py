@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import io
@@ -15,6 +16,33 @@ from typing import Any
 import joblib
 
 from .errors import DiskSpaceError
+
+#: ``errors=`` for text files that may hold file names: a name that is not valid UTF-8 (Python keeps
+#: its bytes as surrogates) is written as ``\xff`` escapes instead of failing the whole write.
+ESCAPE = "smartattendance-escape"
+
+
+def shown(text: str) -> str:
+    """``text`` with the bytes of a name that is not valid UTF-8 as ``\\xff`` escapes (printable)."""
+    if not _has_surrogates(text):
+        return text
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a lone surrogate that no file system byte maps to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _escape_error(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    return shown(err.object[err.start : err.end]), err.end
+
+
+codecs.register_error(ESCAPE, _escape_error)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -35,6 +35,7 @@ from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups
 from .report import RunSummary, write_reports
+from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
 from .train import fit_model
 from .verdict import stranger_verdict
@@ -118,6 +119,7 @@ def run(options: RunOptions) -> RunResult:
         if ignored or index.skipped
         else "",
     )
+    publish.refuse_links(paths)  # before anything is written: nothing outside the output root
     paths.backend_models.mkdir(parents=True, exist_ok=True)
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
@@ -156,7 +158,7 @@ def run(options: RunOptions) -> RunResult:
         t = time.perf_counter()
         log.info("Checking the photos (wrong folders, duplicates, blur)")
         duplicates = duplicate_groups(extraction.records)
-        findings = data_quality(extraction, duplicates, seed=options.seed)
+        findings = [*data_quality(extraction, duplicates, seed=options.seed), *subfolder_findings(extraction, index)]
         evidence = stranger_evidence(findings, [r.path for r in extraction.records], duplicates)
         timings["quality"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -284,13 +286,16 @@ def _set_aside(
 def promote(options: RunOptions) -> publish.PublishResult:
     """Publish the candidate left by --review: checked again, and gated again (unless --force)."""
     _, paths = options.resolved_paths()
+    publish.refuse_links(paths)
     with RetrainLock(paths, timeout=options.lock_timeout):
-        for note in publish.recover(paths):
+        notes = publish.recover(paths)
+        for note in notes:
             log.warning("%s", note)
         candidate = publish.waiting_candidate(paths)
         if candidate is None:
+            done = f" (First this command {'; '.join(notes)}: that model is now in service.)" if notes else ""
             raise PublishError(
-                f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first."
+                f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first.{done}"
             )
         try:
             loaded = load_model_files(candidate.classifier_dir, require_manifest=True)

@@ -16,7 +16,10 @@ Every step is idempotent, so :func:`recover` finishes an interrupted swap by run
 again from the journal. Before a journal exists nothing published has been touched and
 ``recover`` simply deletes the abandoned staging folder.
 
-Nothing outside the output root is ever touched. While ``Classifier/`` is missing mid-swap,
+Nothing outside the output root is ever touched: a link anywhere in the output layout is refused
+(:func:`refuse_links`) before anything is written, and deleting never follows a link. A swap that
+fails part-way (a folder that cannot be written, a full disk) is undone before the error is
+raised, so no journal is left for a later command to complete unseen. While ``Classifier/`` is missing mid-swap,
 the backend's loader reads the complete model the journal names (``backend.recognizer.journal``).
 """
 
@@ -86,13 +89,50 @@ class Stage:
         return cls(root, root / "Classifier", root / "models", version)
 
 
+def output_links(paths: OutputPaths) -> list[Path]:
+    """Links in the output layout: its folders, the folders in them, and the lock and journal files."""
+    folders = [
+        paths.root / "backend",
+        paths.backend_models,
+        paths.classifier_dir,
+        paths.versions_dir,
+        paths.staging_dir,
+        paths.candidate_dir,
+        paths.rejected_dir,
+        paths.models_dir,
+        paths.cache_dir,
+        paths.plots_dir,
+    ]
+    found = [p for p in [*folders, paths.lock_file, paths.lock_owner_file, journal_path(paths)] if p.is_symlink()]
+    for parent in (paths.versions_dir, paths.staging_dir, paths.candidate_dir, paths.rejected_dir):
+        if parent.is_dir() and not parent.is_symlink():
+            for kept in parent.iterdir():
+                found += [p for p in (kept, kept / "Classifier", kept / "models") if p.is_symlink()]
+    return found
+
+
+def refuse_links(paths: OutputPaths) -> None:
+    """Raise :class:`PublishError` when the output layout holds a link: writing or deleting
+    through it would change files outside the output root. Call it before anything is written."""
+    links = output_links(paths)
+    if links:
+        target = os.readlink(links[0])
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise PublishError(
+            f"{links[0]} is a link (to {target}){more}: this suite writes and deletes only inside {paths.root}, never "
+            "through a link, so nothing was changed. Replace the link with a real folder (move what it points to "
+            "there), or choose another --output-root, and run again."
+        )
+
+
 def begin_stage(paths: OutputPaths, version: str) -> Stage:
     """Create an empty staging folder for ``version`` (an old one of that name is replaced)."""
     if not version or "/" in version or "\\" in version or version.startswith("."):
         raise PublishError(f"invalid model version id {version!r}")
+    refuse_links(paths)
     stage = Stage.at(paths.staging_dir / version, version)
-    if stage.root.exists():
-        shutil.rmtree(stage.root)
+    if stage.root.exists() or stage.root.is_symlink():
+        remove(stage.root)
     stage.classifier_dir.mkdir(parents=True)
     stage.models_dir.mkdir(parents=True)
     return stage
@@ -228,13 +268,15 @@ def set_aside(paths: OutputPaths, stage: Stage, folder: Path, *, keep: int) -> P
         raise PublishError(f"{folder} is not a folder for set-aside models")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / stage.version
-    if target.exists():
-        shutil.rmtree(target)
+    if target.exists() or target.is_symlink():
+        remove(target)
     os.replace(stage.root, target)
     fsync_dir(folder)
     with contextlib.suppress(OSError):
         paths.staging_dir.rmdir()  # only when empty
-    kept = sorted((d for d in folder.iterdir() if d.is_dir()), key=lambda d: d.name, reverse=True)
+    kept = sorted(
+        (d for d in folder.iterdir() if d.is_dir() and not d.is_symlink()), key=lambda d: d.name, reverse=True
+    )
     for old in kept[max(1, keep) :]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -309,7 +351,50 @@ def _swap_in(
     )
     paths.backend_models.mkdir(parents=True, exist_ok=True)
     atomic_write_json(journal_path(paths), journal.to_dict())
-    return _run_journal(paths, journal)
+    try:
+        return _run_journal(paths, journal)
+    except Exception as err:  # a crash or Ctrl+C (BaseException) leaves the journal for recover()
+        if not stage.root.is_dir():
+            raise  # the new model was already complete in place: recover() only tidies up
+        try:
+            _undo(paths, journal, discard_stage=discard_stage_on_failure)
+        except Exception as undo_err:
+            log.error("Could not undo the failed publish of model %s (%s)", stage.version, undo_err, exc_info=True)
+            raise PublishError(
+                f"Publishing model {stage.version} failed ({err}) and could not be undone ({undo_err}). The next "
+                "python retrain_model.py run finishes publishing it first and says so; fix the cause (free space, "
+                "permissions on backend/models and models/) before that."
+            ) from err
+        log.warning("Publishing model %s failed (%s): undone, the previous model is back in place", stage.version, err)
+        raise
+
+
+def _undo(paths: OutputPaths, journal: PublishJournal, *, discard_stage: bool) -> None:
+    """Reverse a swap that stopped part-way: the new files back into the stage, the current ones
+    back from the archive, the archive and the journal removed. Each step checks where a file is."""
+    stage = Stage.at(journal.stage, journal.version)
+    for rel in journal.new_models:
+        src, dst = stage.models_dir / rel, paths.models_dir / rel
+        if not src.exists() and dst.is_file():  # moved in already: it is the new file
+            src.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(dst, src)
+    if not stage.classifier_dir.exists() and paths.classifier_dir.is_dir():
+        os.replace(paths.classifier_dir, stage.classifier_dir)
+    archive = journal.archive
+    if archive is not None and archive.is_dir() and not archive.is_symlink():
+        if (archive / "Classifier").is_dir() and not paths.classifier_dir.exists():
+            os.replace(archive / "Classifier", paths.classifier_dir)
+        for rel in journal.old_models:
+            src, dst = archive / "models" / rel, paths.models_dir / rel
+            if src.is_file() and not dst.exists():
+                os.replace(src, dst)
+        if set(files_under(archive)) <= {ARCHIVE_INFO}:
+            shutil.rmtree(archive)
+    with contextlib.suppress(FileNotFoundError):
+        journal_path(paths).unlink()
+    if discard_stage:
+        shutil.rmtree(stage.root, ignore_errors=True)
+    fsync_dir(paths.backend_models)
 
 
 def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
@@ -394,7 +479,7 @@ def list_versions(paths: OutputPaths) -> list[Path]:
         except (OSError, ValueError, KeyError, TypeError):
             return _dt.datetime.fromtimestamp(d.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="microseconds")
 
-    dirs = [d for d in paths.versions_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    dirs = [d for d in paths.versions_dir.iterdir() if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")]
     return sorted(dirs, key=stamp, reverse=True)
 
 
@@ -402,7 +487,7 @@ def prune_versions(paths: OutputPaths, keep_versions: int) -> list[Path]:
     """Delete archived versions beyond the newest ``keep_versions``; return what was deleted."""
     doomed = list_versions(paths)[max(0, keep_versions) :]
     for d in doomed:
-        shutil.rmtree(d, ignore_errors=True)
+        remove(d)
         log.debug("Deleted old model version %s", d.name)
     return doomed
 
@@ -413,6 +498,7 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
     Rolling back twice returns to where you started. ``verify`` defaults to the loader's
     :func:`~backend.recognizer.loader.load_model_files`.
     """
+    refuse_links(paths)
     versions = [v for v in list_versions(paths) if (v / "Classifier").is_dir()]
     if not versions:
         raise PublishError(
@@ -442,6 +528,7 @@ def recover(paths: OutputPaths) -> list[str]:
     Returns what was done (empty when there was nothing to do). Call it while holding
     :class:`~retraining.lock.RetrainLock`: only the lock holder may move published files.
     """
+    refuse_links(paths)
     actions: list[str] = []
     journal_file = journal_path(paths)
     if journal_file.exists():
@@ -456,9 +543,12 @@ def recover(paths: OutputPaths) -> list[str]:
             rolled_back_from_version = not inside(journal.stage, paths.staging_dir)
             result = _run_journal(paths, journal)
             what = "rollback" if rolled_back_from_version else "publish"
-            actions.append(f"finished interrupted {what} of model {result.version}")
+            actions.append(
+                f"finished interrupted {what} of model {result.version} (an earlier run started it at "
+                f"{journal.started_at or 'an unknown time'} and did not finish: it was stopped, or could not write)"
+            )
             log.warning("An interrupted %s was completed: model %s is now in place", what, result.version)
-    if paths.staging_dir.is_dir():
+    if paths.staging_dir.is_dir() and not paths.staging_dir.is_symlink():
         for leftover in sorted(paths.staging_dir.iterdir()):
             remove(leftover)
             actions.append(f"removed abandoned staging folder {leftover.name}")

@@ -23,7 +23,9 @@ from cleanlab.filter import find_label_issues
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from backend.recognizer.hashing import sha256_file
+from backend.recognizer.errors import ImageError
+from backend.recognizer.hashing import sha256_bytes
+from backend.recognizer.images import read_photo
 
 from .dataset import ImageRecord
 from .extract import Extraction
@@ -80,6 +82,7 @@ class FindingKind(str, Enum):
     BLURRY = "blurry"
     SEVERAL_FACES = "several_faces"  # another face nearly as large as the one used
     DUPLICATE_FILE = "duplicate_file"  # byte-identical files in several students' folders
+    SUBFOLDER_OTHER_PERSON = "subfolder_other_person"  # a folder inside a student's whose faces are someone else's
 
     def __str__(self) -> str:
         return self.value
@@ -595,9 +598,9 @@ def duplicate_groups(records: list[ImageRecord]) -> list[list[Path]]:
     two broken or empty files are not "the same photo enrolled twice")."""
     by_hash: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     for rec in records:
-        try:
-            by_hash[sha256_file(rec.path)].append((rec.student_id, rec.path))
-        except OSError:
+        try:  # read_photo: a file swapped for a named pipe since indexing is refused, not waited on
+            by_hash[sha256_bytes(read_photo(rec.path))].append((rec.student_id, rec.path))
+        except ImageError:
             continue  # unreadable: decode will report it
     return [[p for _, p in group] for group in by_hash.values() if len({sid for sid, _ in group}) > 1]
 

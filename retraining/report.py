@@ -18,10 +18,11 @@ from backend.recognizer.paths import OutputPaths
 from .dataset import DatasetIndex, write_labels_csv
 from .evaluate import Evaluation, OpenSet
 from .extract import Extraction
-from .files import files_under
+from .files import ESCAPE, files_under
 from .gate import GateDecision
 from .publish import Stage
 from .quality import Finding, FindingKind, embeddings_distinct
+from .subfolders import subfolder_counts
 from .verdict import Verdict, fmt_threshold, one_in, stranger_verdict, strangers_in_words
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,9 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     if idx.nonconforming_folders:
         lines += ["", "  Folders not named like STU001_First_Last (folder name used as the id):"]
         lines += [f"    - {f}" for f in idx.nonconforming_folders]
+    if idx.renamed:
+        lines += ["", "  Folder names that had to be cleaned (control characters, bytes that are not text):"]
+        lines += [f"    - {p.name}: {why}" for p, why in idx.renamed]
     lines += ["", "NEEDS ATTENTION (details under DATA QUALITY)"]
     attention = []
     for sid in s.excluded_students:
@@ -372,7 +376,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     lines += ["", "PRIOR ARTIFACTS REPLACED (kept as rollback version)", *(f"  {p}" for p in s.prior_artifacts)]
     if not s.prior_artifacts:
         lines.append("  none")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors=ESCAPE)
 
 
 def metrics_dict(s: RunSummary) -> dict:
@@ -451,24 +455,29 @@ def open_set_dict(ev: Evaluation, verdict: Verdict | None = None) -> dict | None
 
 
 def write_metrics(path: Path, s: RunSummary) -> None:
-    path.write_text(json.dumps(metrics_dict(s), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(metrics_dict(s), indent=2, ensure_ascii=False) + "\n", encoding="utf-8", errors=ESCAPE)
 
 
 def inventory(s: RunSummary) -> list[tuple[Path, str, str]]:
     """Every file and folder under the data folder: (path, used | skipped | ignored, reason)."""
     rows: list[tuple[Path, str, str]] = []
     counts = s.extraction.counts()
+    renamed = dict(s.index.renamed)
     for st in s.index.students:
+        folder = s.data_dir / st.folder
+        note = f"; {renamed[folder]}" if folder in renamed else ""
         rows.append(
-            (
-                s.data_dir / st.folder,
-                "used",
-                f"student folder of {st.student_id}, {counts.get(st.student_id, 0)} photos used",
-            )
+            (folder, "used", f"student folder of {st.student_id}, {counts.get(st.student_id, 0)} photos used{note}")
         )
     rows += [(r.path, "used", f"photo of {r.student_id}") for r in s.extraction.records]
+    in_subfolder = subfolder_counts(s.extraction.records)
     rows += [
-        (p, "used", "a folder inside a student folder: its photos count for that student") for p in s.index.subfolders
+        (
+            p,
+            "used",
+            f"a folder inside a student folder: its {in_subfolder.get(p, 0)} photos used count for that student",
+        )
+        for p in s.index.subfolders
     ]
     rows += [(p, "skipped", reason) for p, reason in s.all_skipped]
     rows += [(p, "ignored", reason) for p, reason in s.index.ignored()]
@@ -494,14 +503,14 @@ def inventory_lines(s: RunSummary, limit: int = MAX_LISTED_PER_KIND) -> list[str
 
 
 def write_inputs_csv(path: Path, s: RunSummary) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "status", "reason"])
         writer.writerows([str(p), status, why] for p, status, why in inventory(s))
 
 
 def write_skipped_csv(path: Path, s: RunSummary) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         writer.writerows([str(p), r] for p, r in s.all_skipped)
@@ -570,7 +579,7 @@ Pictures: {", ".join(f"`models/{p}`" for p in s.plots) or "none"}.
 Re-run with `--threshold 0.8`, or pass `threshold=` to `FaceRecognizer.load(...)` / `identify(...)` in the backend.
 Higher values accept fewer strangers and ask more students to retry. See the sweep in `training_report.txt`.
 """
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8", errors=ESCAPE)
 
 
 def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]:

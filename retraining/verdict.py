@@ -179,6 +179,10 @@ def likely_causes(findings: Sequence[Finding]) -> tuple[str, ...]:
         causes.append(f"{kinds[FindingKind.OUTLIER]} photo(s) look like another person")
     if copies:
         causes.append(f"{copies} photo(s) are copies in another student's folder")
+    if kinds[FindingKind.SUBFOLDER_OTHER_PERSON]:
+        causes.append(
+            f"{kinds[FindingKind.SUBFOLDER_OTHER_PERSON]} folder(s) inside a student's folder hold another person's photos"
+        )
     poor = kinds[FindingKind.BLURRY] + kinds[FindingKind.SMALL_FACE]
     if poor:
         causes.append(f"{poor} photo(s) are blurred or too small")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily (below)
     from .errors import ImageError, ModelLoadError, RetrainError, WeightsNotFoundError
+    from .images import decode_upload
     from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
 
 _EXPORTS = {
@@ -24,6 +25,7 @@ _EXPORTS = {
     "RetrainError": ".errors",
     "WeightsNotFoundError": ".errors",
     "ImageError": ".errors",
+    "decode_upload": ".images",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import WeightsNotFoundError
-from .images import decode_reduced
+from .images import decode_reduced, read_photo
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def face_crops(
 
 
 def photo_face_crops(
-    detector: Detector, path: str | Path, settings: CropSettings, *, max_faces: int | None = None
+    detector: Detector, path: str | Path | bytes, settings: CropSettings, *, max_faces: int | None = None
 ) -> FaceCrops:
     """:func:`face_crops` of a photo FILE, decoding only the pixels detection and the crops need.
 
@@ -229,9 +229,12 @@ def photo_face_crops(
     again at the reduction that gives the crop its full detail (at most once per photo).
     Faces are returned in the coordinates of the full-size upright photo, as for
     :func:`face_crops` of the fully decoded photo (face sizes mean the same either way).
+    The file is read once (``path`` may also be its bytes, already read): both decodes use the
+    same bytes, so a file replaced meanwhile cannot mix two photos.
     Raises :class:`~backend.recognizer.errors.ImageError` for an unusable file.
     """
-    photo = decode_reduced(path, min_longest=DECODE_MIN_SIDE)
+    data = path if isinstance(path, bytes) else read_photo(path)
+    photo = decode_reduced(data, min_longest=DECODE_MIN_SIDE)
     faces, retried = detect_faces(detector, photo.rgb)
     kept = faces if max_faces is None else faces[:max_faces]
     matrices = [crop_transform(f, settings) for f in kept]
@@ -240,7 +243,7 @@ def photo_face_crops(
         needed = max(_magnification(m) for m in matrices)
         finer = max((s for s in (8, 4, 2, 1) if s <= photo.scale and s * needed <= photo.scale), default=1)
         if finer < photo.scale:
-            source = decode_reduced(path, min_longest=0, max_scale=finer)
+            source = decode_reduced(data, min_longest=0, max_scale=finer)
             factor = photo.scale / source.scale  # finer pixels per reduced pixel
             matrices = [np.hstack([m[:, :2] / factor, m[:, 2:]]) for m in matrices]
     crops = [_warp(source.rgb, m, settings.size) for m in matrices]

@@ -35,7 +35,7 @@ import numpy as np
 from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build_embedder
 from .errors import ModelLoadError, RetrainError
 from .faces import face_crops, photo_face_crops
-from .images import to_rgb
+from .images import UPLOAD_MAX_MEGAPIXELS, to_rgb
 from .journal import complete_model_dir, journal_path
 from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
 from .paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
@@ -465,16 +465,24 @@ class FaceRecognizer:
         return faces, vectors
 
     def identify(
-        self, image: np.ndarray | str | Path, *, threshold: float | None = None, top_k: int = 3, bgr: bool = True
+        self,
+        image: np.ndarray | str | Path,
+        *,
+        threshold: float | None = None,
+        top_k: int = 3,
+        bgr: bool = True,
+        max_megapixels: float = UPLOAD_MAX_MEGAPIXELS,
     ) -> list[Recognition]:
         """Every face in a frame → who it is.
 
         ``image``: an OpenCV BGR array (``bgr=False`` for RGB) or a photo path. Faces are
         found, cropped and embedded by the same functions training uses; returns one
-        :class:`Recognition` per face, largest first (empty list: no face).
+        :class:`Recognition` per face, largest first (empty list: no face). An array of more
+        than ``max_megapixels`` is refused with :class:`ImageError` (as :func:`decode_upload`
+        refuses such an upload): detection on it would cost gigabytes.
         """
         state = self._ensure_engines()
-        faces, vectors, _ = self._embed(state, image, bgr)
+        faces, vectors, _ = self._embed(state, image, bgr, max_megapixels)
         if not faces:
             return []
         results = self._classify(state, vectors, threshold, top_k)
@@ -491,13 +499,16 @@ class FaceRecognizer:
             for f, r in zip(faces, results, strict=True)
         ]
 
-    def _embed(self, state: _State, image: np.ndarray | str | Path, bgr: bool) -> tuple[list[Face], np.ndarray, _State]:
+    def _embed(
+        self, state: _State, image: np.ndarray | str | Path, bgr: bool, max_megapixels: float = UPLOAD_MAX_MEGAPIXELS
+    ) -> tuple[list[Face], np.ndarray, _State]:
         if state.engines is None:
             raise RuntimeError("face models not started (call through identify/embed)")
         if isinstance(image, (str, Path)):  # a photo file: decoded as training decodes it
             found = photo_face_crops(state.engines.detector, image, state.engines.crop)
         else:
-            found = face_crops(state.engines.detector, to_rgb(image, bgr=bgr), state.engines.crop)
+            rgb = to_rgb(image, bgr=bgr, max_megapixels=max_megapixels)
+            found = face_crops(state.engines.detector, rgb, state.engines.crop)
         if not found.crops:
             return [], np.zeros((0, state.loaded.embedding_dim), dtype=np.float32), state
         vectors = state.engines.embedder.embed(np.stack(found.crops))

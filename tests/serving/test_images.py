@@ -116,16 +116,19 @@ def test_unreadable_permissions(tmp_path: Path) -> None:
 
 
 def test_permission_error_becomes_image_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same path as an unreadable file, reachable even as root: open() raising PermissionError."""
+    """The same path as an unreadable file, reachable even as root: opening it raising PermissionError."""
     from backend.recognizer import images
 
     path = tmp_path / "locked.png"
     Image.fromarray(_gradient_rgb()).save(path)
+    real_open = os.open
 
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
+    def denied(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(images.Image, "open", denied)
+    monkeypatch.setattr(images.os, "open", denied)
     with pytest.raises(ImageError, match="permission denied"):
         decode_image(path)
 
@@ -393,3 +396,43 @@ def test_damaged_heic_is_an_image_error(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
     with pytest.raises(ImageError, match="corrupt or truncated"):
         decode_image(path)
+
+
+def test_large_image_pixels_copied_in_strips_are_the_same(tmp_path: Path) -> None:
+    """Above STRIP_PIXELS the array is filled strip by strip: the very same pixels as np.asarray."""
+    from backend.recognizer import images
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (2100, 2300, 3), dtype=np.uint8)  # 4.8 megapixels: the strip path
+    path = tmp_path / "large.png"
+    Image.fromarray(rgb).save(path, compress_level=1)
+    assert rgb.shape[0] * rgb.shape[1] > images.STRIP_PIXELS
+    np.testing.assert_array_equal(decode_image(path), rgb)
+
+
+def test_decoding_a_large_png_costs_about_two_copies_of_it(tmp_path: Path) -> None:
+    """A 30-megapixel PNG: peak memory of decoding stays near the file's bytes + the decoded image +
+    the array (it was five copies: an upright copy, a converted copy and tobytes' double buffer)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    width, height = 6000, 5000
+    tile = np.random.default_rng(0).integers(0, 256, (height // 50, width // 50, 3), dtype=np.uint8)
+    path = tmp_path / "big.png"
+    Image.fromarray(tile).resize((width, height), Image.Resampling.NEAREST).save(path, compress_level=1)
+    script = (
+        "import resource, sys\n"
+        "from backend.recognizer.images import decode_reduced\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"d = decode_reduced({str(path)!r}, min_longest=640)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, d.rgb.shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    grown_mib = float(out.stdout.split()[0])
+    image_mib = width * height * 3 / 2**20  # 86 MiB
+    file_mib = path.stat().st_size / 2**20
+    assert grown_mib < file_mib + 2.6 * image_mib, (
+        f"decoding peaked at +{grown_mib:.0f} MiB ({image_mib:.0f} MiB image)"
+    )
