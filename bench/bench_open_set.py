@@ -142,7 +142,15 @@ def run_one(
             shutil.copytree(out / "models", dest, ignore=shutil.ignore_patterns("cache", "*.npy", "*.npz"))
     os_ = metrics.get("open_set") or {}
     estimate = {r["threshold"]: r for r in os_.get("fine_sweep", [])}
+    planted = {frozenset(f.split("_")[0] for f in enrollment.folders_of(p)) for p in enrollment.split}
+    held = {frozenset(g) for g in os_.get("left_out", {}).get("held_together", [])}
+    found = {
+        "split_found": len(planted & held),
+        "split_planted": len(planted),
+        "groups_not_planted": len(held - planted),
+    }
     return {
+        "found": found,
         "label": label,
         "seed": seed,
         "threshold": threshold,
@@ -165,6 +173,11 @@ def print_run(r: dict) -> None:
         f"\n== {r['label']} tree, seed {r['seed']}: published threshold {r['threshold']:.2f} "
         f"({m.get('threshold_source')}), held-out accuracy {m['accuracy']:.1%}, run {r['seconds']:.0f} s"
     )
+    f = r["found"]
+    print(
+        f"   enrolled twice: {f['split_found']} of {f['split_planted']} planted found, "
+        f"{f['groups_not_planted']} other pair(s) held out together"
+    )
     if left:
         print(
             f"   left out of the stranger estimate: held out together {left.get('held_together')}, "
@@ -184,6 +197,8 @@ def print_run(r: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--people", type=int, default=80)
+    p.add_argument("--enrolled", type=int, default=10, help="photos of each person in the student folders")
+    p.add_argument("--unseen", type=int, default=4, help="photos of each person kept back (the 'new photos')")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=("clean", "planted"), default=None)
     p.add_argument("--keep", type=Path, default=None, help="copy each run's models/ (reports) here")
@@ -208,7 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         for label, mistakes in kinds:
             if args.only and label != args.only:
                 continue
-            enrollment = make_enrollment(LFW, n_people=args.people, mistakes=mistakes, seed=seed)
+            enrollment = make_enrollment(
+                LFW,
+                n_people=args.people,
+                enrolled_photos=args.enrolled,
+                unseen_photos=args.unseen,
+                mistakes=mistakes,
+                seed=seed,
+            )
             r = run_one(enrollment, cache_dir, vectors, strangers, seed, label, args.keep)
             print_run(r)
             results.append(r)

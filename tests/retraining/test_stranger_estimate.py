@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import LFW, LFW_STRANGERS, SCRFD_WEIGHTS, require_shared_data
+from markupsafe import escape
 from scipy.stats import binomtest
 
 from bench.lfw_enrollment import Enrollment, Mistakes, make_enrollment, stranger_photos
@@ -208,7 +209,7 @@ def _enrollment(mistakes: Mistakes) -> Enrollment:
     return make_enrollment(LFW, n_people=40, mistakes=mistakes, seed=4)
 
 
-def _retrain(tmp: Path, enrollment: Enrollment, fixture: LfwEnrollmentRun) -> tuple[Path, dict, str]:
+def _retrain(tmp: Path, enrollment: Enrollment, fixture: LfwEnrollmentRun, *extra: str) -> tuple[Path, dict, str]:
     import retrain_model
 
     data = enrollment.write(tmp / "data")
@@ -216,7 +217,7 @@ def _retrain(tmp: Path, enrollment: Enrollment, fixture: LfwEnrollmentRun) -> tu
     shutil.copytree(fixture.cache_dir, out / "models" / "cache")
     args = ["--data-dir", str(data), "--output-root", str(out), "--quiet", "--seed", "4"]
     args += ["--detector", "scrfd", "--detector-model", str(SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx")]
-    args += ["--embedder", "dlib", "--device", "cpu"]
+    args += ["--embedder", "dlib", "--device", "cpu", *extra]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert retrain_model.main(args) == 0
@@ -271,3 +272,23 @@ def test_published_threshold_recognises_students_and_keeps_strangers_out(
         assert "look like one person enrolled twice" in model_json
     else:
         assert not left["held_together"]
+
+
+def test_a_threshold_that_turns_students_away_is_said_first_and_everywhere_alike(
+    tmp_path: Path, lfw_enrollment: LfwEnrollmentRun
+) -> None:
+    """Strangers kept out by turning most students away: the summary's first line and report.html's verdict
+    say so, with the likely cause and a trade-off; "met" agrees in the summary, the report and metrics.json."""
+    enrollment = _enrollment(Mistakes(split_people=3, moved_share=0.05, copied_files=3))
+    out, metrics, printed = _retrain(tmp_path, enrollment, lfw_enrollment, "--threshold", "0.999")
+    verdict = metrics["verdict"]
+    assert verdict["recognition_poor"] and verdict["target_met"] is True
+    first = printed.strip().splitlines()[0]
+    assert first.startswith("Retraining finished. ATTENTION: Only ") and "0.999 that keeps strangers out" in first
+    assert "look like one student enrolled twice" in printed and "trade-off          : at 0." in printed
+    assert "target <= 1.0%: met" in printed
+    html = (out / "models" / "report.html").read_text(encoding="utf-8")
+    assert str(escape(verdict["headline"])) in html and "Likely cause:" in html
+    report = (out / "models" / "training_report.txt").read_text(encoding="utf-8")
+    assert verdict["headline"] in report.split("PIPELINE")[0]
+    assert metrics["open_set"]["target_reached"] is True
