@@ -19,6 +19,7 @@ from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
 from backend.recognizer.manifest import verify_manifest
+from backend.recognizer.metadata import BackendChoice, DatasetSummary, FaceModels, Metrics, ModelMetadata
 from backend.recognizer.paths import DEFAULT_DATA_DIR, OutputPaths
 from backend.recognizer.weights import unofficial_weights
 
@@ -32,7 +33,7 @@ from .gate import GateSettings, candidate_from_folder, candidate_from_run, decid
 from .html_report import photos_to_show, write_html_report
 from .lock import RetrainLock
 from .plots import write_plots
-from .quality import data_quality, duplicate_groups
+from .quality import data_quality, duplicate_groups, embeddings_distinct
 from .report import RunSummary, write_reports
 from .thumbnails import face_thumbnails
 from .train import fit_model
@@ -165,9 +166,11 @@ def run(options: RunOptions) -> RunResult:
         stage = publish.begin_stage(paths, publish.new_version_id())
         duplicates = duplicate_groups(extraction.records)
         findings = data_quality(extraction, duplicates)
+        separated = embeddings_distinct(findings)
+        face_models = FaceModels.from_dict(extracted.models)
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         decision = decide(
-            candidate_from_run(evaluation, findings, extracted.models, X), published_model(paths), options.gate
+            candidate_from_run(evaluation, separated, face_models, X), published_model(paths), options.gate
         )
         log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
         summary = RunSummary(
@@ -191,21 +194,15 @@ def run(options: RunOptions) -> RunResult:
             gate=decision,
             weights_warnings=weights_warnings(extracted.models),
         )
-        bundle = ModelBundle.create(
-            model,
-            model_version=summary.version,
-            created_at=summary.created_at,
-            threshold=summary.threshold,
-            students=index.names(),
-            models=extracted.models,
-            backend_config={
-                "detector": options.backend.detector,
-                "embedder": options.backend.embedder,
-                "detector_model": str(extracted.detector_file) if extracted.detector_file else None,
-            },
-            extra=summary.model_metadata(),
+        backend = BackendChoice(
+            options.backend.detector,
+            options.backend.embedder,
+            str(extracted.detector_file) if extracted.detector_file else None,
         )
-        publish.save_bundle(stage, bundle)
+        names = index.names()
+        metadata = model_metadata(summary, face_models, backend, {sid: names[sid] for sid in model.classes}, separated)
+        bundle = ModelBundle(model.model, metadata)
+        publish.save_bundle(stage, bundle, model)
         artifacts = write_reports(stage, paths, summary)
         thumbs = (
             face_thumbnails(photos_to_show(summary), build_detector(options.backend))
@@ -224,14 +221,53 @@ def run(options: RunOptions) -> RunResult:
     return RunResult(summary, artifacts, published.removed, published.archived_to)
 
 
+def model_metadata(
+    s: RunSummary, face_models: FaceModels, backend: BackendChoice, students: dict[str, str], separated: bool
+) -> ModelMetadata:
+    """What the new model records about itself: models, data summary, scores, gate (model.json)."""
+    ev = s.evaluation
+    return ModelMetadata(
+        model_version=s.version,
+        created_at=s.created_at,
+        threshold=float(s.threshold),
+        students=students,
+        face_models=face_models,
+        backend=backend,
+        recommended_threshold=ev.recommended_threshold,
+        library_versions=dict(s.library_versions),
+        dataset=DatasetSummary(
+            data_dir=str(Path(s.data_dir).resolve()),
+            num_students=len(s.extraction.counts()),
+            num_images=len(s.index.records),
+            num_embedded=len(s.extraction.records),
+            num_skipped=len(s.all_skipped),
+            excluded_students=tuple(s.excluded_students),
+        ),
+        metrics=Metrics(
+            accuracy=ev.accuracy,
+            n_train=ev.n_train,
+            n_test=ev.n_test,
+            stranger_target_met=ev.stranger_target_met,
+            embeddings_distinct=separated,
+        ),
+        quality_gate=s.gate.record() if s.gate is not None else None,
+        forced=bool(s.gate is not None and s.gate.forced),
+        weights_warnings=tuple(s.weights_warnings),
+    )
+
+
 def published_model(paths: OutputPaths) -> LoadedModel | None:
-    """The model in service, read as the backend reads it; None when there is none (or it is broken)."""
+    """The model in service, read as the backend reads it (never unpickled); None when there is none."""
     if not paths.classifier_dir.is_dir():
         return None
     try:
-        return load_model_files(paths.classifier_dir)
+        return load_model_files(paths.classifier_dir, allow_pickle=False)
     except ModelLoadError as err:
-        log.warning("The published model cannot be loaded (%s): the new model is not compared with it", err)
+        log.warning(
+            "The published model cannot be loaded (%s): the new model is not compared with it. (A model of an "
+            "earlier release is compared again after python retrain_model.py --upgrade-model.)",
+            err,
+        )
         return None
 
 
@@ -282,9 +318,9 @@ def promote(options: RunOptions) -> publish.PublishResult:
                 f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first."
             )
         try:
-            loaded = load_model_files(candidate.classifier_dir, require_manifest=True)
+            loaded = load_model_files(candidate.classifier_dir, require_manifest=True, allow_pickle=False)
             verify_manifest(candidate.classifier_dir, models_dir=candidate.models_dir)
-            figures = candidate_from_folder(loaded, candidate.models_dir)
+            figures = candidate_from_folder(loaded, candidate.folder)
         except (ModelLoadError, OSError, KeyError, ValueError) as err:
             raise PublishError(
                 f"The waiting model in {candidate.root} is damaged ({err}). Run --review again."
@@ -296,5 +332,5 @@ def promote(options: RunOptions) -> publish.PublishResult:
                 f"service is unchanged; the candidate still waits in {candidate.root} (--promote --force publishes it)."
             )
         if decision.forced:
-            publish.record_forced(candidate, loaded.bundle, decision.to_dict())
+            publish.record_forced(candidate, loaded.bundle, decision.record())
         return publish.promote(paths, candidate, verify=verify_model_dir, keep_versions=options.keep_versions)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import io
 import json
 import logging
 import os
@@ -34,8 +33,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
@@ -50,10 +47,13 @@ from backend.recognizer.manifest import (
     safe_relative,
     verify_manifest,
 )
-from backend.recognizer.paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
+from backend.recognizer.metadata import GateRecord
+from backend.recognizer.paths import MANIFEST_NAME, ModelFolder, OutputPaths
 
 from .errors import PublishError
-from .files import atomic_write_bytes, atomic_write_json, files_under, fsync_dir, inside, joblib_bytes, remove
+from .files import atomic_write_bytes, atomic_write_json, files_under, fsync_dir, inside, remove
+from .model_files import write_model_files, write_seed_files
+from .train import FittedModel
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,12 @@ class Stage:
 
     @classmethod
     def at(cls, root: Path, version: str) -> Stage:
-        return cls(root, root / "Classifier", root / "models", version)
+        folder = ModelFolder.under(root)
+        return cls(root, folder.classifier_dir, folder.models_dir, version)
+
+    @property
+    def folder(self) -> ModelFolder:
+        return ModelFolder(self.classifier_dir, self.models_dir)
 
 
 def begin_stage(paths: OutputPaths, version: str) -> Stage:
@@ -98,13 +103,10 @@ def begin_stage(paths: OutputPaths, version: str) -> Stage:
     return stage
 
 
-def save_bundle(stage: Stage, bundle: ModelBundle) -> None:
-    """Write the model bundle, its label encoder and the classes array into the stage (each atomically)."""
-    atomic_write_bytes(stage.classifier_dir / BUNDLE_NAME, joblib_bytes(bundle.to_dict()))
-    atomic_write_bytes(stage.classifier_dir / LABEL_ENCODER_NAME, joblib_bytes(bundle.label_encoder))
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(bundle.label_encoder.classes_), allow_pickle=False)
-    atomic_write_bytes(stage.classifier_dir / CLASSES_NAME, buf.getvalue())
+def save_bundle(stage: Stage, bundle: ModelBundle, fitted: FittedModel) -> None:
+    """Write ``model.npz`` + ``model.json`` and the seed's pickles into the stage (each atomically)."""
+    write_model_files(stage.classifier_dir, bundle)
+    write_seed_files(stage.classifier_dir, bundle, fitted)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -208,11 +210,14 @@ def publish_sealed(paths: OutputPaths, stage: Stage, *, keep_versions: int = 1) 
     return _swap_in(paths, stage, verify=None, keep_versions=keep_versions, models_check=False)
 
 
-def record_forced(candidate: Stage, bundle: ModelBundle, gate: dict[str, object]) -> None:
-    """Mark a waiting candidate as published with --force (bundle metadata, report), then re-seal it."""
-    metadata = {**bundle.metadata, "forced": True, "quality_gate": gate}
-    save_bundle(candidate, dataclasses.replace(bundle, metadata=metadata))
-    report = candidate.models_dir / "training_report.txt"
+def record_forced(candidate: Stage, bundle: ModelBundle, gate: GateRecord) -> None:
+    """Mark a waiting candidate as published with --force (model.json, report), then re-seal it.
+
+    The seed's pickle keeps the metadata it was written with: model.json is the record.
+    """
+    metadata = dataclasses.replace(bundle.metadata, forced=True, quality_gate=gate)
+    write_model_files(candidate.classifier_dir, dataclasses.replace(bundle, metadata=metadata))
+    report = candidate.folder.report_txt
     if report.is_file():
         stamp = _utcnow().isoformat(timespec="seconds")
         note = f"\nPROMOTED WITH --force on {stamp} although the quality gate refused it (see QUALITY GATE).\n"
@@ -427,7 +432,7 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
     if verify is None:
 
         def verify(directory: Path) -> None:
-            load_model_files(directory, require_manifest=has_manifest)
+            load_model_files(directory, require_manifest=has_manifest, allow_pickle=False)
 
     result = _swap_in(
         paths, stage, verify=verify, keep_versions=None, models_check=has_manifest, discard_stage_on_failure=False

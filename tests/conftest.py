@@ -98,3 +98,18 @@ def copy_root(tmp_path: Path, published_root: Path) -> Path:
     dst = tmp_path / "root"
     shutil.copytree(published_root, dst, symlinks=True)
     return dst
+
+
+#: A model published by release 1.0 (pickles only): the test of the old path and of --upgrade-model.
+OLD_RELEASE_FIXTURE = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
+
+
+@pytest.fixture(scope="session")
+def upgraded_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the release-1.0 model converted by ``retrain_model.py --upgrade-model`` (read-only use)."""
+    import retrain_model
+
+    root = tmp_path_factory.mktemp("upgraded") / "root"
+    shutil.copytree(OLD_RELEASE_FIXTURE, root)
+    assert retrain_model.main(["--upgrade-model", "--output-root", str(root), "--quiet"]) == 0
+    return root

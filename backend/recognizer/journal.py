@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .paths import OutputPaths
+from .paths import JOURNAL_NAME, OutputPaths
 
-JOURNAL_NAME = ".publish.json"
+__all__ = ["JOURNAL_NAME", "PublishJournal", "complete_model_dir", "journal_path", "read_journal"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class PublishJournal:
 
 
 def journal_path(paths: OutputPaths) -> Path:
-    return paths.backend_models / JOURNAL_NAME
+    return paths.journal_file
 
 
 def read_journal(paths: OutputPaths) -> PublishJournal | None:
