@@ -20,7 +20,7 @@ from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
 from backend.recognizer.manifest import verify_manifest
 from backend.recognizer.metadata import BackendChoice, DatasetSummary, FaceModels, Metrics, ModelMetadata
-from backend.recognizer.paths import DEFAULT_DATA_DIR, OutputPaths
+from backend.recognizer.paths import DEFAULT_DATA_DIR, ModelFolder, OutputPaths
 from backend.recognizer.weights import unofficial_weights
 
 from . import publish
@@ -190,7 +190,7 @@ def run(options: RunOptions) -> RunResult:
             prior_artifacts=publish.prior_artifacts(paths),
             library_versions=library_versions(),
             findings=findings,
-            plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.models_dir / "plots", evaluation)],
+            plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.folder.plots_dir, evaluation)],
             gate=decision,
             weights_warnings=weights_warnings(extracted.models),
         )
@@ -289,10 +289,11 @@ def _set_aside(
     """--review: keep the checked model as the candidate. Refused: keep it for inspection, then stop."""
     folder = paths.candidate_dir if review else paths.rejected_dir
     where = publish.set_aside(paths, stage, folder, keep=1 if review else KEEP_REJECTED)
+    kept = ModelFolder.under(where)
     moved = [
-        where / "Classifier" / p.name
+        kept.classifier_dir / p.name
         if p.parent == paths.classifier_dir
-        else where / "models" / p.relative_to(paths.models_dir)
+        else kept.models_dir / p.relative_to(paths.models_dir)
         for p in artifacts
     ]
     if review:

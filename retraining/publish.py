@@ -77,8 +77,8 @@ class Stage:
     """A staging folder for one new model version, under ``paths.staging_dir/<version>``."""
 
     root: Path
-    classifier_dir: Path  # root/"Classifier"
-    models_dir: Path  # root/"models": X.npy, y.npy, labels.csv, reports, plots/
+    classifier_dir: Path  # ModelFolder.under(root).classifier_dir
+    models_dir: Path  # ... .models_dir: X.npy, y.npy, labels.csv, reports, plots/
     version: str
 
     @classmethod
@@ -249,7 +249,9 @@ def waiting_candidate(paths: OutputPaths) -> Stage | None:
     """The model that --review left for --promote (the newest, if several), or None."""
     if not paths.candidate_dir.is_dir():
         return None
-    found = sorted((d for d in paths.candidate_dir.iterdir() if (d / "Classifier").is_dir()), key=lambda d: d.name)
+    found = sorted(
+        (d for d in paths.candidate_dir.iterdir() if ModelFolder.under(d).classifier_dir.is_dir()), key=lambda d: d.name
+    )
     return Stage.at(found[-1], found[-1].name) if found else None
 
 
@@ -331,24 +333,25 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     removed: list[Path] = []
     # 1. the current model goes into versions/<old>/ (rename: nothing is copied or lost)
     if archive is not None:
-        (archive / "models").mkdir(parents=True, exist_ok=True)
+        kept = ModelFolder.under(archive)
+        kept.models_dir.mkdir(parents=True, exist_ok=True)
         if not (archive / ARCHIVE_INFO).exists():
             atomic_write_json(
                 archive / ARCHIVE_INFO,
                 {"archived_at": _utcnow().isoformat(timespec="microseconds"), "replaced_by": stage.version},
             )
         for rel in journal.old_models:
-            src, dst = paths.models_dir / rel, archive / "models" / rel
+            src, dst = paths.models_dir / rel, kept.models_dir / rel
             if src.is_file() and not dst.exists():  # once archived, models/rel can only be the new file
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
             if dst.exists():
                 removed.append(src)
-        if paths.classifier_dir.exists() and not (archive / "Classifier").exists():
+        if paths.classifier_dir.exists() and not kept.classifier_dir.exists():
             removed.extend(paths.classifier_dir / rel for rel in files_under(paths.classifier_dir))
-            os.replace(paths.classifier_dir, archive / "Classifier")
-        elif (archive / "Classifier").exists():
-            removed.extend(paths.classifier_dir / rel for rel in files_under(archive / "Classifier"))
+            os.replace(paths.classifier_dir, kept.classifier_dir)
+        elif kept.classifier_dir.exists():
+            removed.extend(paths.classifier_dir / rel for rel in files_under(kept.classifier_dir))
         fsync_dir(archive)
     # 2. the new model comes in
     published: list[Path] = []
@@ -418,14 +421,14 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
     Rolling back twice returns to where you started. ``verify`` defaults to the loader's
     :func:`~backend.recognizer.loader.load_model_files`.
     """
-    versions = [v for v in list_versions(paths) if (v / "Classifier").is_dir()]
+    versions = [v for v in list_versions(paths) if ModelFolder.under(v).classifier_dir.is_dir()]
     if not versions:
         raise PublishError(
             f"No previous model is kept in {paths.versions_dir}, so there is nothing to roll back to. "
             "Re-run retraining (python retrain_model.py) instead."
         )
     target = versions[0]
-    stage = Stage.at(target, _current_version(target / "Classifier") or target.name)
+    stage = Stage.at(target, _current_version(ModelFolder.under(target).classifier_dir) or target.name)
     has_manifest = (stage.classifier_dir / MANIFEST_NAME).exists()
     if not has_manifest:
         log.warning("Version %s has no manifest (an old-style model): its files cannot be verified", target.name)

@@ -53,7 +53,7 @@ def model_folders(paths: OutputPaths) -> list[ModelFolder]:
     folders = [paths.published] if paths.classifier_dir.is_dir() else []
     for parent in (paths.versions_dir, paths.candidate_dir):
         if parent.is_dir():
-            folders += [ModelFolder.under(d) for d in sorted(parent.iterdir()) if (d / "Classifier").is_dir()]
+            folders += [f for f in map(ModelFolder.under, sorted(parent.iterdir())) if f.classifier_dir.is_dir()]
     return folders
 
 

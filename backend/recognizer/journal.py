@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .paths import JOURNAL_NAME, OutputPaths
+from .paths import JOURNAL_NAME, ModelFolder, OutputPaths
 
 __all__ = ["JOURNAL_NAME", "PublishJournal", "complete_model_dir", "journal_path", "read_journal"]
 
@@ -84,8 +84,9 @@ def complete_model_dir(paths: OutputPaths) -> Path | None:
     journal = read_journal(paths)
     if journal is None:
         return None
-    for candidate in (journal.stage / "Classifier", journal.archive / "Classifier" if journal.archive else None):
-        if candidate is not None and _inside(candidate, paths.backend_models) and candidate.is_dir():
+    kept = [journal.stage] + ([journal.archive] if journal.archive else [])
+    for candidate in (ModelFolder.under(root).classifier_dir for root in kept):
+        if _inside(candidate, paths.backend_models) and candidate.is_dir():
             return candidate
     return None
 
