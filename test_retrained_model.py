@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from PIL import Image
+
+    # our pixel limit (images.MAX_PIXELS) is checked from the header first: PIL's own warning is noise
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     from backend.recognizer.loader import FaceRecognizer
 
     paths = OutputPaths.at(args.output_root)

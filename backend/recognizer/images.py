@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,19 +75,19 @@ def decode_reduced(path: str | Path, *, min_longest: int, max_scale: int = 8) ->
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is
-            # MAX_PIXELS, checked from the header before any pixel is decoded.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open(path) as img:  # a GIF or a multi-image HEIF gives its first picture
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise _too_large(width, height)
-                if min(width, height) < MIN_SIDE:
-                    raise _too_small(width, height)
-                scale = _draft(img, min_longest, max_scale)
-                img.load()
-                return Decoded(pil_to_rgb(img), scale)
+        # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is MAX_PIXELS,
+        # checked from the header before any pixel is decoded. The warning is silenced once, at the entry
+        # points (retrain_model.py, test_retrained_model.py): warnings.catch_warnings() here would change
+        # the process-wide filters from several decoding threads at once, which is not thread-safe.
+        with _open(path) as img:  # a GIF or a multi-image HEIF gives its first picture
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise _too_large(width, height)
+            if min(width, height) < MIN_SIDE:
+                raise _too_small(width, height)
+            scale = _draft(img, min_longest, max_scale)
+            img.load()
+            return Decoded(pil_to_rgb(img), scale)
     except ImageError:
         raise
     except UnidentifiedImageError as err:
