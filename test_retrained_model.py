@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         check_manifest(checks, paths)
         try:
             recognizer = FaceRecognizer.load(
-                paths.root, device=args.device, weights_dir=args.weights_dir, require_manifest=True
+                paths.root, device=args.device, weights_dir=args.weights_dir, require_manifest=True, allow_pickle=False
             )
         except ModelLoadError as err:
             checks.fail(f"load: {err}")

@@ -192,7 +192,7 @@ def run(options: RunOptions) -> RunResult:
             findings=findings,
             plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.folder.plots_dir, evaluation)],
             gate=decision,
-            weights_warnings=weights_warnings(extracted.models),
+            weights_warnings=weights_warnings(face_models),
         )
         backend = BackendChoice(
             options.backend.detector,
@@ -271,15 +271,15 @@ def published_model(paths: OutputPaths) -> LoadedModel | None:
         return None
 
 
-def weights_warnings(models: dict[str, object]) -> list[str]:
+def weights_warnings(models: FaceModels) -> list[str]:
     """Weight files named like the official ones but with other content."""
     files: dict[str, str | None] = {}
-    for part in ("detector", "embedder"):
-        info = models.get(part)
-        if isinstance(info, dict):
-            name = info.get("model_file") or info.get("weights_file")
-            if name:
-                files[str(name)] = info.get("weights_sha256")
+    for name, sha in (
+        (models.detector.model_file, models.detector.weights_sha256),
+        (models.embedder.weights_file, models.embedder.weights_sha256),
+    ):
+        if name:
+            files[name] = sha
     return unofficial_weights(files)
 
 

@@ -73,6 +73,16 @@ def test_serving_has_no_file_writing_calls() -> None:
     assert found == []
 
 
+def test_only_the_legacy_reader_imports_pickle_machinery() -> None:
+    """scikit-learn and joblib (pickles) are imported by the old-model reader and by the class old pickles name."""
+    users = {
+        p.name
+        for p in SERVING.rglob("*.py")
+        if {m.split(".")[0] for m in _imports(p)} & {"sklearn", "joblib", "pickle", "cloudpickle", "dill"}
+    }
+    assert users == {"legacy.py", "linear_svm.py"}
+
+
 def test_each_package_has_its_modules() -> None:
     """What the backend runs and what only retraining runs, at a glance."""
     serving = {p.stem for p in SERVING.glob("*.py")}
