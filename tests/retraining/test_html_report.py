@@ -88,3 +88,14 @@ def test_no_photos_in_report_leaves_every_face_out(tmp_path: Path) -> None:
     html = OutputPaths.at(root).report_html.read_text()
     assert "data:image/jpeg" not in html and "data:image/png" in html  # plots, no faces
     assert "holds no photos of students" in html and "from_person_1.pgm" in html
+
+
+def test_without_a_browser_the_skip_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("selenium.webdriver")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="chromium-driver; not found: chromium, chromedriver$"):
+        _browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"\.ci/run installs them"):
+        _browser()
