@@ -72,9 +72,10 @@ END_TO_END_FIXTURES = frozenset(
 )
 
 
-#: Fixtures that build a FaceNet network (~10 s on 2 cores before the first test runs): slow too.
-#: The detectors and the dlib embedder are started once per session instead (below).
-HEAVY_MODEL_FIXTURES = frozenset({"facenet_files"})
+#: Fixtures that cost ~10-15 s on 2 cores before their first test runs: a FaceNet network built
+#: and saved, six 12-megapixel phone photos made. Slow too; the MTCNN detector and the dlib
+#: embedder are started once per session instead (below).
+HEAVY_MODEL_FIXTURES = frozenset({"facenet_files", "phone_jpegs"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
