@@ -130,7 +130,28 @@ def read_pickled_model(classifier_dir: Path, read: Callable[[str], bytes]) -> tu
         metadata = dataclasses.replace(metadata, face_models=FaceModels(model.embedding_dim, normalisation=None))
     bundle = ModelBundle(model, dataclasses.replace(metadata, format=MODEL_FORMAT))
     bundle.validate(classifier_dir)
+    _warn_on_version_skew(where, metadata)
     return bundle, bare
+
+
+def _warn_on_version_skew(where: Path, metadata: ModelMetadata) -> None:
+    """A pickle is not portable across scikit-learn versions: say so when the one installed is not the one recorded."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    recorded = metadata.library_versions.get("scikit-learn")
+    try:
+        installed = version("scikit-learn")
+    except PackageNotFoundError:
+        installed = None
+    if recorded and installed and recorded != installed:
+        log.warning(
+            "%s was pickled with scikit-learn %s but %s is installed: pickles are not portable across versions, "
+            "so check its answers (python test_retrained_model.py) and convert it (python retrain_model.py "
+            "--upgrade-model), which removes the dependency.",
+            where,
+            recorded,
+            installed,
+        )
 
 
 def _columns(enc_classes: np.ndarray, classifier: Any) -> np.ndarray:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -271,6 +272,21 @@ def test_old_format_answers_equal_the_new_format(old_paths: OutputPaths, paths: 
 
 def _rewrite_old(paths: OutputPaths, name: str, obj: object) -> None:
     rewrite(paths, name, obj)
+
+
+def test_old_format_from_another_scikit_learn_version_is_loaded_with_a_warning(
+    old_paths: OutputPaths, caplog: pytest.LogCaptureFixture
+) -> None:
+    bundle = seed_pickle_dict("v1")
+    bundle["metadata"]["library_versions"] = {"scikit-learn": "0.24.2"}
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", bundle)
+    FaceRecognizer.load(old_paths.root, allow_pickle=True)
+    assert "pickled with scikit-learn 0.24.2 but" in caplog.text and "--upgrade-model" in caplog.text
+    caplog.clear()
+    bundle["metadata"]["library_versions"] = {"scikit-learn": metadata.version("scikit-learn")}
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", bundle)
+    FaceRecognizer.load(old_paths.root, allow_pickle=True)
+    assert "pickled with scikit-learn" not in caplog.text
 
 
 def test_old_format_wrong_bundle_keys(old_paths: OutputPaths) -> None:
