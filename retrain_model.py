@@ -4,6 +4,7 @@
     python retrain_model.py                      # backend/dataset/processed -> backend/models/Classifier
     python retrain_model.py --dry-run            # show what would happen, touch nothing
     python retrain_model.py --rollback           # put the previous model back
+    python retrain_model.py --upgrade-model      # convert models of earlier releases (pickles) to model.npz
 
 See README.md and docs/RETRAINING_GUIDE.md.
 """
@@ -14,13 +15,15 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 import webbrowser
 from pathlib import Path
 
 from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
 from backend.recognizer.embedder import RUNTIMES
+from backend.recognizer.paths import ModelFolder, OutputPaths
 from backend.recognizer.weights import WEIGHTS_ENV
-from retraining import outcome, pipeline, publish
+from retraining import outcome, pipeline, publish, upgrade
 from retraining.console import format_summary
 from retraining.gate import GateSettings
 from retraining.lock import RetrainLock
@@ -56,8 +59,18 @@ class _ConsoleFormat(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname}: {text}"
 
 
+def silence_known_warnings() -> None:
+    """Once per process, at the entry point: PIL's DecompressionBombWarning above 89 Mpx (our own
+    limit, images.MAX_PIXELS, is checked from the header first). Library code filters nothing: a
+    warnings.catch_warnings() in the decoding threads would race on the process-wide filters."""
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def configure_console(*, quiet: bool, verbose: bool) -> None:
     """A calm console: the stage lines, warnings and the summary; library internals only with --verbose."""
+    silence_known_warnings()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ConsoleFormat(verbose))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
@@ -180,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
     p.add_argument("--rollback", action="store_true", help="restore the previously published model and exit")
+    p.add_argument(
+        "--upgrade-model",
+        action="store_true",
+        help="convert the published model and the kept versions of an earlier release (pickles) to "
+        "model.npz + model.json without retraining, and exit",
+    )
     p.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
     p.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
     p.add_argument(
@@ -219,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--min-accuracy must be between 0 and 1 (e.g. 0.5 for 50%)")
     if args.max_regression < 0:
         parser.error("--max-regression must be 0 or more (percentage points)")
-    if sum((args.review, args.promote, args.rollback, args.dry_run)) > 1:
-        parser.error("choose one of --review, --promote, --rollback, --dry-run")
+    if sum((args.review, args.promote, args.rollback, args.dry_run, args.upgrade_model)) > 1:
+        parser.error("choose one of --review, --promote, --rollback, --dry-run, --upgrade-model")
     configure_console(quiet=args.quiet, verbose=args.verbose)
 
     workers = default_workers() if args.workers is None else max(0, args.workers)
@@ -268,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
+    if args.upgrade_model:
+        return _upgrade(options, args.wait)
     if args.rollback:
         _, paths = options.resolved_paths()
         publish.refuse_links(paths)
@@ -293,9 +314,45 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
         return 0
     result = pipeline.run(options)
     print(format_summary(result))
-    page = (result.candidate / "models" if result.candidate else result.summary.output_root / "models") / "report.html"
+    page = (
+        ModelFolder.under(result.candidate)
+        if result.candidate
+        else OutputPaths.at(result.summary.output_root).published
+    ).report_html
     if args.open_report and sys.stdout.isatty() and page.is_file():
         webbrowser.open(page.as_uri())
+    return 0
+
+
+def _upgrade(options: pipeline.RunOptions, wait: float) -> int:
+    """--upgrade-model: every model folder converted; exit 1 (one ERROR line) if the published one was not."""
+    _, paths = options.resolved_paths()
+    with RetrainLock(paths, timeout=wait):
+        for note in publish.recover(paths):
+            logging.getLogger("retrain_model").warning("%s", note)
+        results = upgrade.upgrade_all(paths)
+    if not results:
+        print(
+            f"ERROR: no model found in {paths.backend_models}. Run python retrain_model.py to train one.",
+            file=sys.stderr,
+        )
+        return 1
+    for r in results:
+        what = {"upgraded": "converted to model.npz + model.json", "already": "already model.npz + model.json"}
+        print(f"  {r.classifier_dir}: {what.get(r.status, 'NOT converted: ' + r.detail)}")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        print(
+            f"ERROR: {len(failed)} model folder(s) could not be converted (listed above; they are unchanged). "
+            "Re-run retraining (python retrain_model.py) to replace the published model, or delete an old version "
+            "you no longer need.",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"Upgraded: {sum(r.status == 'upgraded' for r in results)} model folder(s) converted; the backend now "
+        "loads them without reading a pickle."
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_files(checks: Checks, paths: OutputPaths) -> bool:
-    required = [paths.bundle, paths.label_encoder, paths.classes, paths.manifest]
+    required = [paths.model_npz, paths.model_json, paths.manifest]
     missing = [p for p in required if not p.is_file()]
+    if missing and paths.bundle.is_file() and paths.manifest.is_file() and not paths.model_npz.exists():
+        checks.fail(
+            f"{paths.classifier_dir} holds a model in the old pickle format (no {paths.model_npz.name}), which the "
+            "backend no longer loads by default. Convert it: python retrain_model.py --upgrade-model"
+        )
+        return False
     if missing:
         checks.fail(
             "model files missing: "
@@ -105,7 +112,8 @@ def check_embeddings(checks: Checks, recognizer: FaceRecognizer, paths: OutputPa
     except (OSError, ValueError) as err:
         checks.fail(f"cannot read {paths.X} / {paths.y}: {err}")
         return
-    dim = recognizer.metadata["embedding_dim"]
+    info = recognizer.model_metadata
+    dim = info.embedding_dim
     if X.ndim != 2 or X.shape[1] != dim or len(X) != len(y):
         checks.fail(f"X.npy has shape {X.shape} and y.npy {len(y)} rows; the model expects N×{dim}. Re-run retraining.")
         return
@@ -116,22 +124,19 @@ def check_embeddings(checks: Checks, recognizer: FaceRecognizer, paths: OutputPa
     else:
         checks.ok(f"{len(X)} stored embeddings of {dim} dimensions, all L2-normalised")
 
-    scaler = recognizer._state.loaded.model.scaler  # a diagnostic tool may look inside
-    if scaler is None:
-        checks.warn("old-style model without a scaler")
+    model = recognizer._state.loaded.model  # a diagnostic tool may look inside
+    mean, scale = np.asarray(model.mean, dtype=np.float64), np.asarray(model.scale, dtype=np.float64)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        checks.fail("scaler statistics are not finite / positive: the model is damaged. Re-run retraining.")
     else:
-        mean, scale = np.asarray(scaler.mean_), np.asarray(scaler.scale_)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
-            checks.fail("scaler statistics are not finite / positive: the model is damaged. Re-run retraining.")
+        drift = float(np.max(np.abs(mean - X.mean(axis=0))) / max(float(np.median(scale)), 1e-12))
+        if drift > 0.25:
+            checks.warn(
+                f"scaler mean differs from the stored embeddings' mean ({drift:.2f} std): "
+                "X.npy may not be the data this model was trained on"
+            )
         else:
-            drift = float(np.max(np.abs(mean - X.mean(axis=0))) / max(float(np.median(scale)), 1e-12))
-            if drift > 0.25:
-                checks.warn(
-                    f"scaler mean differs from the stored embeddings' mean ({drift:.2f} std): "
-                    "X.npy may not be the data this model was trained on"
-                )
-            else:
-                checks.ok(f"scaler statistics finite and consistent with X.npy (max drift {drift:.3f} std)")
+            checks.ok(f"scaler statistics finite and consistent with X.npy (max drift {drift:.3f} std)")
 
     rows = np.arange(len(X))
     if sample and len(rows) > sample:
@@ -142,7 +147,7 @@ def check_embeddings(checks: Checks, recognizer: FaceRecognizer, paths: OutputPa
     accepted = float(np.mean([r.accepted for r in results]))
     message = (
         f"classify on {len(rows)} stored embeddings: {agreement:.1%} agree with y.npy, "
-        f"{accepted:.1%} above the threshold {recognizer.metadata['threshold']:.2f}"
+        f"{accepted:.1%} above the threshold {recognizer.threshold:.2f}"
     )
     if agreement < AGREEMENT_FAIL:
         checks.fail(message + ". The model does not recognise its own training photos: re-run retraining.")
@@ -197,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from PIL import Image
+
+    # our pixel limit (images.MAX_PIXELS) is checked from the header first: PIL's own warning is noise
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     from backend.recognizer.loader import FaceRecognizer
 
     paths = OutputPaths.at(args.output_root)
@@ -206,24 +215,23 @@ def main(argv: list[str] | None = None) -> int:
         check_manifest(checks, paths)
         try:
             recognizer = FaceRecognizer.load(
-                paths.root, device=args.device, weights_dir=args.weights_dir, require_manifest=True
+                paths.root, device=args.device, weights_dir=args.weights_dir, require_manifest=True, allow_pickle=False
             )
         except ModelLoadError as err:
             checks.fail(f"load: {err}")
         else:
-            meta = recognizer.metadata
+            meta = recognizer.model_metadata
             checks.ok(
-                f"loaded model {meta['model_version']} (created {meta.get('created_at')}): "
-                f"{len(meta['students'])} students, {meta['embedding_dim']}-d embeddings, threshold {meta['threshold']:.2f}"
+                f"loaded model {meta.model_version} (created {meta.created_at}): "
+                f"{len(meta.students)} students, {meta.embedding_dim}-d embeddings, threshold {recognizer.threshold:.2f}"
             )
-            if meta.get("forced"):
+            if meta.forced:
+                gate = meta.quality_gate
                 checks.warn(
                     "this model was published with --force although the quality gate refused it: "
-                    + "; ".join(
-                        c["detail"] for c in (meta.get("quality_gate") or {}).get("checks", []) if not c["passed"]
-                    )
+                    + "; ".join(c.detail for c in (gate.checks if gate else ()) if not c.passed)
                 )
-            for warning in meta.get("weights_warnings") or []:
+            for warning in meta.weights_warnings:
                 checks.warn(f"weights: {warning}")
             check_embeddings(checks, recognizer, paths, args.sample)
             photos = photo_list(args.images, args.folder)

@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +88,7 @@ def classifier(n_students: int):
     model = fit_model(X, y)
     proba, pred, _ = model.recognize(X)
     calibrator = fit_calibrator(features(proba, X, model.open_set.centres), pred == y)
-    model = replace(model, open_set=replace(model.open_set, calibrator=calibrator))
-    return model
+    return fit_model(X, y, open_set_calibrator=calibrator).model
 
 
 def frame_stages(bgr, fixed, detector, eager, embedder, model, repeat: int) -> list[tuple[str, float, float]]:

@@ -12,7 +12,7 @@ Baselines, measured in the same run on the same data: the previous recipe
 (bench/train_baseline.py: scikit-learn's temperature search and the earlier SVM step) for
 every row, and ``CalibratedClassifierCV(SVC(kernel="linear"), method="temperature", cv=5)``
 at 200 and 500 students. Calibration quality of the SVM probabilities
-(``TrainedModel.predict_proba``) on the held-out photos: log loss, and expected calibration
+(``FittedModel.predict_proba``) on the held-out photos: log loss, and expected calibration
 error (ECE: 15 equal-width bins of the top-class probability, |mean probability − accuracy|
 weighted by the bin's share of photos).
 
@@ -49,9 +49,8 @@ from sklearn.svm import SVC
 from synthetic import synthetic_embeddings
 from train_baseline import fit_model_baseline
 
-from backend.recognizer.model import TrainedModel
 from backend.recognizer.openset import features
-from retraining.train import fit_calibrator, fit_model
+from retraining.train import FittedModel, fit_calibrator, fit_model
 
 SPREADS = (0.9, 3.5, 4.2)
 ECE_BINS = 15
@@ -88,7 +87,7 @@ def expected_calibration_error(proba: np.ndarray, truth: np.ndarray, bins: int =
     )
 
 
-def scored(model: TrainedModel, fit_s: float, Xte: np.ndarray, yte: np.ndarray) -> Fit:
+def scored(model: FittedModel, fit_s: float, Xte: np.ndarray, yte: np.ndarray) -> Fit:
     proba = model.predict_proba(Xte)
     truth = np.searchsorted(model.classes, yte)
     return Fit(
@@ -100,9 +99,7 @@ def scored(model: TrainedModel, fit_s: float, Xte: np.ndarray, yte: np.ndarray) 
     )
 
 
-def timed_fit(
-    fit: Callable[[np.ndarray, np.ndarray], TrainedModel], Xtr, ytr, repeat: int
-) -> tuple[TrainedModel, float]:
+def timed_fit(fit: Callable[[np.ndarray, np.ndarray], FittedModel], Xtr, ytr, repeat: int) -> tuple[FittedModel, float]:
     times = []
     for _ in range(repeat):
         with warnings.catch_warnings():

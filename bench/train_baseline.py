@@ -17,12 +17,10 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.preprocessing import StandardScaler
 
 from backend.recognizer.linear_svm import CLASS_CHUNK, BalancedLinearSVM, _Problems
-from backend.recognizer.model import TrainedModel
-from backend.recognizer.openset import OpenSetScorer
-from retraining.train import C_TOTAL, SVM_STEPS, calibration_folds, class_centres, training_rows
+from retraining.train import C_TOTAL, SVM_STEPS, FittedModel, calibration_folds, class_centres, training_rows
 
 
-def fit_model_baseline(embeddings: np.ndarray, student_ids: np.ndarray) -> TrainedModel:
+def fit_model_baseline(embeddings: np.ndarray, student_ids: np.ndarray) -> FittedModel:
     """``fit_model`` before Newton calibration."""
     X, y, encoder = training_rows(embeddings, student_ids)
     counts = np.bincount(y)
@@ -31,7 +29,7 @@ def fit_model_baseline(embeddings: np.ndarray, student_ids: np.ndarray) -> Train
     classifier = CalibratedClassifierCV(base, method="temperature", cv=calibration_folds(counts), ensemble=False)
     classifier.fit(scaler.transform(X), y)
     centres = class_centres(X, y, np.arange(len(encoder.classes_)))
-    return TrainedModel(scaler, classifier, encoder, OpenSetScorer(centres, None))
+    return FittedModel(scaler, classifier, encoder, centres, None)
 
 
 class BaselineLinearSVM(BalancedLinearSVM):

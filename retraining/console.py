@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from backend.recognizer.paths import ModelFolder
+
 from .pipeline import RunResult
 from .report import confusion_lines
 from .verdict import fmt_threshold
@@ -57,7 +59,7 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  quality gate       : {s.gate.verdict()}")
     lines += [f"  WARNING            : {w}" for w in s.weights_warnings]
     if result.candidate is not None:
-        report = result.candidate / "models" / "training_report.txt"
+        report = ModelFolder.under(result.candidate).report_txt
         lines += [
             f"  candidate          : waits in {result.candidate}; the model in service is unchanged",
             f"  next               : read {report}, then publish it with: python retrain_model.py --promote",

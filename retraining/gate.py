@@ -20,15 +20,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backend.recognizer.loader import LoadedModel
+from backend.recognizer.metadata import FaceModels, GateCheckRecord, GateRecord
+from backend.recognizer.paths import ModelFolder
 
 from .evaluate import Evaluation
-from .quality import Finding, embeddings_distinct
+from .heldout import Heldout
 from .stats import rate_upper95
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,6 @@ DEFAULT_MIN_ACCURACY = 0.50
 #: or removing a few students moves held-out accuracy by 0-2 points; 40 % of photos in wrong folders
 #: costs 30+ points.
 DEFAULT_MAX_REGRESSION = 5.0
-#: Every figure that decides what an embedding means: models with equal fingerprints can be compared
-#: on the same embeddings.
-FINGERPRINT_KEYS = ("embedding_dim", "crop_size", "crop_method", "crop_template", "normalisation")
 
 
 @dataclass(frozen=True)
@@ -82,14 +80,18 @@ class GateDecision:
         why = "; ".join(c.detail for c in self.failures)
         return ("FORCED: published with --force although " if self.forced else "refused: ") + why
 
+    def record(self) -> GateRecord:
+        """The decision as the model's metadata records it."""
+        return GateRecord(
+            passed=self.passed,
+            forced=self.forced,
+            published=self.publish,
+            compared_with=self.compared_with,
+            checks=tuple(GateCheckRecord(c.name, c.passed, c.detail) for c in self.checks),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "forced": self.forced,
-            "published": self.publish,
-            "compared_with": self.compared_with,
-            "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
-        }
+        return self.record().to_dict()
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ class Candidate:
     accuracy: float | None
     n_test: int
     stranger_target_met: bool | None  # None: not measured (fewer than 3 students)
-    embeddings_distinct: bool
-    fingerprint: Mapping[str, Any]
+    embeddings_distinct: bool  # the data-quality separation check's result (False: refuse)
+    fingerprint: Mapping[str, Any]  # FaceModels.fingerprint(): what the embeddings mean
     heldout_embeddings: np.ndarray = field(repr=False)
     heldout_true: np.ndarray = field(repr=False)
     heldout_pred: np.ndarray = field(repr=False)
@@ -111,15 +113,6 @@ class GateSettings:
     min_accuracy: float = DEFAULT_MIN_ACCURACY
     max_regression: float = DEFAULT_MAX_REGRESSION  # percentage points
     force: bool = False
-
-
-def fingerprint(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a model's metadata that decides what its embeddings mean."""
-    out = {k: metadata.get(k) for k in FINGERPRINT_KEYS}
-    for part in ("detector", "embedder"):
-        info = metadata.get(part) or {}
-        out[part] = (info.get("name"), info.get("weights_sha256"))
-    return out
 
 
 def accuracy_upper95(accuracy: float, n: int) -> float:
@@ -164,10 +157,9 @@ def _separation(c: Candidate) -> Check:
 
 def _against_published(c: Candidate, published: LoadedModel, settings: GateSettings) -> list[Check]:
     checks = []
-    meta = published.bundle.metadata
-    metrics = meta.get("metrics") or {}
+    meta = published.info
     version = published.model_version
-    recorded = metrics.get("accuracy")
+    recorded = meta.metrics.accuracy
     if c.accuracy is not None and recorded is not None:
         drop = (float(recorded) - c.accuracy) * 100
         ok = drop <= settings.max_regression
@@ -180,7 +172,7 @@ def _against_published(c: Candidate, published: LoadedModel, settings: GateSetti
                 + ("" if ok else f": {drop:.1f} points worse (more than --max-regression {settings.max_regression:g})"),
             )
         )
-    same = fingerprint(meta) == dict(c.fingerprint)
+    same = meta.face_models.fingerprint() == dict(c.fingerprint)
     common = np.isin(c.heldout_true, published.classes)
     if same and common.sum() > 0:
         _, pub_pred, _ = published.model.recognize(c.heldout_embeddings[common])
@@ -197,7 +189,7 @@ def _against_published(c: Candidate, published: LoadedModel, settings: GateSetti
                 + ("" if ok else f": {drop:.1f} points worse (more than --max-regression {settings.max_regression:g})"),
             )
         )
-    met_before = metrics.get("stranger_target_met")
+    met_before = meta.metrics.stranger_target_met
     if met_before is True and c.stranger_target_met is False:
         checks.append(
             Check(
@@ -210,36 +202,33 @@ def _against_published(c: Candidate, published: LoadedModel, settings: GateSetti
 
 
 def candidate_from_run(
-    evaluation: Evaluation, findings: list[Finding], models: Mapping[str, Any], embeddings: np.ndarray
+    evaluation: Evaluation, embeddings_distinct: bool, models: FaceModels, embeddings: np.ndarray
 ) -> Candidate:
-    """The gate's view of a model built by this run."""
+    """The gate's view of a model built by this run (``embeddings_distinct``: the separation check)."""
     return Candidate(
         accuracy=evaluation.accuracy,
         n_test=evaluation.n_test,
         stranger_target_met=evaluation.stranger_target_met,
-        embeddings_distinct=embeddings_distinct(findings),
-        fingerprint=fingerprint(models),
+        embeddings_distinct=embeddings_distinct,
+        fingerprint=models.fingerprint(),
         heldout_embeddings=np.asarray(embeddings)[evaluation.test_index],
         heldout_true=np.asarray(evaluation.test_true).astype(str),
         heldout_pred=np.asarray(evaluation.test_pred).astype(str),
     )
 
 
-def candidate_from_folder(loaded: LoadedModel, models_dir: Path) -> Candidate:
+def candidate_from_folder(loaded: LoadedModel, folder: ModelFolder) -> Candidate:
     """The gate's view of a sealed model waiting in a folder (``--review`` → ``--promote``)."""
-    meta = loaded.bundle.metadata
-    metrics = meta.get("metrics") or {}
-    with np.load(models_dir / "heldout.npz", allow_pickle=False) as held:
-        index, true, pred = held["index"], held["true"], held["pred"]
-    X = np.load(models_dir / "X.npy", allow_pickle=False)
-    accuracy = metrics.get("accuracy")
+    meta = loaded.info
+    held = Heldout.load(folder.heldout)
+    X = np.load(folder.X, allow_pickle=False)
     return Candidate(
-        accuracy=None if accuracy is None else float(accuracy),
-        n_test=int(metrics.get("n_test") or 0),
-        stranger_target_met=metrics.get("stranger_target_met"),
-        embeddings_distinct=bool(metrics.get("embeddings_distinct", True)),
-        fingerprint=fingerprint(meta),
-        heldout_embeddings=X[index],
-        heldout_true=true.astype(str),
-        heldout_pred=pred.astype(str),
+        accuracy=meta.metrics.accuracy,
+        n_test=meta.metrics.n_test,
+        stranger_target_met=meta.metrics.stranger_target_met,
+        embeddings_distinct=meta.metrics.embeddings_distinct,
+        fingerprint=meta.face_models.fingerprint(),
+        heldout_embeddings=X[held.index],
+        heldout_true=held.true,
+        heldout_pred=held.pred,
     )

@@ -19,7 +19,8 @@ from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
 from backend.recognizer.manifest import verify_manifest
-from backend.recognizer.paths import DEFAULT_DATA_DIR, OutputPaths
+from backend.recognizer.metadata import BackendChoice, DatasetSummary, FaceModels, Metrics, ModelMetadata
+from backend.recognizer.paths import DEFAULT_DATA_DIR, ModelFolder, OutputPaths
 from backend.recognizer.weights import unofficial_weights
 
 from . import publish
@@ -33,7 +34,7 @@ from .gate import GateSettings, candidate_from_folder, candidate_from_run, decid
 from .html_report import photos_to_show, write_html_report
 from .lock import RetrainLock
 from .plots import write_plots
-from .quality import data_quality, duplicate_groups
+from .quality import data_quality, duplicate_groups, embeddings_distinct
 from .report import RunSummary, write_reports
 from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
@@ -175,10 +176,12 @@ def run(options: RunOptions) -> RunResult:
 
         threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
         stage = publish.begin_stage(paths, publish.new_version_id())
+        separated = embeddings_distinct(findings)
+        face_models = FaceModels.from_dict(extracted.models)
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
         candidate = replace(
-            candidate_from_run(evaluation, findings, extracted.models, X), stranger_target_met=verdict.target_met
+            candidate_from_run(evaluation, separated, face_models, X), stranger_target_met=verdict.target_met
         )
         decision = decide(candidate, published_model(paths), options.gate)
         log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
@@ -199,26 +202,20 @@ def run(options: RunOptions) -> RunResult:
             prior_artifacts=publish.prior_artifacts(paths),
             library_versions=library_versions(),
             findings=findings,
-            plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.models_dir / "plots", evaluation)],
+            plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.folder.plots_dir, evaluation)],
             gate=decision,
-            weights_warnings=weights_warnings(extracted.models),
+            weights_warnings=weights_warnings(face_models),
             verdict=verdict,
         )
-        bundle = ModelBundle.create(
-            model,
-            model_version=summary.version,
-            created_at=summary.created_at,
-            threshold=summary.threshold,
-            students=index.names(),
-            models=extracted.models,
-            backend_config={
-                "detector": options.backend.detector,
-                "embedder": options.backend.embedder,
-                "detector_model": str(extracted.detector_file) if extracted.detector_file else None,
-            },
-            extra=summary.model_metadata(),
+        backend = BackendChoice(
+            options.backend.detector,
+            options.backend.embedder,
+            str(extracted.detector_file) if extracted.detector_file else None,
         )
-        publish.save_bundle(stage, bundle)
+        names = index.names()
+        metadata = model_metadata(summary, face_models, backend, {sid: names[sid] for sid in model.classes}, separated)
+        bundle = ModelBundle(model.model, metadata)
+        publish.save_bundle(stage, bundle, model)
         artifacts = write_reports(stage, paths, summary)
         thumbs = (
             face_thumbnails(photos_to_show(summary), build_detector(options.backend))
@@ -237,26 +234,65 @@ def run(options: RunOptions) -> RunResult:
     return RunResult(summary, artifacts, published.removed, published.archived_to)
 
 
+def model_metadata(
+    s: RunSummary, face_models: FaceModels, backend: BackendChoice, students: dict[str, str], separated: bool
+) -> ModelMetadata:
+    """What the new model records about itself: models, data summary, scores, gate (model.json)."""
+    ev = s.evaluation
+    return ModelMetadata(
+        model_version=s.version,
+        created_at=s.created_at,
+        threshold=float(s.threshold),
+        students=students,
+        face_models=face_models,
+        backend=backend,
+        recommended_threshold=ev.recommended_threshold,
+        library_versions=dict(s.library_versions),
+        dataset=DatasetSummary(
+            data_dir=str(Path(s.data_dir).resolve()),
+            num_students=len(s.extraction.counts()),
+            num_images=len(s.index.records),
+            num_embedded=len(s.extraction.records),
+            num_skipped=len(s.all_skipped),
+            excluded_students=tuple(s.excluded_students),
+        ),
+        metrics=Metrics(
+            accuracy=ev.accuracy,
+            n_train=ev.n_train,
+            n_test=ev.n_test,
+            stranger_target_met=s.stranger_verdict.target_met,
+            embeddings_distinct=separated,
+        ),
+        quality_gate=s.gate.record() if s.gate is not None else None,
+        forced=bool(s.gate is not None and s.gate.forced),
+        weights_warnings=tuple(s.weights_warnings),
+    )
+
+
 def published_model(paths: OutputPaths) -> LoadedModel | None:
-    """The model in service, read as the backend reads it; None when there is none (or it is broken)."""
+    """The model in service, read as the backend reads it (never unpickled); None when there is none."""
     if not paths.classifier_dir.is_dir():
         return None
     try:
-        return load_model_files(paths.classifier_dir)
+        return load_model_files(paths.classifier_dir, allow_pickle=False)
     except ModelLoadError as err:
-        log.warning("The published model cannot be loaded (%s): the new model is not compared with it", err)
+        log.warning(
+            "The published model cannot be loaded (%s): the new model is not compared with it. (A model of an "
+            "earlier release is compared again after python retrain_model.py --upgrade-model.)",
+            err,
+        )
         return None
 
 
-def weights_warnings(models: dict[str, object]) -> list[str]:
+def weights_warnings(models: FaceModels) -> list[str]:
     """Weight files named like the official ones but with other content."""
     files: dict[str, str | None] = {}
-    for part in ("detector", "embedder"):
-        info = models.get(part)
-        if isinstance(info, dict):
-            name = info.get("model_file") or info.get("weights_file")
-            if name:
-                files[str(name)] = info.get("weights_sha256")
+    for name, sha in (
+        (models.detector.model_file, models.detector.weights_sha256),
+        (models.embedder.weights_file, models.embedder.weights_sha256),
+    ):
+        if name:
+            files[name] = sha
     return unofficial_weights(files)
 
 
@@ -266,10 +302,11 @@ def _set_aside(
     """--review: keep the checked model as the candidate. Refused: keep it for inspection, then stop."""
     folder = paths.candidate_dir if review else paths.rejected_dir
     where = publish.set_aside(paths, stage, folder, keep=1 if review else KEEP_REJECTED)
+    kept = ModelFolder.under(where)
     moved = [
-        where / "Classifier" / p.name
+        kept.classifier_dir / p.name
         if p.parent == paths.classifier_dir
-        else where / "models" / p.relative_to(paths.models_dir)
+        else kept.models_dir / p.relative_to(paths.models_dir)
         for p in artifacts
     ]
     if review:
@@ -298,9 +335,9 @@ def promote(options: RunOptions) -> publish.PublishResult:
                 f"No model is waiting in {paths.candidate_dir}. Run python retrain_model.py --review first.{done}"
             )
         try:
-            loaded = load_model_files(candidate.classifier_dir, require_manifest=True)
+            loaded = load_model_files(candidate.classifier_dir, require_manifest=True, allow_pickle=False)
             verify_manifest(candidate.classifier_dir, models_dir=candidate.models_dir)
-            figures = candidate_from_folder(loaded, candidate.models_dir)
+            figures = candidate_from_folder(loaded, candidate.folder)
         except (ModelLoadError, OSError, KeyError, ValueError) as err:
             raise PublishError(
                 f"The waiting model in {candidate.root} is damaged ({err}). Run --review again."
@@ -312,5 +349,5 @@ def promote(options: RunOptions) -> publish.PublishResult:
                 f"service is unchanged; the candidate still waits in {candidate.root} (--promote --force publishes it)."
             )
         if decision.forced:
-            publish.record_forced(candidate, loaded.bundle, decision.to_dict())
+            publish.record_forced(candidate, loaded.bundle, decision.record())
         return publish.promote(paths, candidate, verify=verify_model_dir, keep_versions=options.keep_versions)

@@ -1,4 +1,9 @@
-"""PNG pictures of an evaluation, written beside the report (matplotlib, no display needed)."""
+"""PNG pictures of an evaluation, written beside the report (matplotlib, no display needed).
+
+Each picture is its own ``matplotlib.figure.Figure`` saved straight to PNG: no pyplot, so
+no process-wide backend switch (``matplotlib.use``) and no global figure registry that a
+caller's own plotting, or another thread, would share.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,18 @@ log = logging.getLogger(__name__)
 FULL_MATRIX_MAX = 40
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
+def _figure(width: float, height: float):  # type: ignore[no-untyped-def]
+    """A new Figure and its one Axes, drawn by the Agg renderer when saved (whatever backend is active)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
 
 
 def confusion_png(path: Path, ev: Evaluation) -> Path | None:
     """Row-normalised confusion heat map; with many students only rows/columns with errors."""
     if ev.confusion.size == 0:
         return None
-    plt = _pyplot()
     cm = ev.confusion.astype(float)
     labels = list(ev.labels)
     title = "Confusion matrix (row-normalised, held-out photos)"
@@ -43,7 +46,7 @@ def confusion_png(path: Path, ev: Evaluation) -> Path | None:
         cm, labels = cm[np.ix_(keep, keep)], [labels[i] for i in keep]
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     size = min(4 + 0.25 * len(labels), 20)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _figure(size, size)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -53,14 +56,12 @@ def confusion_png(path: Path, ev: Evaluation) -> Path | None:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def threshold_png(path: Path, ev: Evaluation) -> Path | None:
     """Recognition vs stranger false-accept vs rejection across the threshold sweep."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     if ev.open_set is not None:
         rows = ev.open_set.sweep
         t = [r.threshold for r in rows]
@@ -77,7 +78,6 @@ def threshold_png(path: Path, ev: Evaluation) -> Path | None:
         ax.plot(t, [r.recognition_rate for r in ev.sweep], "o-", label="recognised")
         ax.plot(t, [r.rejection_rate for r in ev.sweep], "^-", color="gray", label="rejected")
     else:
-        plt.close(fig)
         return None
     ax.axvline(
         ev.recommended_threshold, color="green", ls="--", lw=1, label=f"recommended {ev.recommended_threshold:.2f}"
@@ -89,7 +89,6 @@ def threshold_png(path: Path, ev: Evaluation) -> Path | None:
     ax.legend(fontsize=8, loc="center left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -97,8 +96,7 @@ def confidence_png(path: Path, ev: Evaluation) -> Path | None:
     """Histograms of the confidence given to enrolled students' and strangers' photos."""
     if ev.open_set is None:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     bins = np.linspace(0, 1, 41)
     os_ = ev.open_set
     ax.hist(os_.known_confidence[os_.known_correct], bins=bins, alpha=0.6, label="enrolled, correct answer")
@@ -118,7 +116,6 @@ def confidence_png(path: Path, ev: Evaluation) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

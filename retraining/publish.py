@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import io
 import json
 import logging
 import os
@@ -37,8 +36,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
@@ -53,10 +50,13 @@ from backend.recognizer.manifest import (
     safe_relative,
     verify_manifest,
 )
-from backend.recognizer.paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
+from backend.recognizer.metadata import GateRecord
+from backend.recognizer.paths import MANIFEST_NAME, ModelFolder, OutputPaths
 
 from .errors import PublishError
-from .files import atomic_write_bytes, atomic_write_json, files_under, fsync_dir, inside, joblib_bytes, remove
+from .files import atomic_write_bytes, atomic_write_json, files_under, fsync_dir, inside, remove
+from .model_files import write_model_files, write_seed_files
+from .train import FittedModel
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,18 @@ class Stage:
     """A staging folder for one new model version, under ``paths.staging_dir/<version>``."""
 
     root: Path
-    classifier_dir: Path  # root/"Classifier"
-    models_dir: Path  # root/"models": X.npy, y.npy, labels.csv, reports, plots/
+    classifier_dir: Path  # ModelFolder.under(root).classifier_dir
+    models_dir: Path  # ... .models_dir: X.npy, y.npy, labels.csv, reports, plots/
     version: str
 
     @classmethod
     def at(cls, root: Path, version: str) -> Stage:
-        return cls(root, root / "Classifier", root / "models", version)
+        folder = ModelFolder.under(root)
+        return cls(root, folder.classifier_dir, folder.models_dir, version)
+
+    @property
+    def folder(self) -> ModelFolder:
+        return ModelFolder(self.classifier_dir, self.models_dir)
 
 
 def output_links(paths: OutputPaths) -> list[Path]:
@@ -138,13 +143,10 @@ def begin_stage(paths: OutputPaths, version: str) -> Stage:
     return stage
 
 
-def save_bundle(stage: Stage, bundle: ModelBundle) -> None:
-    """Write the model bundle, its label encoder and the classes array into the stage (each atomically)."""
-    atomic_write_bytes(stage.classifier_dir / BUNDLE_NAME, joblib_bytes(bundle.to_dict()))
-    atomic_write_bytes(stage.classifier_dir / LABEL_ENCODER_NAME, joblib_bytes(bundle.label_encoder))
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(bundle.label_encoder.classes_), allow_pickle=False)
-    atomic_write_bytes(stage.classifier_dir / CLASSES_NAME, buf.getvalue())
+def save_bundle(stage: Stage, bundle: ModelBundle, fitted: FittedModel) -> None:
+    """Write ``model.npz`` + ``model.json`` and the seed's pickles into the stage (each atomically)."""
+    write_model_files(stage.classifier_dir, bundle)
+    write_seed_files(stage.classifier_dir, bundle, fitted)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -248,11 +250,14 @@ def publish_sealed(paths: OutputPaths, stage: Stage, *, keep_versions: int = 1) 
     return _swap_in(paths, stage, verify=None, keep_versions=keep_versions, models_check=False)
 
 
-def record_forced(candidate: Stage, bundle: ModelBundle, gate: dict[str, object]) -> None:
-    """Mark a waiting candidate as published with --force (bundle metadata, report), then re-seal it."""
-    metadata = {**bundle.metadata, "forced": True, "quality_gate": gate}
-    save_bundle(candidate, dataclasses.replace(bundle, metadata=metadata))
-    report = candidate.models_dir / "training_report.txt"
+def record_forced(candidate: Stage, bundle: ModelBundle, gate: GateRecord) -> None:
+    """Mark a waiting candidate as published with --force (model.json, report), then re-seal it.
+
+    The seed's pickle keeps the metadata it was written with: model.json is the record.
+    """
+    metadata = dataclasses.replace(bundle.metadata, forced=True, quality_gate=gate)
+    write_model_files(candidate.classifier_dir, dataclasses.replace(bundle, metadata=metadata))
+    report = candidate.folder.report_txt
     if report.is_file():
         stamp = _utcnow().isoformat(timespec="seconds")
         note = f"\nPROMOTED WITH --force on {stamp} although the quality gate refused it (see QUALITY GATE).\n"
@@ -286,7 +291,9 @@ def waiting_candidate(paths: OutputPaths) -> Stage | None:
     """The model that --review left for --promote (the newest, if several), or None."""
     if not paths.candidate_dir.is_dir():
         return None
-    found = sorted((d for d in paths.candidate_dir.iterdir() if (d / "Classifier").is_dir()), key=lambda d: d.name)
+    found = sorted(
+        (d for d in paths.candidate_dir.iterdir() if ModelFolder.under(d).classifier_dir.is_dir()), key=lambda d: d.name
+    )
     return Stage.at(found[-1], found[-1].name) if found else None
 
 
@@ -411,24 +418,25 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     removed: list[Path] = []
     # 1. the current model goes into versions/<old>/ (rename: nothing is copied or lost)
     if archive is not None:
-        (archive / "models").mkdir(parents=True, exist_ok=True)
+        kept = ModelFolder.under(archive)
+        kept.models_dir.mkdir(parents=True, exist_ok=True)
         if not (archive / ARCHIVE_INFO).exists():
             atomic_write_json(
                 archive / ARCHIVE_INFO,
                 {"archived_at": _utcnow().isoformat(timespec="microseconds"), "replaced_by": stage.version},
             )
         for rel in journal.old_models:
-            src, dst = paths.models_dir / rel, archive / "models" / rel
+            src, dst = paths.models_dir / rel, kept.models_dir / rel
             if src.is_file() and not dst.exists():  # once archived, models/rel can only be the new file
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
             if dst.exists():
                 removed.append(src)
-        if paths.classifier_dir.exists() and not (archive / "Classifier").exists():
+        if paths.classifier_dir.exists() and not kept.classifier_dir.exists():
             removed.extend(paths.classifier_dir / rel for rel in files_under(paths.classifier_dir))
-            os.replace(paths.classifier_dir, archive / "Classifier")
-        elif (archive / "Classifier").exists():
-            removed.extend(paths.classifier_dir / rel for rel in files_under(archive / "Classifier"))
+            os.replace(paths.classifier_dir, kept.classifier_dir)
+        elif kept.classifier_dir.exists():
+            removed.extend(paths.classifier_dir / rel for rel in files_under(kept.classifier_dir))
         fsync_dir(archive)
     # 2. the new model comes in
     published: list[Path] = []
@@ -499,21 +507,21 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
     :func:`~backend.recognizer.loader.load_model_files`.
     """
     refuse_links(paths)
-    versions = [v for v in list_versions(paths) if (v / "Classifier").is_dir()]
+    versions = [v for v in list_versions(paths) if ModelFolder.under(v).classifier_dir.is_dir()]
     if not versions:
         raise PublishError(
             f"No previous model is kept in {paths.versions_dir}, so there is nothing to roll back to. "
             "Re-run retraining (python retrain_model.py) instead."
         )
     target = versions[0]
-    stage = Stage.at(target, _current_version(target / "Classifier") or target.name)
+    stage = Stage.at(target, _current_version(ModelFolder.under(target).classifier_dir) or target.name)
     has_manifest = (stage.classifier_dir / MANIFEST_NAME).exists()
     if not has_manifest:
         log.warning("Version %s has no manifest (an old-style model): its files cannot be verified", target.name)
     if verify is None:
 
         def verify(directory: Path) -> None:
-            load_model_files(directory, require_manifest=has_manifest)
+            load_model_files(directory, require_manifest=has_manifest, allow_pickle=False)
 
     result = _swap_in(
         paths, stage, verify=verify, keep_versions=None, models_check=has_manifest, discard_stage_on_failure=False

@@ -9,7 +9,6 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,8 +19,9 @@ from .evaluate import Evaluation, OpenSet
 from .extract import Extraction
 from .files import ESCAPE, files_under
 from .gate import GateDecision
+from .heldout import Heldout
 from .publish import Stage
-from .quality import Finding, FindingKind, embeddings_distinct
+from .quality import Finding, FindingKind
 from .subfolders import subfolder_counts
 from .verdict import Verdict, fmt_threshold, one_in, stranger_verdict, strangers_in_words
 
@@ -70,32 +70,6 @@ class RunSummary:
         return [
             (r.path, f.num_faces) for r, f in zip(self.extraction.records, self.extraction.faces) if f.num_faces > 1
         ]
-
-    def model_metadata(self) -> dict[str, Any]:
-        """What the model bundle records about this run besides the models: data summary and scores."""
-        ev = self.evaluation
-        return {
-            "recommended_threshold": ev.recommended_threshold,
-            "library_versions": self.library_versions,
-            "dataset": {
-                "data_dir": str(Path(self.data_dir).resolve()),
-                "num_students": len(self.extraction.counts()),
-                "num_images": len(self.index.records),
-                "num_embedded": len(self.extraction.records),
-                "num_skipped": len(self.all_skipped),
-                "excluded_students": self.excluded_students,
-            },
-            "metrics": {
-                "accuracy": ev.accuracy,
-                "n_train": ev.n_train,
-                "n_test": ev.n_test,
-                "stranger_target_met": self.stranger_verdict.target_met,
-                "embeddings_distinct": embeddings_distinct(self.findings),
-            },
-            "quality_gate": self.gate.to_dict() if self.gate is not None else None,
-            "forced": bool(self.gate is not None and self.gate.forced),
-            "weights_warnings": self.weights_warnings,
-        }
 
     @property
     def few_photo_students(self) -> list[str]:
@@ -549,7 +523,7 @@ Created {s.created_at} from `{s.data_dir}` by `retrain_model.py`.
 2. Detect faces with **{m["detector"]["name"]}** ({m["detector"].get("model_file") or "bundled weights"}); keep the largest.
 3. Align and crop to **{m["crop_size"]}x{m["crop_size"]}** ({m["crop_method"]}).
 4. Embed with **{m["embedder"]["name"]}** -> **{m["embedding_dim"]}-d** vector, **L2-normalised** (unit length).
-5. `StandardScaler` (fitted on the training embeddings, stored in the bundle) -> class-balanced linear SVM
+5. `StandardScaler` (fitted on the training embeddings, stored in `model.npz`) -> class-balanced linear SVM
    with temperature-calibrated probabilities (`CalibratedClassifierCV(method="temperature")`).
 6. Open-set confidence of the top answer (SVM probability + similarity to that student's photos, calibrated
    with students held out as strangers; `backend/recognizer/openset.py`) >= threshold -> that student;
@@ -559,9 +533,11 @@ Never feed the classifier raw or differently-normalised vectors: always L2-norma
 `backend/recognizer/loader.py` does all of this for you.
 
 ## Files
-- `backend/models/Classifier/face_classifier_v1.pkl` - joblib dict: `format_version`, `classifier`, `scaler`, `label_encoder`,
-  `open_set` (student centres + confidence calibrator), `metadata` (threshold, student names, models, scores).
-- `backend/models/Classifier/label_encoder.pkl`, `label_encoder_classes.npy` - the student ids, in classifier column order.
+- `backend/models/Classifier/model.npz` - what the backend loads, as plain arrays (read without pickle): scaler mean/scale,
+  classifier weights and intercepts, calibration temperature, open-set centres and calibrator, student ids.
+- `backend/models/Classifier/model.json` - threshold, student names, face models and weight hashes, scores, gate record.
+- `backend/models/Classifier/face_classifier_v1.pkl`, `label_encoder.pkl`, `label_encoder_classes.npy` - the same model as
+  the original recipe's joblib pickles, for other code that reads them (the backend does not).
 - `backend/models/Classifier/manifest.json` - SHA-256 of every artifact; the loader refuses files that do not match.
 - `models/X.npy` (float32 N x {m["embedding_dim"]}), `models/y.npy` (student ids), `models/labels.csv`.
 - `models/training_report.txt`, `models/metrics.json`, `models/skipped_images.csv` - what this run measured and skipped.
@@ -589,7 +565,7 @@ def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]
     np.save(out / paths.X.name, s.extraction.embeddings.astype(np.float32))
     np.save(out / paths.y.name, s.extraction.student_ids)
     ev = s.evaluation
-    np.savez(out / paths.heldout.name, index=ev.test_index, true=ev.test_true, pred=ev.test_pred)
+    Heldout(ev.test_index, ev.test_true, ev.test_pred).save(out / paths.heldout.name)
     write_labels_csv(out / paths.labels_csv.name, s.index, s.extraction.counts())
     final = [
         *(paths.classifier_dir / name for name in files_under(stage.classifier_dir)),

@@ -4,9 +4,9 @@ The published model is ``StandardScaler`` → ``CalibratedClassifierCV(BalancedL
 method="temperature", ensemble=False, cv=2)``: a one-vs-rest, class-balanced, squared-hinge
 linear SVM (``backend/recognizer/linear_svm.py``) whose scores are turned into probabilities by ONE temperature
 fitted on out-of-fold scores (scikit-learn's documented replacement for the deprecated
-``SVC(probability=True)``). Both travel together in :class:`TrainedModel`, so scaling cannot
-be forgotten at recognition time; :class:`~backend.recognizer.model.TrainedModel` is the
-serving side's type, so training builds exactly what the backend runs.
+``SVC(probability=True)``). :func:`fit_model` returns them with the same model as plain arrays
+(:class:`~backend.recognizer.model.TrainedModel`, the serving side's type, published as
+``model.npz``), so training evaluates exactly what the backend runs.
 
 Why this solver (measured on 2 CPU cores, scikit-learn 1.9.1; bench/bench_train.py has the
 current table). The alternative, ``SVC(kernel="linear")`` inside the same calibration,
@@ -56,6 +56,7 @@ its float32 loss reads 0 (46-61 at spread 0.9), the ridge in temperature.py puts
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import clone
@@ -65,6 +66,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
+from backend.recognizer.legacy import to_arrays
 from backend.recognizer.linear_svm import BalancedLinearSVM
 from backend.recognizer.model import TrainedModel
 from backend.recognizer.openset import OpenSetScorer
@@ -82,6 +84,43 @@ C_TOTAL = 0.05
 SVM_STEPS = 2
 
 
+@dataclass(frozen=True)
+class FittedModel:
+    """What :func:`fit_model` fitted: the scikit-learn objects and the same model as plain arrays.
+
+    ``model`` (:class:`~backend.recognizer.model.TrainedModel`) is what is published in
+    ``model.npz`` and what every answer comes from, here and in the backend; the
+    scikit-learn objects are kept only to write the seed's pickles for other code that
+    reads them (``retraining.model_files``).
+    """
+
+    scaler: StandardScaler
+    classifier: CalibratedClassifierCV
+    label_encoder: LabelEncoder
+    centres: np.ndarray
+    open_set_calibrator: Pipeline | None = None
+    model: TrainedModel = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        columns = np.asarray(self.label_encoder.classes_).astype(str)
+        open_set = {"centres": self.centres, "calibrator": self.open_set_calibrator}
+        object.__setattr__(self, "model", to_arrays(self.scaler, self.classifier, columns, open_set))
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self.model.classes
+
+    @property
+    def open_set(self) -> OpenSetScorer | None:
+        return self.model.open_set
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(embeddings)
+
+    def recognize(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.model.recognize(embeddings)
+
+
 def calibration_folds(class_counts: np.ndarray) -> int:
     """Folds for calibration: as many as the smallest class allows, between 2 and 5."""
     return int(max(2, min(MAX_CALIBRATION_FOLDS, int(class_counts.min()))))
@@ -89,7 +128,7 @@ def calibration_folds(class_counts: np.ndarray) -> int:
 
 def fit_model(
     embeddings: np.ndarray, student_ids: np.ndarray, *, seed: int = 42, open_set_calibrator: Pipeline | None = None
-) -> TrainedModel:
+) -> FittedModel:
     """Fit scaler + calibrated balanced linear SVM on all given rows.
 
     ``seed`` decides the calibration folds (the SVM itself is deterministic): the same seed and
@@ -109,7 +148,7 @@ def fit_model(
     classifier = calibrated_classifier(base, scaler.transform(X), y, folds=calibration_folds(counts), seed=seed)
     log.debug("Trained on %d embeddings of %d students", len(X), len(encoder.classes_))
     centres = class_centres(X, y, np.arange(len(encoder.classes_)))
-    return TrainedModel(scaler, classifier, encoder, OpenSetScorer(centres, open_set_calibrator))
+    return FittedModel(scaler, classifier, encoder, centres, open_set_calibrator)
 
 
 def training_rows(embeddings: np.ndarray, student_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, LabelEncoder]:
@@ -148,10 +187,11 @@ def calibrated_classifier(
 
     scikit-learn has no public way to hand ``CalibratedClassifierCV`` a fitted temperature,
     so the fitted object is put together from its parts ``_CalibratedClassifier`` and
-    ``_TemperatureScaling``, the classes every published model pickle already holds.
+    ``_TemperatureScaling`` (the seed's pickle still holds it; the published model is its
+    arrays, ``backend.recognizer.legacy.to_arrays``).
     ``tests/retraining/test_temperature.py`` compares it attribute by attribute with
     scikit-learn's own fit, so a scikit-learn release that changes them fails there first;
-    the bundle and the loader's fast path (``backend/recognizer/model.py``) see no difference.
+    the arrays (``backend/recognizer/model.py``) see no difference.
     ``y`` holds the encoded labels 0..K−1; every fold must contain every class.
     """
     classes = np.unique(y)

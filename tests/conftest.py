@@ -26,14 +26,21 @@ SCRFD_WEIGHTS = SHARED_DATA / "weights"
 OFFLINE_ARGS = ["--detector", "mtcnn", "--embedder", "dlib", "--device", "cpu"]
 
 
+def skip_unless_ci(message: str, ci_hint: str) -> None:
+    """Skip with ``message``; in CI (``CI=true``) fail instead: a CI run that quietly skipped every
+    real-data (or browser) test would prove nothing."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{message}; {ci_hint}")
+    pytest.skip(message)
+
+
 def require_shared_data(path: Path = ORL) -> None:
-    """Skip when the real photos/weights are missing; in CI (``CI=true``) fail instead: a CI run
-    that quietly skipped every real-data test would prove nothing."""
+    """Skip when the real photos/weights are missing (fail in CI, see :func:`skip_unless_ci`)."""
     if not path.exists():
-        message = f"real test data not found at {path} (see ../shared/data/README.md)"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(message + "; CI must run with ../shared/data beside the checkout")
-        pytest.skip(message)
+        skip_unless_ci(
+            f"real test data not found at {path} (see ../shared/data/README.md)",
+            "CI must run with ../shared/data beside the checkout",
+        )
 
 
 def make_orl_tree(dst: Path, n_students: int = 12, n_images: int = 10, first: int = 1) -> Path:
@@ -65,11 +72,40 @@ END_TO_END_FIXTURES = frozenset(
 )
 
 
+#: Fixtures that cost ~10-15 s on 2 cores before their first test runs: a FaceNet network built
+#: and saved, six 12-megapixel phone photos made. Slow too; the MTCNN detector and the dlib
+#: embedder are started once per session instead (below).
+HEAVY_MODEL_FIXTURES = frozenset({"facenet_files", "phone_jpegs"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a real published model as ``slow`` (``pytest -m "not slow"`` skips it)."""
+    """Mark every test that needs a real published model (or a FaceNet network) as ``slow``
+    (``pytest -m "not slow"`` skips it)."""
     for item in items:
-        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (END_TO_END_FIXTURES | HEAVY_MODEL_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def mtcnn_detector():
+    """One MTCNN detector (its weights ship in facenet-pytorch) for the whole session: tests only read it."""
+    from backend.recognizer.faces import MtcnnDetector
+
+    return MtcnnDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def dlib_embedder():
+    """One dlib embedder (bundled weights) for the whole session; skipped where dlib is not installed."""
+    pytest.importorskip("dlib")
+    from backend.recognizer.embedder import DlibEmbedder
+    from backend.recognizer.errors import WeightsNotFoundError
+    from backend.recognizer.weights import dlib_weights
+
+    try:
+        return DlibEmbedder(dlib_weights())
+    except WeightsNotFoundError as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +134,18 @@ def copy_root(tmp_path: Path, published_root: Path) -> Path:
     dst = tmp_path / "root"
     shutil.copytree(published_root, dst, symlinks=True)
     return dst
+
+
+#: A model published by release 1.0 (pickles only): the test of the old path and of --upgrade-model.
+OLD_RELEASE_FIXTURE = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
+
+
+@pytest.fixture(scope="session")
+def upgraded_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the release-1.0 model converted by ``retrain_model.py --upgrade-model`` (read-only use)."""
+    import retrain_model
+
+    root = tmp_path_factory.mktemp("upgraded") / "root"
+    shutil.copytree(OLD_RELEASE_FIXTURE, root)
+    assert retrain_model.main(["--upgrade-model", "--output-root", str(root), "--quiet"]) == 0
+    return root

@@ -14,16 +14,24 @@ import numpy as np
 
 from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.loader import verify_model_dir
-from backend.recognizer.model import TrainedModel
+from backend.recognizer.metadata import (
+    BackendChoice,
+    CropSpec,
+    DetectorSpec,
+    EmbedderSpec,
+    FaceModels,
+    ModelMetadata,
+)
 from backend.recognizer.paths import OutputPaths
 from retraining import publish
-from retraining.train import fit_model
+from retraining.model_files import write_model_files, write_seed_files
+from retraining.train import FittedModel, fit_model
 
 DIM = 16
 
 
 @functools.cache
-def _fitted(n_students: int, dim: int, seed: int, noise: float) -> tuple[TrainedModel, np.ndarray, np.ndarray]:
+def _fitted(n_students: int, dim: int, seed: int, noise: float) -> tuple[FittedModel, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_students, dim))
     X = np.concatenate([c + noise * rng.standard_normal((6, dim)) for c in centres]).astype(np.float32)
@@ -32,46 +40,64 @@ def _fitted(n_students: int, dim: int, seed: int, noise: float) -> tuple[Trained
     return fit_model(X, y), X, y
 
 
-def make_model_bundle(
+def make_fitted_bundle(
     version: str, n_students: int = 3, dim: int = DIM, seed: int = 0, noise: float = 0.05
-) -> tuple[ModelBundle, np.ndarray, np.ndarray]:
+) -> tuple[ModelBundle, FittedModel, np.ndarray, np.ndarray]:
     """A real (tiny) bundle as the pipeline writes it, trained on random unit vectors (noise: class overlap)."""
     model, X, y = _fitted(n_students, dim, seed, noise)
-    bundle = ModelBundle.create(
-        model,
+    metadata = ModelMetadata(
         model_version=version,
         created_at="2026-01-01T00:00:00+00:00",
         threshold=0.5,
         students={sid: f"Student {sid[-1]}" for sid in model.classes},
-        models={
-            "embedding_dim": dim,
-            "normalisation": "l2",
-            "detector": {"name": "mtcnn", "model_file": None, "weights_sha256": None},
-            "embedder": {"name": "fake", "weights_sha256": None, "dim": dim},
-            "crop_size": 150,
-            "crop_method": "similarity-5pt-arcface-template",
-        },
-        backend_config={"detector": "mtcnn", "embedder": "dlib", "detector_model": None},
+        face_models=FaceModels(
+            embedding_dim=dim,
+            normalisation="l2",
+            detector=DetectorSpec(name="mtcnn"),
+            embedder=EmbedderSpec(name="fake", dim=dim),
+            crop=CropSpec(size=150, method="similarity-5pt-arcface-template"),
+        ),
+        backend=BackendChoice("mtcnn", "dlib", None),
     )
+    return ModelBundle(model.model, metadata), model, X, y
+
+
+def make_model_bundle(version: str, **kw: Any) -> tuple[ModelBundle, np.ndarray, np.ndarray]:
+    bundle, _, X, y = make_fitted_bundle(version, **kw)
     return bundle, X, y
 
 
-def make_bundle(version: str, **kw: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """The same as the dict pickled into face_classifier_v1.pkl (for tests that damage it)."""
-    bundle, X, y = make_model_bundle(version, **kw)
-    return bundle.to_dict(), X, y
+def seed_pickle_dict(version: str, **kw: Any) -> dict[str, Any]:
+    """The dict pickled into face_classifier_v1.pkl (for tests of old-format models and of damage)."""
+    bundle, fitted, _, _ = make_fitted_bundle(version, **kw)
+    return {
+        "format_version": 2,
+        "classifier": fitted.classifier,
+        "scaler": fitted.scaler,
+        "label_encoder": fitted.label_encoder,
+        "open_set": {"centres": fitted.centres, "calibrator": fitted.open_set_calibrator},
+        "metadata": bundle.metadata.to_dict(),
+    }
+
+
+def write_classifier(directory: Any, version: str, *, pickles_only: bool = False, **kw: Any) -> None:
+    """A Classifier folder's files (no manifest): format 3 + seed pickles, or the pickles only (an old release)."""
+    bundle, fitted, _, _ = make_fitted_bundle(version, **kw)
+    if not pickles_only:
+        write_model_files(directory, bundle)
+    write_seed_files(directory, bundle, fitted)
 
 
 def make_stage(paths: OutputPaths, version: str | None = None, **kw) -> publish.Stage:
     version = version or publish.new_version_id()
-    bundle, X, y = make_model_bundle(version, **kw)
+    bundle, fitted, X, y = make_fitted_bundle(version, **kw)
     stage = publish.begin_stage(paths, version)
     np.save(stage.models_dir / "X.npy", X)
     np.save(stage.models_dir / "y.npy", y)
     (stage.models_dir / "training_report.txt").write_text(f"report {version}\n")
     (stage.models_dir / "plots").mkdir()
     (stage.models_dir / "plots" / "cm.png").write_bytes(b"png " + version.encode())
-    publish.save_bundle(stage, bundle)
+    publish.save_bundle(stage, bundle, fitted)
     return stage
 
 

@@ -1,249 +1,197 @@
-"""The model bundle: the one type retraining writes into ``face_classifier_v1.pkl`` and the loader reads.
+"""The model bundle: the one type retraining writes and the loader reads (``model.npz`` + ``model.json``).
 
-On disk the bundle is a joblib pickle of a dict (the artifact contract the backend relies
-on): ``classifier``, ``scaler``, ``label_encoder``, ``open_set`` and ``metadata`` (model
-version, threshold, student names, embedding size, detector/embedder names and weight
-hashes, crop settings, library versions, data summary, scores). :meth:`ModelBundle.to_dict`
-writes that dict and :meth:`ModelBundle.from_dict` reads and validates it, including the
-forms written by earlier releases; no other module builds or parses it by key.
+On disk a model is data, not code:
+
+- ``model.npz`` (read with ``numpy.load(allow_pickle=False)``): the scaler's mean and scale,
+  the classifier's weights and intercepts, the calibration temperature, the open-set centres
+  and calibrator, and the student ids in column order (:data:`ARRAY_KEYS`);
+- ``model.json``: :class:`~backend.recognizer.metadata.ModelMetadata` (version, threshold,
+  students, detector/embedder/crop and weight hashes, metrics, gate record, library versions).
+
+:meth:`ModelBundle.arrays` is what retraining saves into ``model.npz`` and
+:meth:`ModelBundle.from_files` reads both files back and checks them against each other
+(format, shapes, student ids, embedding size), so a file from another training is refused
+with a message that says what to do. Old pickled models are read by ``legacy.py`` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
-from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 from .errors import ModelLoadError
 from .manifest import FIX_HINT
+from .metadata import MODEL_FORMAT, MetadataError, ModelMetadata
 from .model import TrainedModel
-from .openset import OpenSetScorer
+from .openset import LogisticParts, OpenSetScorer
 
-#: 1: threshold and student names stored twice (top level and metadata); 2: once, in metadata.
-BUNDLE_FORMAT = 2
-BUNDLE_KEYS = ("classifier", "scaler", "label_encoder", "metadata")
-#: Metadata without which faces cannot be recognised exactly as in training.
-REQUIRED_METADATA = ("embedding_dim", "backend_config", "crop_size", "crop_method")
-#: Threshold of bare-classifier models from before metadata existed.
-LEGACY_THRESHOLD = 0.5
+#: Arrays every model.npz holds, and those of a calibrated open-set scorer (all or none).
+ARRAY_KEYS = ("format", "student_ids", "scaler_mean", "scaler_scale", "weights", "intercepts", "temperature")
+OPEN_SET_KEYS = ("open_set_centres",)
+CALIBRATOR_KEYS = ("open_set_mean", "open_set_scale", "open_set_coef", "open_set_intercept")
 
 
 @dataclass(frozen=True)
 class ModelBundle:
     """A trained model with everything needed to recognise faces as training did."""
 
-    classifier: Any  # fitted CalibratedClassifierCV (any fitted classifier with predict_proba in old models)
-    scaler: StandardScaler | None
-    label_encoder: LabelEncoder
-    metadata: Mapping[str, Any]
-    open_set: OpenSetScorer | None = None
-    #: a bare classifier pickled by the original recipe: no metadata, no scaler, fixed threshold
-    legacy: bool = False
-    model: TrainedModel = field(init=False, repr=False, compare=False)
+    model: TrainedModel
+    metadata: ModelMetadata
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model", TrainedModel(self.scaler, self.classifier, self.label_encoder, self.open_set))
-
-    # ---- writing (retraining)
-    @classmethod
-    def create(
-        cls,
-        model: TrainedModel,
-        *,
-        model_version: str,
-        created_at: str,
-        threshold: float,
-        students: Mapping[str, str],
-        models: Mapping[str, Any],
-        backend_config: Mapping[str, Any],
-        extra: Mapping[str, Any] | None = None,
-    ) -> ModelBundle:
-        """A new bundle. ``models``: the detector/embedder description (names, weight hashes,
-        ``embedding_dim``, crop settings); ``extra``: more metadata (data summary, scores…)."""
-        metadata: dict[str, Any] = {
-            **dict(extra or {}),
-            "model_version": model_version,
-            "created_at": created_at,
-            "threshold": float(threshold),
-            **dict(models),
-            "backend_config": dict(backend_config),
-            "students": {str(sid): str(students[str(sid)]) for sid in model.classes},
+    # ---- writing (retraining saves these with numpy.savez and json.dumps)
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The contents of ``model.npz`` (no object arrays: it loads with ``allow_pickle=False``)."""
+        m = self.model
+        out = {
+            "format": np.asarray(MODEL_FORMAT, dtype=np.int64),
+            "student_ids": np.asarray(m.classes).astype(str),
+            "scaler_mean": np.asarray(m.mean, dtype=np.float32),
+            "scaler_scale": np.asarray(m.scale, dtype=np.float32),
+            "weights": np.asarray(m.coef, dtype=np.float32),
+            "intercepts": np.asarray(m.intercept, dtype=np.float32),
+            "temperature": np.asarray(m.temperature, dtype=np.float64),
         }
-        return cls(model.classifier, model.scaler, model.label_encoder, metadata, model.open_set)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The dict pickled into ``face_classifier_v1.pkl``."""
-        return {
-            "format_version": BUNDLE_FORMAT,
-            "classifier": self.classifier,
-            "scaler": self.scaler,
-            "label_encoder": self.label_encoder,
-            "open_set": self.open_set.to_dict() if self.open_set is not None else None,
-            "metadata": dict(self.metadata),
-        }
+        if m.open_set is not None:
+            out["open_set_centres"] = np.asarray(m.open_set.centres, dtype=np.float32)
+            cal = m.open_set.calibrator
+            if cal is not None:
+                out["open_set_mean"] = np.asarray(cal.mean, dtype=np.float64)
+                out["open_set_scale"] = np.asarray(cal.scale, dtype=np.float64)
+                out["open_set_coef"] = np.asarray(cal.coef, dtype=np.float64)
+                out["open_set_intercept"] = np.asarray(cal.intercept, dtype=np.float64)
+        return out
 
     # ---- reading (loader)
     @classmethod
-    def from_dict(cls, obj: object, where: Path, *, fallback_encoder: object = None) -> ModelBundle:
-        """Parse and validate an unpickled bundle; :class:`ModelLoadError` says what is wrong.
-
-        Accepts every form published so far: the dict of format 1 and 2, and a bare
-        classifier (then ``fallback_encoder``, the separate ``label_encoder.pkl``, names the
-        students).
-        """
-        if isinstance(obj, dict):
-            bundle = cls._from_mapping(obj, where)
-        elif hasattr(obj, "predict_proba"):
-            if not isinstance(fallback_encoder, LabelEncoder):
-                raise ModelLoadError(f"{where}: an old-style model without a usable label encoder. {FIX_HINT}")
-            meta = {"model_version": "legacy", "created_at": None, "threshold": LEGACY_THRESHOLD}
-            bundle = cls(obj, None, fallback_encoder, meta, None, legacy=True)
-        else:
+    def from_files(cls, npz: bytes, meta_json: bytes, where: Path) -> ModelBundle:
+        """Parse ``model.npz`` and ``model.json`` (their bytes, already verified) and check them together."""
+        npz_path, json_path = where / "model.npz", where / "model.json"
+        try:
+            data = json.loads(meta_json.decode("utf-8"))
+            metadata = ModelMetadata.from_dict(data)
+        except (UnicodeDecodeError, ValueError) as err:  # MetadataError and JSONDecodeError are ValueErrors
+            raise ModelLoadError(f"{json_path} is unreadable or incomplete ({err}). {FIX_HINT}") from err
+        if metadata.format != MODEL_FORMAT:
             raise ModelLoadError(
-                f"{where} holds a {type(obj).__name__}, neither a model bundle (dict) nor a classifier. {FIX_HINT}"
+                f"{json_path} is of model format {metadata.format}; this version reads format {MODEL_FORMAT}. "
+                "Install the release that wrote it, or re-run retraining (python retrain_model.py)."
             )
+        try:
+            with np.load(io.BytesIO(npz), allow_pickle=False) as arrays:
+                found = {k: np.asarray(arrays[k]) for k in arrays.files}
+        except Exception as err:  # not a zip, an object array (refused without pickle), a damaged member
+            raise ModelLoadError(f"{npz_path} is unreadable ({type(err).__name__}: {err}). {FIX_HINT}") from err
+        model = _model_from_arrays(found, npz_path)
+        bundle = cls(model, metadata)
         bundle.validate(where)
         return bundle
 
-    @classmethod
-    def _from_mapping(cls, data: Mapping[str, Any], where: Path) -> ModelBundle:
-        absent = [k for k in BUNDLE_KEYS if k not in data]
-        if absent:
-            raise ModelLoadError(
-                f"{where} is missing the key(s) {', '.join(absent)} (expected {', '.join(BUNDLE_KEYS)}). "
-                f"It was not written by this retraining suite. {FIX_HINT}"
-            )
-        if not isinstance(data["metadata"], Mapping):
-            raise ModelLoadError(f"{where}: 'metadata' is not a dict. {FIX_HINT}")
-        metadata = dict(data["metadata"])
-        # format 1 stored the threshold and the names at the top level as well; those won
-        if data.get("threshold") is not None:
-            metadata["threshold"] = data["threshold"]
-        if data.get("student_names"):
-            metadata["students"] = dict(data["student_names"])
-        open_set = None
-        if data.get("open_set") is not None:
-            try:
-                open_set = OpenSetScorer.from_dict(data["open_set"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise ModelLoadError(f"{where}: unreadable open-set scorer ({err}). {FIX_HINT}") from err
-        return cls(data["classifier"], data["scaler"], data["label_encoder"], metadata, open_set)
-
     def validate(self, where: Path) -> None:
-        """Everything that must hold for the parts to work together; :class:`ModelLoadError` otherwise."""
-        if not hasattr(self.label_encoder, "classes_") or not hasattr(self.classifier, "predict_proba"):
-            raise ModelLoadError(f"{where}: label encoder or classifier is not fitted. {FIX_HINT}")
-        self.columns()  # the classifier's columns map onto the students
-        if not self.legacy:
-            for key in REQUIRED_METADATA:
-                if key not in self.metadata:
-                    raise ModelLoadError(f"{where}: metadata lacks '{key}'. {FIX_HINT}")
-        dim = self._dimension(where)
-        dims = {
-            "classifier": _n_features(self.classifier),
-            "scaler": _n_features(self.scaler),
-            "metadata.embedder.dim": None if self.legacy else (self.metadata.get("embedder") or {}).get("dim"),
-        }
-        wrong = {k: v for k, v in dims.items() if v is not None and int(v) != dim}
+        """What must hold for the arrays and the description to belong together; ModelLoadError otherwise."""
+        m, meta = self.model, self.metadata
+        dim = meta.embedding_dim
+        sizes = {"model.npz weights": m.embedding_dim, "model.json embedder.dim": meta.face_models.embedder.dim}
+        wrong = {k: v for k, v in sizes.items() if v is not None and int(v) != dim}
         if wrong:
             raise ModelLoadError(
-                f"Embedding size mismatch in {where.parent}: metadata says {dim}, but "
-                + ", ".join(f"{k} expects {v}" for k, v in wrong.items())
+                f"Embedding size mismatch in {where}: model.json says {dim}, but "
+                + ", ".join(f"{k} is {v}" for k, v in wrong.items())
                 + f". The files do not belong together. {FIX_HINT}"
             )
-        try:
-            threshold = float(self.metadata["threshold"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelLoadError(f"{where}: no valid recognition threshold in the metadata. {FIX_HINT}") from err
-        if not 0.0 <= threshold <= 1.0:
-            raise ModelLoadError(f"{where}: threshold {threshold} is not between 0 and 1. {FIX_HINT}")
-        if self.open_set is not None and self.open_set.centres.shape != (len(self.classes), dim):
+        ids = [str(c) for c in m.classes]
+        if list(meta.students) != ids:
             raise ModelLoadError(
-                f"{where}: open-set centres have shape {self.open_set.centres.shape}, expected "
-                f"({len(self.classes)}, {dim}). The files do not belong together. {FIX_HINT}"
+                f"The students in {where / 'model.json'} ({len(meta.students)}) are not those of "
+                f"{where / 'model.npz'} ({len(ids)}, in the same order): the files come from different trainings. "
+                f"{FIX_HINT}"
+            )
+        if not 0.0 <= meta.threshold <= 1.0:
+            raise ModelLoadError(f"{where}: threshold {meta.threshold} is not between 0 and 1. {FIX_HINT}")
+        if m.open_set is not None and m.open_set.centres.shape != (len(ids), dim):
+            raise ModelLoadError(
+                f"{where}: open-set centres have shape {m.open_set.centres.shape}, expected "
+                f"({len(ids)}, {dim}). The files do not belong together. {FIX_HINT}"
             )
 
-    def _dimension(self, where: Path) -> int:
-        if self.legacy:
-            dim = _n_features(self.classifier)
-            if dim is None:
-                raise ModelLoadError(
-                    f"Cannot tell the embedding size of the old model in {where.parent}. Re-run retraining."
-                )
-            return dim
-        try:
-            return int(self.metadata["embedding_dim"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelLoadError(f"{where}: metadata has no valid 'embedding_dim'. {FIX_HINT}") from err
-
-    # ---- typed views of the metadata
+    # ---- typed views
     @property
     def classes(self) -> np.ndarray:
-        """Student ids in the label encoder's order."""
-        return np.asarray(self.label_encoder.classes_).astype(str)
-
-    def columns(self) -> np.ndarray:
-        """The student id each probability column stands for."""
-        enc_classes = self.classes
-        clf_classes = np.asarray(getattr(self.classifier, "classes_", np.arange(len(enc_classes))))
-        if clf_classes.dtype.kind in "iu":
-            if (
-                len(clf_classes) != len(enc_classes)
-                or clf_classes.min(initial=0) < 0
-                or clf_classes.max(initial=0) >= len(enc_classes)
-            ):
-                raise ModelLoadError(
-                    f"The classifier predicts {len(clf_classes)} classes but the label encoder has "
-                    f"{len(enc_classes)}. {FIX_HINT}"
-                )
-            return np.asarray(enc_classes[clf_classes])
-        columns = clf_classes.astype(str)
-        if not set(columns) <= set(enc_classes):
-            raise ModelLoadError(f"The classifier's students are not those of the label encoder. {FIX_HINT}")
-        return columns
+        """Student ids in column order."""
+        return np.asarray(self.model.classes).astype(str)
 
     @property
     def model_version(self) -> str:
-        return str(self.metadata.get("model_version", "unknown"))
+        return self.metadata.model_version
 
     @property
     def threshold(self) -> float:
-        return float(self.metadata["threshold"])
+        return self.metadata.threshold
 
     @property
     def embedding_dim(self) -> int:
-        if self.legacy:  # no metadata: the classifier knows (validate() refused a model where it does not)
-            return _n_features(self.classifier) or 0
-        return int(self.metadata["embedding_dim"])
+        return self.metadata.embedding_dim
 
     @property
     def students(self) -> dict[str, str]:
         """Student id → name for every class (the id itself where no name was recorded)."""
-        names = self.metadata.get("students") or {}
+        names = self.metadata.students
         return {c: str(names.get(c, c)) for c in self.classes}
 
-    @property
-    def backend_config(self) -> Mapping[str, Any] | None:
-        """Which detector and embedder (and detector file) training used; None for old models."""
-        cfg = self.metadata.get("backend_config")
-        return cfg if isinstance(cfg, Mapping) else None
 
-    def weights_sha256(self, part: Literal["detector", "embedder"]) -> str | None:
-        """SHA-256 of the detector's or embedder's weights at training (None: not recorded)."""
-        value = (self.metadata.get(part) or {}).get("weights_sha256")
-        return str(value) if value else None
+def _model_from_arrays(a: dict[str, np.ndarray], where: Path) -> TrainedModel:
+    """The arrays of model.npz → :class:`TrainedModel`, every shape checked."""
+    missing = [k for k in ARRAY_KEYS if k not in a]
+    if missing:
+        raise ModelLoadError(f"{where} lacks the array(s) {', '.join(missing)}. {FIX_HINT}")
+    if int(a["format"]) != MODEL_FORMAT:
+        raise ModelLoadError(
+            f"{where} is of model format {int(a['format'])}; this version reads format {MODEL_FORMAT}. {FIX_HINT}"
+        )
+    ids = a["student_ids"]
+    if ids.ndim != 1 or ids.dtype.kind not in "US" or len(ids) < 2:
+        raise ModelLoadError(f"{where}: 'student_ids' is not a list of at least two ids. {FIX_HINT}")
+    weights = a["weights"]
+    if weights.ndim != 2 or weights.shape[1] != len(ids):
+        raise ModelLoadError(
+            f"{where}: the weights have shape {weights.shape}, expected (dim, {len(ids)} students). {FIX_HINT}"
+        )
+    dim = weights.shape[0]
+    for key, shape in (("scaler_mean", (dim,)), ("scaler_scale", (dim,)), ("intercepts", (len(ids),))):
+        if a[key].shape != shape:
+            raise ModelLoadError(f"{where}: '{key}' has shape {a[key].shape}, expected {shape}. {FIX_HINT}")
+    numeric = [a[k] for k in ("scaler_mean", "scaler_scale", "weights", "intercepts", "temperature")]
+    if not all(v.dtype.kind == "f" and np.all(np.isfinite(v)) for v in numeric) or np.any(a["scaler_scale"] <= 0):
+        raise ModelLoadError(f"{where} holds numbers that are not finite (or a scale that is not positive). {FIX_HINT}")
+    open_set = None
+    if "open_set_centres" in a:
+        calibrator = None
+        present = [k for k in CALIBRATOR_KEYS if k in a]
+        if present:
+            if len(present) != len(CALIBRATOR_KEYS):
+                raise ModelLoadError(f"{where}: the open-set calibrator is incomplete. {FIX_HINT}")
+            n = a["open_set_coef"].shape
+            if a["open_set_mean"].shape != n or a["open_set_scale"].shape != n or len(n) != 1:
+                raise ModelLoadError(f"{where}: the open-set calibrator's arrays do not fit together. {FIX_HINT}")
+            calibrator = LogisticParts(
+                a["open_set_mean"].astype(np.float64),
+                a["open_set_scale"].astype(np.float64),
+                a["open_set_coef"].astype(np.float64),
+                float(a["open_set_intercept"]),
+            )
+        open_set = OpenSetScorer(np.asarray(a["open_set_centres"], dtype=np.float32), calibrator)
+    return TrainedModel(
+        classes=ids.astype(str),
+        mean=a["scaler_mean"].astype(np.float32),
+        scale=a["scaler_scale"].astype(np.float32),
+        coef=np.ascontiguousarray(weights.astype(np.float32)),
+        intercept=a["intercepts"].astype(np.float32),
+        temperature=float(a["temperature"]),
+        open_set=open_set,
+    )
 
-    def full_metadata(self) -> dict[str, Any]:
-        """The metadata with the derived figures filled in (what ``FaceRecognizer.metadata`` shows)."""
-        meta = dict(self.metadata)
-        meta.update(embedding_dim=self.embedding_dim, threshold=self.threshold, students=self.students)
-        return meta
 
-
-def _n_features(obj: object) -> int | None:
-    n = getattr(obj, "n_features_in_", None)
-    return int(n) if n is not None else None
+__all__ = ["ARRAY_KEYS", "ModelBundle", "MetadataError"]

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,19 +175,19 @@ def _decode_bytes(data: bytes, *, min_longest: int, max_scale: int, max_pixels: 
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is
-            # max_pixels, checked from the header before any pixel is decoded.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open(data, heif, max_pixels) as img:  # a GIF or a multi-image HEIF gives its first picture
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise _too_large(width, height, max_pixels)
-                if min(width, height) < MIN_SIDE:
-                    raise _too_small(width, height)
-                scale = _draft(img, min_longest, max_scale)
-                img.load()
-                return Decoded(pil_to_rgb(img), scale)
+        # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is max_pixels,
+        # checked from the header before any pixel is decoded. The warning is silenced once, at the entry
+        # points (retrain_model.py, test_retrained_model.py): warnings.catch_warnings() here would change
+        # the process-wide filters from several decoding threads at once, which is not thread-safe.
+        with _open(data, heif, max_pixels) as img:  # a GIF or a multi-image HEIF gives its first picture
+            width, height = img.size
+            if width * height > max_pixels:
+                raise _too_large(width, height, max_pixels)
+            if min(width, height) < MIN_SIDE:
+                raise _too_small(width, height)
+            scale = _draft(img, min_longest, max_scale)
+            img.load()
+            return Decoded(pil_to_rgb(img), scale)
     except ImageError:
         raise
     except UnidentifiedImageError as err:

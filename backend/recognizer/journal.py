@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .paths import OutputPaths
+from .paths import JOURNAL_NAME, ModelFolder, OutputPaths
 
-JOURNAL_NAME = ".publish.json"
+__all__ = ["JOURNAL_NAME", "PublishJournal", "complete_model_dir", "journal_path", "read_journal"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class PublishJournal:
 
 
 def journal_path(paths: OutputPaths) -> Path:
-    return paths.backend_models / JOURNAL_NAME
+    return paths.journal_file
 
 
 def read_journal(paths: OutputPaths) -> PublishJournal | None:
@@ -84,8 +84,9 @@ def complete_model_dir(paths: OutputPaths) -> Path | None:
     journal = read_journal(paths)
     if journal is None:
         return None
-    for candidate in (journal.stage / "Classifier", journal.archive / "Classifier" if journal.archive else None):
-        if candidate is not None and _inside(candidate, paths.backend_models) and candidate.is_dir():
+    kept = [journal.stage] + ([journal.archive] if journal.archive else [])
+    for candidate in (ModelFolder.under(root).classifier_dir for root in kept):
+        if _inside(candidate, paths.backend_models) and candidate.is_dir():
             return candidate
     return None
 

@@ -8,8 +8,10 @@
 
 Importing this module touches no disk, GPU or network and imports no deep-learning
 library. :meth:`FaceRecognizer.load` checks the model files (hashes against the
-manifest BEFORE anything is unpickled: a pickle can run code), the detector and
-embedder are built on the first :meth:`~FaceRecognizer.identify`. Preprocessing is
+manifest before anything is parsed) and rebuilds the model from ``model.npz`` (arrays,
+read without pickle) and ``model.json``: nothing it reads can run code, and neither
+scikit-learn nor joblib is imported. The detector and embedder are built on the first
+:meth:`~FaceRecognizer.identify`. Preprocessing is
 :func:`backend.recognizer.faces.face_crops` and the embedder's ``embed`` — the very
 functions the training pipeline calls — so training and recognition cannot drift apart.
 
@@ -21,7 +23,6 @@ swap): the loader then reads the complete model where the publish journal says i
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import threading
@@ -38,18 +39,31 @@ from .faces import face_crops, photo_face_crops
 from .images import UPLOAD_MAX_MEGAPIXELS, to_rgb
 from .journal import complete_model_dir, journal_path
 from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
-from .paths import BUNDLE_NAME, CLASSES_NAME, LABEL_ENCODER_NAME, MANIFEST_NAME, OutputPaths
+from .paths import (
+    BUNDLE_NAME,
+    CLASSES_NAME,
+    LABEL_ENCODER_NAME,
+    MANIFEST_NAME,
+    MODEL_JSON_NAME,
+    MODEL_NPZ_NAME,
+    OutputPaths,
+)
 
-if TYPE_CHECKING:  # scikit-learn and the model classes load with the first model, not with this module
+if TYPE_CHECKING:  # the model classes load with the first model, not with this module
     from .bundle import ModelBundle
     from .embedder import Embedder
     from .faces import CropSettings, Detector, Face
+    from .metadata import ModelMetadata
     from .model import TrainedModel
 
 log = logging.getLogger(__name__)
 
 #: Environment variable naming the output root when none is passed (default: the project root).
 OUTPUT_ROOT_ENV = "SMARTATTENDANCE_OUTPUT_ROOT"
+#: Environment variable that lets the loader read an old pickled model (see legacy.py and docs/SECURITY.md).
+ALLOW_PICKLE_ENV = "SMARTATTENDANCE_ALLOW_PICKLE"
+#: The pickled files of an old model.
+PICKLED_FILES = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
 UNKNOWN = "Unknown"
 #: How long load() waits for Classifier/ to reappear while another process is swapping models.
 SWAP_WAIT_S = 3.0
@@ -101,14 +115,22 @@ class LoadedModel:
     student_names: dict[str, str]
     verified: bool  # hashes checked against a manifest
     stamp: tuple[Any, ...]  # what reload_if_changed compares
+    pickled: bool = False  # read from the old pickles (allow_pickle=True), not from model.npz
 
     @property
     def model(self) -> TrainedModel:
         return self.bundle.model
 
     @property
+    def info(self) -> ModelMetadata:
+        return self.bundle.metadata
+
+    @property
     def metadata(self) -> dict[str, Any]:
-        return self.bundle.full_metadata()
+        """The metadata as a dict (``ModelMetadata.to_dict``), names filled in."""
+        meta = self.bundle.metadata.to_dict()
+        meta["students"] = dict(self.student_names)
+        return meta
 
     @property
     def embedding_dim(self) -> int:
@@ -124,8 +146,8 @@ class LoadedModel:
 
 
 def _stamp(classifier_dir: Path) -> tuple[Any, ...]:
-    """Cheap identity of the published files: manifest (or bundle) mtime, size and inode."""
-    for name in (MANIFEST_NAME, BUNDLE_NAME):
+    """Cheap identity of the published files: manifest (or model) mtime, size and inode."""
+    for name in (MANIFEST_NAME, MODEL_NPZ_NAME, BUNDLE_NAME):
         try:
             st = (classifier_dir / name).stat()
         except OSError:
@@ -134,25 +156,34 @@ def _stamp(classifier_dir: Path) -> tuple[Any, ...]:
     return ("missing",)
 
 
-def _unpickle(data: bytes, path: Path) -> Any:
-    import joblib
-
-    try:
-        return joblib.load(io.BytesIO(data))
-    except Exception as err:  # any unpickling failure (version skew, damaged file)
-        raise ModelLoadError(
-            f"{path} could not be loaded ({type(err).__name__}: {err}). It may come from another scikit-learn "
-            f"version or be damaged. {FIX_HINT}"
-        ) from err
+def pickles_allowed(allow_pickle: bool | None) -> bool:
+    """``allow_pickle`` if given, else ``$SMARTATTENDANCE_ALLOW_PICKLE`` (``1``/``true``/``yes``)."""
+    if allow_pickle is not None:
+        return allow_pickle
+    return os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = False) -> LoadedModel:
+def pickle_refused_message(classifier_dir: Path) -> str:
+    return (
+        f"{classifier_dir} holds a model in the old format ({BUNDLE_NAME}, a Python pickle, without "
+        f"{MODEL_NPZ_NAME}). Loading a pickle can run any code that was put into it, so this version loads one only "
+        "when asked to. Convert the model once, as the admin: python retrain_model.py --upgrade-model (Re-run "
+        "retraining, python retrain_model.py, also replaces it). Meanwhile, if you trust everyone who can write "
+        f"to backend/models/, load it with FaceRecognizer.load(..., allow_pickle=True) or set {ALLOW_PICKLE_ENV}=1."
+    )
+
+
+def load_model_files(
+    classifier_dir: str | Path, *, require_manifest: bool = False, allow_pickle: bool | None = None
+) -> LoadedModel:
     """Read and check one Classifier folder. Raises :class:`ModelLoadError` saying what and what to do.
 
     Checks: folder and files present; every file's SHA-256 and size equal the manifest
-    (before unpickling); the bundle is valid (:meth:`ModelBundle.from_dict`: keys, embedding
-    size, threshold, open-set scorer; the old bare-classifier form with a warning); classes
-    equal ``label_encoder_classes.npy`` and ``label_encoder.pkl``; a test prediction works.
+    (before anything is parsed); ``model.npz`` and ``model.json`` agree with each other
+    (:meth:`ModelBundle.from_files`: format, shapes, student ids, embedding size, threshold)
+    and with the manifest's model version; a test prediction works. Nothing is unpickled:
+    a model of an earlier release (pickles only) is read only with ``allow_pickle=True``
+    (default: ``$SMARTATTENDANCE_ALLOW_PICKLE``), through ``legacy.py``.
     """
     classifier_dir = Path(classifier_dir)
     stamp = _stamp(classifier_dir)
@@ -161,19 +192,11 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
             f"No trained model found: the folder {classifier_dir} does not exist. Run retraining first "
             "(python retrain_model.py), or restore the previous model (python retrain_model.py --rollback)."
         )
-    required = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
-    missing = [n for n in required if not (classifier_dir / n).is_file()]
-    if missing:
-        raise ModelLoadError(f"Model file(s) missing in {classifier_dir}: {', '.join(missing)}. {FIX_HINT}")
-
     manifest: Manifest | None = None
     if (classifier_dir / MANIFEST_NAME).exists():
         manifest = verify_manifest(classifier_dir)
-        for name in required:
-            if name not in manifest.files:
-                raise ModelLoadError(
-                    f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX_HINT}"
-                )
+        # the manifest decides the format: model.npz that it does not list is not trusted (nor read)
+        format3 = MODEL_NPZ_NAME in manifest.files
     elif require_manifest:
         raise ModelLoadError(
             f"{classifier_dir / MANIFEST_NAME} is missing: the model files cannot be verified. {FIX_HINT}"
@@ -185,47 +208,53 @@ def load_model_files(classifier_dir: str | Path, *, require_manifest: bool = Fal
             classifier_dir,
             MANIFEST_NAME,
         )
+        format3 = (classifier_dir / MODEL_NPZ_NAME).is_file()
+    required = (MODEL_NPZ_NAME, MODEL_JSON_NAME) if format3 else PICKLED_FILES
+    if not format3 and not pickles_allowed(allow_pickle):
+        raise ModelLoadError(pickle_refused_message(classifier_dir))
+    missing = [n for n in required if not (classifier_dir / n).is_file()]
+    if missing:
+        raise ModelLoadError(f"Model file(s) missing in {classifier_dir}: {', '.join(missing)}. {FIX_HINT}")
+    if manifest is not None:
+        for name in required:
+            if name not in manifest.files:
+                raise ModelLoadError(
+                    f"{classifier_dir / name} is not listed in the manifest, so it cannot be trusted. {FIX_HINT}"
+                )
 
     def read(name: str) -> bytes:
         if manifest is not None:
             return read_verified(classifier_dir, manifest, name)
         return (classifier_dir / name).read_bytes()
 
-    # classes first: np.load without pickle cannot run code
-    try:
-        classes_file = np.load(io.BytesIO(read(CLASSES_NAME)), allow_pickle=False)
-    except ModelLoadError:
-        raise
-    except Exception as err:
-        raise ModelLoadError(f"{classifier_dir / CLASSES_NAME} is unreadable ({err}). {FIX_HINT}") from err
-    classes_file = np.asarray(classes_file).astype(str)
+    from .bundle import ModelBundle  # numpy/scipy arrays only; imported with the first model
 
-    from .bundle import ModelBundle  # scikit-learn: imported with the first model, so importing this module stays light
+    bare = False
+    if format3:
+        bundle = ModelBundle.from_files(read(MODEL_NPZ_NAME), read(MODEL_JSON_NAME), classifier_dir)
+    else:
+        from .legacy import read_pickled_model  # scikit-learn and joblib: only for an old model, on request
 
-    raw = _unpickle(read(BUNDLE_NAME), classifier_dir / BUNDLE_NAME)
-    separate_encoder = _unpickle(read(LABEL_ENCODER_NAME), classifier_dir / LABEL_ENCODER_NAME)
-    bundle = ModelBundle.from_dict(raw, classifier_dir / BUNDLE_NAME, fallback_encoder=separate_encoder)
-    if bundle.legacy:
+        bundle, bare = read_pickled_model(classifier_dir, read)
+        log.warning(
+            "%s is a model in the old pickle format, loaded because pickles were allowed. Convert it: "
+            "python retrain_model.py --upgrade-model",
+            classifier_dir,
+        )
+    if bare:
         log.warning(
             "%s is an old-style model (a bare classifier without metadata or scaler). It still works, but its "
             "preprocessing cannot be checked; re-run retraining to get a verified model.",
             classifier_dir / BUNDLE_NAME,
         )
-    for other, where in (
-        (classes_file, CLASSES_NAME),
-        (np.asarray(getattr(separate_encoder, "classes_", [])).astype(str), LABEL_ENCODER_NAME),
-    ):
-        if other.shape != bundle.classes.shape or not np.array_equal(other, bundle.classes):
-            raise ModelLoadError(
-                f"The students in {classifier_dir / where} ({len(other)}) do not match those of the classifier "
-                f"({len(bundle.classes)}): the files come from different trainings. {FIX_HINT}"
-            )
-    if manifest is not None and not bundle.legacy and bundle.model_version != manifest.model_version:
+    if manifest is not None and not bare and bundle.model_version != manifest.model_version:
         raise ModelLoadError(
-            f"{classifier_dir}: the manifest is for model {manifest.model_version} but the bundle is model "
+            f"{classifier_dir}: the manifest is for model {manifest.model_version} but the model files are model "
             f"{bundle.model_version}. {FIX_HINT}"
         )
-    loaded = LoadedModel(classifier_dir, bundle, bundle.columns(), bundle.students, manifest is not None, stamp)
+    loaded = LoadedModel(
+        classifier_dir, bundle, bundle.classes, bundle.students, manifest is not None, stamp, pickled=not format3
+    )
     _smoke_test(loaded)
     return loaded
 
@@ -250,9 +279,9 @@ def _smoke_test(loaded: LoadedModel) -> None:
 def verify_model_dir(classifier_dir: Path) -> None:
     """The check retraining runs on a staged model before publishing it: full load + a prediction.
 
-    Builds no detector or embedder. Raises :class:`ModelLoadError`.
+    Builds no detector or embedder and never unpickles. Raises :class:`ModelLoadError`.
     """
-    load_model_files(classifier_dir, require_manifest=True)
+    load_model_files(classifier_dir, require_manifest=True, allow_pickle=False)
 
 
 # --------------------------------------------------------------------------- engines (detector + embedder)
@@ -267,34 +296,32 @@ class _Engines:
 
 
 def _engine_key(bundle: ModelBundle) -> tuple[Any, ...]:
-    cfg = bundle.backend_config or {}
     meta = bundle.metadata
+    cfg = meta.backend
     return (
-        cfg.get("detector"),
-        cfg.get("embedder"),
-        cfg.get("detector_model"),
-        bundle.weights_sha256("detector"),
-        bundle.weights_sha256("embedder"),
-        meta.get("crop_size"),
-        meta.get("crop_method"),
+        cfg,
+        meta.weights_sha256("detector"),
+        meta.weights_sha256("embedder"),
+        meta.face_models.crop.size,
+        meta.face_models.crop.method,
     )
 
 
 def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, allow_download: bool = False) -> _Engines:
-    bundle = loaded.bundle
-    cfg = bundle.backend_config
+    meta = loaded.bundle.metadata
+    cfg = meta.backend
     if cfg is None:
         raise ModelLoadError(
             f"The model in {loaded.classifier_dir} does not record which face detector and embedder it was trained "
             "with (an old-style model), so faces cannot be recognised with the same preprocessing. Re-run retraining."
         )
-    det, emb = cfg.get("detector"), cfg.get("embedder")
+    det, emb = cfg.detector, cfg.embedder
     if det not in DETECTORS or emb not in EMBEDDERS:
         raise ModelLoadError(
             f"The model was trained with detector {det!r} / embedder {emb!r}, which this version does not know "
             f"(known: {', '.join(DETECTORS)} / {', '.join(EMBEDDERS)}). Re-run retraining."
         )
-    detector_model = cfg.get("detector_model")
+    detector_model = cfg.detector_model
     if detector_model and not Path(detector_model).is_file():
         log.warning("Detector model %s recorded in the metadata is gone; looking it up by name", detector_model)
         detector_model = None
@@ -321,7 +348,7 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
         ("embedder", embedder),
     )
     for what, obj in parts:
-        want = bundle.weights_sha256(what)
+        want = meta.weights_sha256(what)
         have = obj.weights_sha256
         if want and have and want != have:
             raise ModelLoadError(
@@ -335,8 +362,7 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
         )
     # the crop the embedder makes must be the one recorded at training (size, method, template…)
     crop = embedder.crop
-    meta = bundle.metadata
-    recorded = {k: meta[k] for k in crop.as_dict() if k in meta}
+    recorded = {k: v for k, v in meta.face_models.crop.as_dict().items() if k in crop.as_dict()}
     differs = {k: (v, crop.as_dict()[k]) for k, v in recorded.items() if str(v) != str(crop.as_dict()[k])}
     if differs:
         raise ModelLoadError(
@@ -344,7 +370,7 @@ def _build_engines(loaded: LoadedModel, device: str, weights_dir: str | None, al
             + ", ".join(f"{k}: trained {a!r}, now {b!r}" for k, (a, b) in differs.items())
             + "). Re-run retraining."
         )
-    return _Engines(_engine_key(bundle), detector, embedder, crop)
+    return _Engines(_engine_key(loaded.bundle), detector, embedder, crop)
 
 
 def _ranked(proba: np.ndarray, classes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
@@ -379,8 +405,10 @@ class FaceRecognizer:
         weights_dir: str | Path | None = None,
         threshold: float | None = None,
         allow_download: bool = False,
+        allow_pickle: bool | None = None,
     ) -> None:
         self._state = _State(loaded, None)
+        self.allow_pickle = allow_pickle
         self.allow_download = allow_download
         self._paths = paths
         self.device = device
@@ -401,6 +429,7 @@ class FaceRecognizer:
         threshold: float | None = None,
         require_manifest: bool = False,
         allow_download: bool = False,
+        allow_pickle: bool | None = None,
     ) -> FaceRecognizer:
         """Load and check the published model.
 
@@ -409,16 +438,19 @@ class FaceRecognizer:
         ``classifier_dir`` directly. ``device``: "auto", "cpu" or "cuda" for the face models.
         ``weights_dir``: offline folder of weight files. ``allow_download``: let the detector /
         embedder libraries download missing weights (off: the weights training used are
-        expected on this machine already). Raises :class:`ModelLoadError`.
+        expected on this machine already). ``allow_pickle``: also load a model of an earlier
+        release, stored only as pickles (default ``$SMARTATTENDANCE_ALLOW_PICKLE``, off: a pickle
+        can run code; convert it with ``python retrain_model.py --upgrade-model``). Raises
+        :class:`ModelLoadError`.
         """
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         paths: OutputPaths | None = None
         if classifier_dir is None:
             paths = OutputPaths.at(output_root or os.environ.get(OUTPUT_ROOT_ENV) or None)
-            loaded = _load_published(paths, require_manifest)
+            loaded = _load_published(paths, require_manifest, allow_pickle)
         else:
-            loaded = load_model_files(classifier_dir, require_manifest=require_manifest)
+            loaded = load_model_files(classifier_dir, require_manifest=require_manifest, allow_pickle=allow_pickle)
         log.info(
             "Loaded model %s (%d students) from %s", loaded.model_version, len(loaded.classes), loaded.classifier_dir
         )
@@ -429,6 +461,7 @@ class FaceRecognizer:
             weights_dir=weights_dir,
             threshold=threshold,
             allow_download=allow_download,
+            allow_pickle=allow_pickle,
         )
 
     # ---- information
@@ -436,15 +469,22 @@ class FaceRecognizer:
     def metadata(self) -> dict[str, Any]:
         """embedding_dim, threshold (in effect), model_version, created_at, students, plus the full record."""
         loaded = self._state.loaded
-        meta = dict(loaded.metadata)
-        meta.update(
-            embedding_dim=loaded.embedding_dim,
-            threshold=self.threshold_override if self.threshold_override is not None else loaded.threshold,
-            model_version=loaded.model_version,
-            created_at=loaded.metadata.get("created_at"),
-            students=dict(loaded.student_names),
-        )
+        meta = loaded.metadata
+        if self.threshold_override is not None:
+            meta["threshold"] = self.threshold_override
         return meta
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in effect: the override passed to load(), else the model's own."""
+        if self.threshold_override is not None:
+            return self.threshold_override
+        return self._state.loaded.threshold
+
+    @property
+    def model_metadata(self) -> ModelMetadata:
+        """The published model's own description, typed (threshold as trained, not overridden)."""
+        return self._state.loaded.info
 
     @property
     def model_version(self) -> str:
@@ -578,7 +618,9 @@ class FaceRecognizer:
             if stamp == current.loaded.stamp or stamp == ("missing",) or stamp == self._refused_stamp:
                 return False
             try:
-                loaded = load_model_files(directory, require_manifest=current.loaded.verified)
+                loaded = load_model_files(
+                    directory, require_manifest=current.loaded.verified, allow_pickle=self.allow_pickle
+                )
                 engines = current.engines
                 if engines is not None and engines.key != _engine_key(loaded.bundle):
                     engines = _build_engines(loaded, self.device, self.weights_dir, self.allow_download)
@@ -599,7 +641,7 @@ class FaceRecognizer:
             return True
 
 
-def _load_published(paths: OutputPaths, require_manifest: bool) -> LoadedModel:
+def _load_published(paths: OutputPaths, require_manifest: bool, allow_pickle: bool | None = None) -> LoadedModel:
     """The model in ``Classifier/``; mid-swap, the complete one the publish journal names. Read-only.
 
     A publish renames the old ``Classifier/`` away and the new one in: between the two
@@ -612,7 +654,9 @@ def _load_published(paths: OutputPaths, require_manifest: bool) -> LoadedModel:
     while True:
         if paths.classifier_dir.is_dir():
             try:
-                return load_model_files(paths.classifier_dir, require_manifest=require_manifest)
+                return load_model_files(
+                    paths.classifier_dir, require_manifest=require_manifest, allow_pickle=allow_pickle
+                )
             except ModelLoadError:
                 if paths.classifier_dir.is_dir() or time.monotonic() >= deadline:
                     raise  # a real problem, not a folder renamed away while we read it
@@ -622,9 +666,11 @@ def _load_published(paths: OutputPaths, require_manifest: bool) -> LoadedModel:
             if journal_path(paths).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)  # a publish is between its two renames
                 continue
-            return load_model_files(paths.classifier_dir, require_manifest=require_manifest)  # the clear error
+            return load_model_files(
+                paths.classifier_dir, require_manifest=require_manifest, allow_pickle=allow_pickle
+            )  # the clear error
         try:
-            loaded = load_model_files(elsewhere, require_manifest=require_manifest)
+            loaded = load_model_files(elsewhere, require_manifest=require_manifest, allow_pickle=allow_pickle)
         except ModelLoadError:
             if time.monotonic() >= deadline:
                 raise

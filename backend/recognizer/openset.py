@@ -15,14 +15,10 @@ threshold on this number.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 FEATURES = ("svm_probability", "centre_similarity", "centre_margin")
 
@@ -40,60 +36,33 @@ def features(proba: np.ndarray, embeddings: np.ndarray, centres: np.ndarray) -> 
 
 
 @dataclass(frozen=True)
+class LogisticParts:
+    """A fitted StandardScaler → binary LogisticRegression as arrays: expit(w·(f − μ)/σ + b).
+
+    Retraining fits the scikit-learn pipeline and stores these numbers (``model.npz``), so
+    recognition needs neither scikit-learn nor a pickle; sklearn's ``predict_proba`` also
+    spends ~0.5 ms per call on input checks, half the 1 ms budget of one recognition at 500
+    students (tests/retraining/test_fast_paths.py checks the two give the same number).
+    """
+
+    mean: np.ndarray  # (n_features,)
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        return np.asarray(expit(((feats - self.mean) / self.scale) @ self.coef + self.intercept))
+
+
+@dataclass(frozen=True)
 class OpenSetScorer:
-    """Centres of the enrolled students + the fitted calibrator (stored in the bundle as a dict)."""
+    """Centres of the enrolled students + the fitted calibrator (None: the SVM probability is the confidence)."""
 
     centres: np.ndarray
-    calibrator: Pipeline | None
-    #: (mean, scale, coef, intercept) of the calibrator, read once: the fast path of :meth:`confidence`
-    _parts: _LogisticParts | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_parts", _logistic_parts(self.calibrator))
+    calibrator: LogisticParts | None
 
     def confidence(self, proba: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         """Open-set confidence of each row's top answer; the SVM probability if uncalibrated."""
         if self.calibrator is None:
             return proba.max(axis=1)
-        feats = features(proba, embeddings, self.centres)
-        if self._parts is None:
-            return np.asarray(self.calibrator.predict_proba(feats)[:, 1])
-        mean, scale, coef, intercept = self._parts
-        return np.asarray(expit(((feats - mean) / scale) @ coef + intercept))
-
-    def to_dict(self) -> dict[str, object]:
-        return {"centres": self.centres, "calibrator": self.calibrator, "features": list(FEATURES)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> OpenSetScorer:
-        calibrator = data.get("calibrator")
-        if calibrator is not None and not hasattr(calibrator, "predict_proba"):
-            raise TypeError(f"open-set calibrator is a {type(calibrator).__name__}, not a fitted model")
-        return cls(np.asarray(data["centres"], dtype=np.float32), calibrator)
-
-
-_LogisticParts = tuple[np.ndarray, np.ndarray, np.ndarray, float]
-
-
-def _logistic_parts(calibrator: object) -> _LogisticParts | None:
-    """(mean, scale, coef, intercept) of a StandardScaler → binary LogisticRegression pipeline.
-
-    sklearn's ``predict_proba`` spends ~0.5 ms per call on input checks, half the 1 ms
-    budget of one recognition at 500 students; expit(w·(f − μ)/σ + b) is the same number
-    (tests/serving/test_fast_paths.py checks it). None for any other calibrator: sklearn path.
-    """
-    steps = getattr(calibrator, "steps", None)
-    if steps is None or len(steps) != 2:
-        return None
-    scaler, logistic = steps[0][1], steps[1][1]
-    if not (
-        isinstance(scaler, StandardScaler)
-        and isinstance(logistic, LogisticRegression)
-        and getattr(logistic, "coef_", np.zeros((2, 0))).shape[0] == 1
-        and len(getattr(logistic, "classes_", ())) == 2
-    ):
-        return None
-    n = logistic.coef_.shape[1]
-    mean = np.zeros(n) if scaler.mean_ is None else np.asarray(scaler.mean_, float)
-    scale = np.ones(n) if scaler.scale_ is None else np.asarray(scaler.scale_, float)
-    return mean, scale, logistic.coef_[0].astype(float), float(logistic.intercept_[0])
+        return self.calibrator.predict(features(proba, embeddings, self.centres))

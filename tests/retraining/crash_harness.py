@@ -3,8 +3,9 @@
     python tests/crash_harness.py <point> <marker-file> [retrain_model.py arguments...]
 
 At ``<point>`` the child writes its pid to ``<marker-file>`` and then sleeps forever
-(``hold-<point>``: sleeps ``HOLD_S`` seconds, then carries on). Nothing in the product is
-changed: the hooks wrap module functions in this process only.
+(``hold-<point>``: waits until the test creates ``<marker-file>.release``, then carries on;
+no time window to race against). Nothing in the product is changed: the hooks wrap module
+functions in this process only.
 
 Points, in the order a run reaches them:
   extract        while embedding photos (the 3rd photo is being decoded)
@@ -26,8 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-HOLD_S = float(os.environ.get("CRASH_HARNESS_HOLD_S", "3"))
+#: hold-<point>: the longest wait for the release file (a test that forgets it must not hang forever).
+HOLD_MAX_S = 600.0
 POINTS = ("extract", "train", "stage", "swap_archived", "swap_models", "prune")
+
+
+def release_file(marker: Path) -> Path:
+    """The file whose creation lets a child held at ``hold-<point>`` carry on."""
+    return marker.with_name(marker.name + ".release")
 
 
 def install(point: str, marker: Path) -> None:
@@ -43,7 +50,9 @@ def install(point: str, marker: Path) -> None:
         tmp.write_text(str(os.getpid()))
         os.replace(tmp, marker)
         if hold:
-            time.sleep(HOLD_S)
+            release, deadline = release_file(marker), time.monotonic() + HOLD_MAX_S
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
             return
         while True:
             time.sleep(3600)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import OFFLINE_ARGS, ROOT, tree_digest
+from crash_harness import release_file
 from test_crash_safety import start_until, tiny_tree
 
 import retrain_model
@@ -28,8 +29,8 @@ def test_second_run_is_refused_clearly_then_waits_with_wait(
     paths = OutputPaths.at(copy_root)
     data = tiny_tree(tmp_path / "data")
     old_version = FaceRecognizer.load(copy_root).model_version
-    # run A (a real child process) holds the lock, paused for a few seconds just before training
-    a, _, a_log = start_until("hold-train", data, copy_root, tmp_path, env={"CRASH_HARNESS_HOLD_S": "6"})
+    # run A (a real child process) holds the lock, paused just before training until we release it
+    a, a_marker, a_log = start_until("hold-train", data, copy_root, tmp_path)
     try:
         before = tree_digest(paths.backend_models / "Classifier")
         capsys.readouterr()
@@ -42,11 +43,13 @@ def test_second_run_is_refused_clearly_then_waits_with_wait(
         assert tree_digest(paths.backend_models / "Classifier") == before
         assert json.loads(paths.lock_owner_file.read_text())["pid"] == a.pid  # B did not take or drop A's lock
         # run B with --wait: waits for A to publish, then publishes its own model on top
+        release_file(a_marker).touch()  # A carries on only now, whatever time B's first attempt took
         code = retrain_model.main(
             ["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", "--wait", "300", *OFFLINE_ARGS]
         )
         assert code == 0, capsys.readouterr().err[-3000:]
     finally:
+        release_file(a_marker).touch()
         if a.poll() is None:
             a.wait(timeout=300)
     assert a.returncode == 0, a_log.read_text(errors="replace")[-3000:]

@@ -14,7 +14,6 @@ import pytest
 from conftest import make_orl_tree
 from PIL import Image
 
-from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
 from backend.recognizer.openset import features
 from retraining import cache as cache_mod
 from retraining.dataset import index_dataset
@@ -23,9 +22,9 @@ from retraining.train import fit_calibrator, fit_model
 
 
 @pytest.fixture(scope="module")
-def engines():
-    config = BackendConfig(detector="mtcnn", embedder="dlib", device="cpu")
-    return build_detector(config), build_embedder(config)
+def engines(mtcnn_detector, dlib_embedder):
+    """The session's MTCNN + dlib (what BackendConfig(detector="mtcnn", embedder="dlib") builds)."""
+    return mtcnn_detector, dlib_embedder
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE_ARGS, ORL, require_shared_data
+from conftest import OFFLINE_ARGS, ORL, require_shared_data, skip_unless_ci
 
 import retrain_model
 from backend.recognizer.paths import OutputPaths
@@ -44,8 +44,12 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _browser():
     webdriver = pytest.importorskip("selenium.webdriver")
     chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        require_shared_data(Path("/usr/bin/chromium"))  # CI installs it (.ci/run): there, missing fails
+    missing = [name for name, found in (("chromium", chromium), ("chromedriver", driver)) if not found]
+    if missing:
+        skip_unless_ci(
+            f"the browser test needs Debian's chromium and chromium-driver; not found: {', '.join(missing)}",
+            ".ci/run installs them",
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium or ""
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,2400"):
@@ -84,3 +88,14 @@ def test_no_photos_in_report_leaves_every_face_out(tmp_path: Path) -> None:
     html = OutputPaths.at(root).report_html.read_text()
     assert "data:image/jpeg" not in html and "data:image/png" in html  # plots, no faces
     assert "holds no photos of students" in html and "from_person_1.pgm" in html
+
+
+def test_without_a_browser_the_skip_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("selenium.webdriver")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="chromium-driver; not found: chromium, chromedriver$"):
+        _browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"\.ci/run installs them"):
+        _browser()

@@ -15,6 +15,8 @@ import pytest
 from conftest import OFFLINE_ARGS, ROOT, make_orl_tree, tree_digest
 
 import retrain_model
+from backend.recognizer import FaceRecognizer
+from backend.recognizer.bundle import ARRAY_KEYS
 from backend.recognizer.paths import OutputPaths
 
 pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
 def test_published_artifacts_have_the_contracted_shapes_and_keys(published_root: Path) -> None:
     paths = OutputPaths.at(published_root)
     for p in (
+        paths.model_npz,
+        paths.model_json,
         paths.bundle,
         paths.label_encoder,
         paths.classes,
@@ -35,9 +39,12 @@ def test_published_artifacts_have_the_contracted_shapes_and_keys(published_root:
         paths.metrics_json,
     ):
         assert p.is_file() and p.stat().st_size > 0, p
-    bundle = joblib.load(paths.bundle)
-    assert {"classifier", "scaler", "label_encoder", "metadata"} <= set(bundle)
-    meta = bundle["metadata"]
+    with np.load(paths.model_npz, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    assert set(ARRAY_KEYS) | {"open_set_centres", "open_set_coef"} <= set(arrays)
+    assert arrays["weights"].shape == (128, 12) and arrays["scaler_mean"].shape == (128,)
+    meta = json.loads(paths.model_json.read_text(encoding="utf-8"))
+    assert meta["format"] == 3 and list(meta["students"]) == list(arrays["student_ids"])
     assert meta["embedding_dim"] == 128  # dlib; the metadata records the real dim
     assert meta["detector"]["name"] == "mtcnn" and meta["embedder"]["name"].startswith("dlib")
     assert meta["embedder"]["weights_sha256"] and len(meta["embedder"]["weights_sha256"]) == 64
@@ -54,9 +61,16 @@ def test_published_artifacts_have_the_contracted_shapes_and_keys(published_root:
     X, y = np.load(paths.X), np.load(paths.y)
     assert X.dtype == np.float32 and X.shape == (120, 128) and y.shape == (120,)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    # the seed's pickles are still written for other code, and answer as model.npz does
+    bundle = joblib.load(paths.bundle)  # our own file, just written: trusted here
+    assert {"classifier", "scaler", "label_encoder", "metadata"} <= set(bundle)
+    assert bundle["metadata"]["model_version"] == meta["model_version"]
     classes = np.load(paths.classes)
     assert list(classes) == list(bundle["label_encoder"].classes_) == sorted(set(y.tolist()))
     assert bundle["scaler"].mean_.shape == (128,)
+    served = FaceRecognizer.load(published_root, require_manifest=True)._state.loaded.model
+    seed = bundle["classifier"].predict_proba(bundle["scaler"].transform(X))
+    np.testing.assert_allclose(served.predict_proba(X), seed, atol=1e-6)
 
 
 def test_labels_csv_matches_the_tree(published_root: Path, orl_tree: Path) -> None:
@@ -77,8 +91,7 @@ def test_report_and_metrics_agree_and_accuracy_is_high(published_root: Path) -> 
     assert [r["threshold"] for r in metrics["threshold_sweep"]] == [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98]
     assert f"recommended : {metrics['recommended_threshold']:.2f}" in report
     assert set(metrics["timings_s"]) >= {"index", "extract", "train", "evaluate"}
-    bundle = joblib.load(paths.bundle)
-    assert bundle["metadata"]["threshold"] == pytest.approx(metrics["threshold"])
+    assert json.loads(paths.model_json.read_text())["threshold"] == pytest.approx(metrics["threshold"])
 
 
 def test_rerun_replaces_prior_artifacts_lists_them_and_leaves_photos_untouched(

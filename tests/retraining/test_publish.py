@@ -10,7 +10,7 @@ import joblib
 import numpy as np
 import pytest
 from conftest import tree_digest
-from fakes import DIM, current_version, make_bundle, make_stage, publish_fake
+from fakes import DIM, current_version, make_model_bundle, make_stage, publish_fake, seed_pickle_dict
 
 from backend.recognizer import journal, manifest
 from backend.recognizer.errors import ModelLoadError
@@ -38,6 +38,8 @@ def test_first_publish_writes_everything_and_manifest_covers_it(paths: OutputPat
     result = publish_fake(paths, "v1")
     assert result.version == "v1" and result.archived_to is None and result.removed == []
     for p in (
+        paths.model_npz,
+        paths.model_json,
         paths.bundle,
         paths.label_encoder,
         paths.classes,
@@ -50,6 +52,8 @@ def test_first_publish_writes_everything_and_manifest_covers_it(paths: OutputPat
     listed = manifest.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
     assert listed.format == 1 and listed.model_version == "v1"
     assert {
+        "model.npz",
+        "model.json",
         "face_classifier_v1.pkl",
         "label_encoder.pkl",
         "label_encoder_classes.npy",
@@ -113,7 +117,8 @@ def test_failed_verify_leaves_current_model_untouched(paths: OutputPaths) -> Non
 def test_legacy_artifacts_are_archived_or_removed_and_listed(paths: OutputPaths) -> None:
     # the original recipe's layout: a bare classifier, loose training files, a temp folder and a cache
     paths.classifier_dir.mkdir(parents=True)
-    bundle, X, y = make_bundle("old")
+    bundle = seed_pickle_dict("old")
+    _, X, y = make_model_bundle("old")
     joblib.dump(bundle["classifier"], paths.bundle)
     joblib.dump(bundle["label_encoder"], paths.label_encoder)
     np.save(paths.classes, bundle["label_encoder"].classes_)
@@ -137,9 +142,10 @@ def test_legacy_artifacts_are_archived_or_removed_and_listed(paths: OutputPaths)
     for p in (paths.bundle, paths.X, paths.models_dir / "MODEL_README.md", paths.models_dir / "temp", cache):
         assert p in result.removed
     assert outside.read_text() == "not ours"
-    # the old bare-classifier model can still be rolled back to
-    publish.rollback(paths)
-    assert load_model_files(paths.classifier_dir).model_version == "legacy"
+    # rolling back to the old bare-classifier model would mean unpickling it: refused, v1 stays
+    with pytest.raises(PublishError, match="NOT published.*--upgrade-model"):
+        publish.rollback(paths)
+    assert load_model_files(paths.classifier_dir).model_version == "v1"
 
 
 # --------------------------------------------------------------------------- crashes
@@ -208,7 +214,7 @@ def test_loader_reads_the_complete_model_mid_swap_and_writes_nothing(
     before = tree_digest(paths.root)
     recognizer = FaceRecognizer.load(paths.root, require_manifest=True)
     assert recognizer.model_version == "v2"
-    _, X, y = make_bundle("v2", seed=1)
+    _, X, y = make_model_bundle("v2", seed=1)
     assert [r.student_id for r in recognizer.classify(X)] == list(y)
     assert not recognizer.reload_if_changed()
     assert tree_digest(paths.root) == before and not paths.classifier_dir.exists()  # read only
@@ -225,7 +231,9 @@ def _publish_two(paths: OutputPaths) -> None:
     publish_fake(paths, "v2", seed=1, n_students=4)
 
 
-@pytest.mark.parametrize("name", ["face_classifier_v1.pkl", "label_encoder.pkl", "label_encoder_classes.npy"])
+@pytest.mark.parametrize(
+    "name", ["model.npz", "model.json", "face_classifier_v1.pkl", "label_encoder.pkl", "label_encoder_classes.npy"]
+)
 @pytest.mark.parametrize("damage", ["truncated", "edited", "missing", "swapped"])
 def test_manifest_names_the_damaged_file(paths: OutputPaths, name: str, damage: str) -> None:
     _publish_two(paths)

@@ -18,8 +18,8 @@ from sklearn.calibration import CalibratedClassifierCV, _TemperatureScaling
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
+from backend.recognizer.legacy import to_arrays
 from backend.recognizer.linear_svm import BalancedLinearSVM
-from backend.recognizer.model import TrainedModel
 from retraining import temperature
 from retraining.temperature import fit_temperature
 from retraining.train import C_TOTAL, SVM_STEPS, calibrated_classifier, fit_model
@@ -160,15 +160,19 @@ def test_training_builds_what_calibrated_classifier_cv_builds(students: int) -> 
     np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=2e-3)
 
 
-def test_trained_model_keeps_the_loaders_fast_path() -> None:
-    X, y = clusters(30, 8, spread=1.6, seed=2)
+@pytest.mark.parametrize("n_students", [30, 2])
+def test_the_published_arrays_give_scikit_learns_probabilities(n_students: int) -> None:
+    """model.npz holds the classifier as arrays; they answer as the pickled scikit-learn objects do
+    (two students: the binary SVM's one score s read as the logits (−s, s), as scikit-learn does)."""
+    X, y = clusters(n_students, 8, spread=1.6, seed=2)
     ids = np.array([f"STU{i:03d}" for i in y])
     model = fit_model(X, ids)
     buffer = io.BytesIO()
     joblib.dump(model.classifier, buffer)
     buffer.seek(0)
-    loaded = TrainedModel(model.scaler, joblib.load(buffer), model.label_encoder)
-    assert loaded._fast is not None  # the published classifier is read as plain arrays
-    slow = loaded.classifier.predict_proba(loaded.scaler.transform(X))
-    np.testing.assert_allclose(loaded.predict_proba(X), slow, atol=1e-6)
-    np.testing.assert_array_equal(model.predict_proba(X), loaded.predict_proba(X))
+    pickled = joblib.load(buffer)
+    arrays = to_arrays(model.scaler, pickled, model.classes, None)
+    slow = pickled.predict_proba(model.scaler.transform(X))
+    assert slow.shape == (len(X), n_students) and np.ptp(slow) > 0.1
+    np.testing.assert_allclose(arrays.predict_proba(X), slow, atol=1e-6)
+    np.testing.assert_array_equal(model.predict_proba(X), arrays.predict_proba(X))

@@ -20,7 +20,7 @@ from backend.recognizer.embedder import DlibEmbedder, FaceNetEmbedder, l2_normal
 from backend.recognizer.errors import RetrainError, WeightsNotFoundError
 from backend.recognizer.faces import MtcnnDetector, face_crops
 from backend.recognizer.images import decode_image
-from backend.recognizer.weights import FACENET_FILE, dlib_weights
+from backend.recognizer.weights import FACENET_FILE
 
 
 @pytest.fixture(scope="module")
@@ -205,19 +205,10 @@ def test_l2_normalize() -> None:
 # --------------------------------------------------------------------------- dlib
 
 
-@pytest.fixture(scope="module")
-def dlib_embedder() -> DlibEmbedder:
-    pytest.importorskip("dlib")
-    try:
-        return DlibEmbedder(dlib_weights())
-    except WeightsNotFoundError as err:
-        pytest.skip(str(err))
-
-
-def test_dlib_embeddings_separate_orl_people(dlib_embedder: DlibEmbedder) -> None:
+def test_dlib_embeddings_separate_orl_people(dlib_embedder: DlibEmbedder, mtcnn_detector: MtcnnDetector) -> None:
     require_shared_data()
     assert dlib_embedder.dim == 128 and dlib_embedder.crop.size == 150
-    detector = MtcnnDetector(device="cpu")
+    detector = mtcnn_detector
     crops, labels = [], []
     for person in range(1, 6):
         for i in (1, 5, 9):

@@ -55,8 +55,8 @@ def scrfd_500m() -> ScrfdDetector:
 
 
 @pytest.fixture(scope="module")
-def mtcnn() -> MtcnnDetector:
-    return MtcnnDetector(device="cpu")
+def mtcnn(mtcnn_detector: MtcnnDetector) -> MtcnnDetector:
+    return mtcnn_detector
 
 
 def lfw_sample(n: int, offset: int = 0) -> list[Path]:

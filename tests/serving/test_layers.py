@@ -73,6 +73,16 @@ def test_serving_has_no_file_writing_calls() -> None:
     assert found == []
 
 
+def test_only_the_legacy_reader_imports_pickle_machinery() -> None:
+    """scikit-learn and joblib (pickles) are imported by the old-model reader and by the class old pickles name."""
+    users = {
+        p.name
+        for p in SERVING.rglob("*.py")
+        if {m.split(".")[0] for m in _imports(p)} & {"sklearn", "joblib", "pickle", "cloudpickle", "dill"}
+    }
+    assert users == {"legacy.py", "linear_svm.py"}
+
+
 def test_each_package_has_its_modules() -> None:
     """What the backend runs and what only retraining runs, at a glance."""
     serving = {p.stem for p in SERVING.glob("*.py")}
@@ -84,15 +94,15 @@ def test_each_package_has_its_modules() -> None:
     assert not (serving & (training - {"__init__", "errors"}))
 
 
-def test_backend_use_imports_no_training_module(tmp_path: Path) -> None:
-    """Import the public names, load a published model and classify: no module of retraining/ is loaded."""
-    fixture = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
+def test_backend_use_imports_no_training_module_nor_scikit_learn(upgraded_fixture: Path) -> None:
+    """Import the public names, load a published model and classify: no module of retraining/ is loaded,
+    nor scikit-learn or joblib (nothing the backend reads is a pickle)."""
     code = (
         "import sys, numpy as np\n"
         "from backend.recognizer import FaceRecognizer\n"
-        f"r = FaceRecognizer.load({str(fixture)!r}, require_manifest=True)\n"
-        f"r.classify(np.load({str(fixture / 'models' / 'X.npy')!r}))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'retraining'))\n"
+        f"r = FaceRecognizer.load({str(upgraded_fixture)!r}, require_manifest=True)\n"
+        f"r.classify(np.load({str(upgraded_fixture / 'models' / 'X.npy')!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('retraining', 'sklearn', 'joblib')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,11 +16,12 @@ import joblib
 import numpy as np
 import pytest
 from conftest import ORL, ROOT
-from fakes import DIM, make_bundle, publish_fake
+from fakes import DIM, make_model_bundle, publish_fake, seed_pickle_dict, write_classifier
 
 from backend.recognizer import FaceRecognizer, ModelLoadError, loader, manifest
 from backend.recognizer.errors import WeightsNotFoundError
 from backend.recognizer.loader import verify_model_dir
+from backend.recognizer.metadata import BackendChoice
 from backend.recognizer.paths import OutputPaths
 from retraining import publish
 
@@ -30,15 +33,43 @@ def paths(tmp_path: Path) -> OutputPaths:
     return p
 
 
+def make_bundle(version: str, **kw: object) -> tuple[object, np.ndarray, np.ndarray]:
+    bundle, X, y = make_model_bundle(version, **kw)  # type: ignore[arg-type]
+    return bundle, X, y
+
+
 def rewrite(paths: OutputPaths, name: str, obj: object) -> None:
     """Replace one Classifier file and re-sign the manifest: only the consistency checks can catch it."""
     target = paths.classifier_dir / name
-    if name.endswith(".npy"):
+    if name.endswith(".npz"):
+        np.savez(target, **obj)  # type: ignore[arg-type]
+    elif name.endswith(".json"):
+        target.write_text(json.dumps(obj))
+    elif name.endswith(".npy"):
         np.save(target, obj)
     else:
         joblib.dump(obj, target)
     version = manifest.read_manifest(paths.classifier_dir).model_version
     publish.write_manifest(paths.classifier_dir, version)
+
+
+def arrays(paths: OutputPaths) -> dict[str, np.ndarray]:
+    with np.load(paths.model_npz, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def described(paths: OutputPaths) -> dict[str, object]:
+    return json.loads(paths.model_json.read_text())
+
+
+@pytest.fixture
+def old_paths(tmp_path: Path) -> OutputPaths:
+    """A model of an earlier release: the three pickled files and a manifest, no model.npz."""
+    p = OutputPaths.at(tmp_path / "old")
+    p.classifier_dir.mkdir(parents=True)
+    write_classifier(p.classifier_dir, "v1", pickles_only=True)
+    publish.write_manifest(p.classifier_dir, "v1")
+    return p
 
 
 def test_import_is_light() -> None:
@@ -58,6 +89,7 @@ def test_load_exposes_metadata_and_classifies(paths: OutputPaths) -> None:
     assert meta["created_at"] and set(meta["students"]) == {"STU001", "STU002", "STU003"}
     _, X, y = make_bundle("v1")
     results = rec.classify(X)
+    assert rec.model_metadata.students == {"STU001": "Student 1", "STU002": "Student 2", "STU003": "Student 3"}
     assert [r.student_id for r in results] == list(y)
     assert all(r.accepted and len(r.top_k) == 3 and r.top_k[0].confidence >= r.top_k[1].confidence for r in results)
     assert results[0].student_name == "Student 1" and results[0].box is None
@@ -87,7 +119,7 @@ def test_missing_model_folder(tmp_path: Path) -> None:
         FaceRecognizer.load(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("name", ["face_classifier_v1.pkl", "label_encoder.pkl", "label_encoder_classes.npy"])
+@pytest.mark.parametrize("name", ["model.npz", "model.json"])
 def test_missing_file(paths: OutputPaths, name: str) -> None:
     (paths.classifier_dir / name).unlink()
     with pytest.raises(ModelLoadError, match=f"missing.*{name}"):
@@ -100,59 +132,74 @@ def test_missing_manifest_is_refused_when_required(paths: OutputPaths) -> None:
         verify_model_dir(paths.classifier_dir)
 
 
-def test_wrong_bundle_keys(paths: OutputPaths) -> None:
-    bundle, _, _ = make_bundle("v1")
-    del bundle["scaler"], bundle["metadata"]
-    rewrite(paths, "face_classifier_v1.pkl", bundle)
-    with pytest.raises(ModelLoadError, match="missing the key.*scaler.*metadata"):
+def test_model_arrays_missing_one(paths: OutputPaths) -> None:
+    data = arrays(paths)
+    del data["scaler_mean"]
+    rewrite(paths, "model.npz", data)
+    with pytest.raises(ModelLoadError, match="lacks the array.*scaler_mean"):
         FaceRecognizer.load(paths.root)
 
 
-def test_bundle_of_wrong_type(paths: OutputPaths) -> None:
-    rewrite(paths, "face_classifier_v1.pkl", ["not", "a", "model"])
-    with pytest.raises(ModelLoadError, match="neither a model bundle"):
+def test_model_arrays_with_an_object_array_are_refused_without_unpickling(paths: OutputPaths, tmp_path: Path) -> None:
+    _Evil.marker = str(tmp_path / "marker")  # type: ignore[attr-defined]
+    data = arrays(paths)
+    data["student_ids"] = np.array([_Evil(), "STU002", "STU003"], dtype=object)
+    rewrite(paths, "model.npz", data)
+    with pytest.raises(ModelLoadError, match="model.npz is unreadable"):
+        FaceRecognizer.load(paths.root)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_model_description_of_wrong_type(paths: OutputPaths) -> None:
+    rewrite(paths, "model.json", ["not", "a", "model"])
+    with pytest.raises(ModelLoadError, match="model.json is unreadable or incomplete"):
         FaceRecognizer.load(paths.root)
 
 
 def test_embedding_dim_mismatch(paths: OutputPaths) -> None:
-    bundle, _, _ = make_bundle("v1")
-    bundle["metadata"] = {**bundle["metadata"], "embedding_dim": 512}
-    rewrite(paths, "face_classifier_v1.pkl", bundle)
+    rewrite(paths, "model.json", {**described(paths), "embedding_dim": 512})
     with pytest.raises(ModelLoadError, match="Embedding size mismatch.*512"):
         FaceRecognizer.load(paths.root)
 
 
 def test_scaler_from_other_model(paths: OutputPaths) -> None:
-    bundle, _, _ = make_bundle("v1")
-    other, _, _ = make_bundle("v1", dim=8)
-    bundle["scaler"] = other["scaler"]
-    rewrite(paths, "face_classifier_v1.pkl", bundle)
-    with pytest.raises(ModelLoadError, match="scaler expects 8"):
+    data = arrays(paths)
+    data["scaler_mean"] = np.zeros(8, np.float32)
+    rewrite(paths, "model.npz", data)
+    with pytest.raises(ModelLoadError, match="scaler_mean' has shape \\(8,\\)"):
         FaceRecognizer.load(paths.root)
 
 
-def test_classes_mismatch(paths: OutputPaths) -> None:
-    rewrite(paths, "label_encoder_classes.npy", np.array(["STU001", "STU002", "STU999"]))
-    with pytest.raises(ModelLoadError, match="label_encoder_classes.npy.*do not match"):
+def test_students_of_another_training(paths: OutputPaths) -> None:
+    meta = described(paths)
+    rewrite(paths, "model.json", {**meta, "students": {"STU001": "A", "STU002": "B", "STU999": "C"}})
+    with pytest.raises(ModelLoadError, match="students in .*model.json.*different trainings"):
         FaceRecognizer.load(paths.root)
 
 
-def test_label_encoder_mismatch(paths: OutputPaths) -> None:
-    other, _, _ = make_bundle("v1", n_students=4)
-    rewrite(paths, "label_encoder.pkl", other["label_encoder"])
-    with pytest.raises(ModelLoadError, match="label_encoder.pkl.*do not match"):
+def test_model_files_of_another_version_than_the_manifest(paths: OutputPaths) -> None:
+    rewrite(paths, "model.json", {**described(paths), "model_version": "v0"})
+    (paths.manifest).write_text(paths.manifest.read_text().replace('"v0"', '"v1"'))
+    publish.write_manifest(paths.classifier_dir, "v1")
+    with pytest.raises(ModelLoadError, match="manifest is for model v1 but the model files are model v0"):
+        FaceRecognizer.load(paths.root)
+
+
+def test_a_future_format_is_refused_with_what_to_do(paths: OutputPaths) -> None:
+    rewrite(paths, "model.json", {**described(paths), "format": 4})
+    with pytest.raises(ModelLoadError, match="format 4.*re-run retraining"):
         FaceRecognizer.load(paths.root)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "edited"])
 def test_hash_mismatch_names_the_file(paths: OutputPaths, damage: str) -> None:
-    target = paths.bundle
+    target = paths.model_npz
     data = target.read_bytes()
     mid = len(data) // 2
     target.write_bytes(data[:100] if damage == "truncated" else data[:mid] + bytes([data[mid] ^ 1]) + data[mid + 1 :])
     with pytest.raises(ModelLoadError) as info:
         FaceRecognizer.load(paths.root)
-    assert "face_classifier_v1.pkl" in str(info.value) and "--rollback" in str(info.value)
+    assert "model.npz" in str(info.value) and "--rollback" in str(info.value)
 
 
 class _Evil:
@@ -168,20 +215,134 @@ def test_tampered_pickle_is_never_unpickled(paths: OutputPaths, tmp_path: Path) 
     assert not (tmp_path / "marker").exists()
 
 
-def test_old_bare_classifier_form_still_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_crafted_pickles_with_a_rewritten_manifest_run_no_code_in_load_or_reload(
+    paths: OutputPaths, tmp_path: Path
+) -> None:
+    """Whoever can write backend/models/ can also rewrite the manifest: the pickles must simply never be read."""
+    marker = tmp_path / "marker"
+    _Evil.marker = str(marker)  # type: ignore[attr-defined]
+    rec = FaceRecognizer.load(paths.root, require_manifest=True)
+    publish_fake(paths, "v2", seed=4)
+    for name in ("face_classifier_v1.pkl", "label_encoder.pkl"):
+        (paths.classifier_dir / name).write_bytes(pickle.dumps({"x": _Evil()}))
+    publish.write_manifest(paths.classifier_dir, "v2")  # consistent again
+    assert rec.reload_if_changed() is True and rec.model_version == "v2"
+    again = FaceRecognizer.load(paths.root, require_manifest=True)
+    _, X, y = make_bundle("v2", seed=4)
+    assert [r.student_id for r in again.classify(X)] == list(y)
+    assert not marker.exists()
+    # ... and that stays so when the same pickles arrive as an old-format model (no model.npz)
+    paths.model_npz.unlink()
+    paths.model_json.unlink()
+    publish.write_manifest(paths.classifier_dir, "v2")
+    with pytest.raises(ModelLoadError, match="allow_pickle=True"):
+        FaceRecognizer.load(paths.root, require_manifest=True)
+    assert rec.reload_if_changed() is False and rec.model_version == "v2"
+    assert not marker.exists()
+
+
+def test_an_old_format_model_is_refused_unless_pickles_are_allowed(
+    old_paths: OutputPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(loader.ALLOW_PICKLE_ENV, raising=False)
+    with pytest.raises(ModelLoadError) as info:
+        FaceRecognizer.load(old_paths.root, require_manifest=True)
+    message = str(info.value)
+    assert "can run any code" in message and "--upgrade-model" in message and loader.ALLOW_PICKLE_ENV in message
+    _, X, y = make_bundle("v1")
+    allowed = FaceRecognizer.load(old_paths.root, require_manifest=True, allow_pickle=True)
+    assert [r.student_id for r in allowed.classify(X)] == list(y)
+    monkeypatch.setenv(loader.ALLOW_PICKLE_ENV, "1")
+    by_env = FaceRecognizer.load(old_paths.root, require_manifest=True)
+    assert by_env.model_version == "v1"
+    with pytest.raises(ModelLoadError, match="can run any code"):
+        FaceRecognizer.load(old_paths.root, allow_pickle=False)  # an explicit False wins over the environment
+
+
+def test_old_format_answers_equal_the_new_format(old_paths: OutputPaths, paths: OutputPaths) -> None:
+    _, X, _ = make_bundle("v1")
+    old = FaceRecognizer.load(old_paths.root, allow_pickle=True)._state.loaded.model
+    new = FaceRecognizer.load(paths.root)._state.loaded.model
+    for a, b in zip(old.recognize(X), new.recognize(X), strict=True):
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        else:
+            assert np.array_equal(a, b)
+
+
+def _rewrite_old(paths: OutputPaths, name: str, obj: object) -> None:
+    rewrite(paths, name, obj)
+
+
+def test_old_format_from_another_scikit_learn_version_is_loaded_with_a_warning(
+    old_paths: OutputPaths, caplog: pytest.LogCaptureFixture
+) -> None:
+    bundle = seed_pickle_dict("v1")
+    bundle["metadata"]["library_versions"] = {"scikit-learn": "0.24.2"}
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", bundle)
+    FaceRecognizer.load(old_paths.root, allow_pickle=True)
+    assert "pickled with scikit-learn 0.24.2 but" in caplog.text and "--upgrade-model" in caplog.text
+    caplog.clear()
+    bundle["metadata"]["library_versions"] = {"scikit-learn": metadata.version("scikit-learn")}
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", bundle)
+    FaceRecognizer.load(old_paths.root, allow_pickle=True)
+    assert "pickled with scikit-learn" not in caplog.text
+
+
+def test_old_format_wrong_bundle_keys(old_paths: OutputPaths) -> None:
+    bundle = seed_pickle_dict("v1")
+    del bundle["scaler"], bundle["metadata"]
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", bundle)
+    with pytest.raises(ModelLoadError, match="missing the key.*scaler.*metadata"):
+        FaceRecognizer.load(old_paths.root, allow_pickle=True)
+
+
+def test_old_format_bundle_of_wrong_type(old_paths: OutputPaths) -> None:
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", ["not", "a", "model"])
+    with pytest.raises(ModelLoadError, match="neither a model bundle"):
+        FaceRecognizer.load(old_paths.root, allow_pickle=True)
+
+
+def test_old_format_classes_mismatch(old_paths: OutputPaths) -> None:
+    _rewrite_old(old_paths, "label_encoder_classes.npy", np.array(["STU001", "STU002", "STU999"]))
+    with pytest.raises(ModelLoadError, match="label_encoder_classes.npy.*do not match"):
+        FaceRecognizer.load(old_paths.root, allow_pickle=True)
+
+
+def test_old_format_label_encoder_mismatch(old_paths: OutputPaths) -> None:
+    other = seed_pickle_dict("v1", n_students=4)
+    _rewrite_old(old_paths, "label_encoder.pkl", other["label_encoder"])
+    with pytest.raises(ModelLoadError, match="label_encoder.pkl.*do not match"):
+        FaceRecognizer.load(old_paths.root, allow_pickle=True)
+
+
+def test_old_format_scaler_from_other_model(old_paths: OutputPaths) -> None:
+    bundle = seed_pickle_dict("v1")
+    bundle["scaler"] = seed_pickle_dict("v1", dim=8)["scaler"]
+    _rewrite_old(old_paths, "face_classifier_v1.pkl", bundle)
+    with pytest.raises(ModelLoadError, match="scaler has 8 features but the classifier 16"):
+        FaceRecognizer.load(old_paths.root, allow_pickle=True)
+
+
+def test_old_bare_classifier_form_still_loads_with_pickles_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     paths = OutputPaths.at(tmp_path)
     paths.classifier_dir.mkdir(parents=True)
-    bundle, X, y = make_bundle("old")
+    bundle = seed_pickle_dict("old")
+    _, X, y = make_bundle("old")
     joblib.dump(bundle["classifier"], paths.bundle)
     joblib.dump(bundle["label_encoder"], paths.label_encoder)
     np.save(paths.classes, bundle["label_encoder"].classes_)
-    rec = FaceRecognizer.load(paths.root)
+    with pytest.raises(ModelLoadError, match="can run any code"):
+        FaceRecognizer.load(paths.root, allow_pickle=False)
+    rec = FaceRecognizer.load(paths.root, allow_pickle=True)
     assert "old-style model" in caplog.text and "no manifest.json" in caplog.text
     assert rec.metadata["embedding_dim"] == DIM and rec.model_version == "legacy"
     # no scaler in the old form: the classifier sees raw embeddings, answers are still well-formed
     assert len(rec.classify(X[:3])) == 3
     with pytest.raises(ModelLoadError, match="manifest"):
-        FaceRecognizer.load(paths.root, require_manifest=True)
+        FaceRecognizer.load(paths.root, require_manifest=True, allow_pickle=True)
 
 
 # --------------------------------------------------------------------------- reload & threads
@@ -199,8 +360,8 @@ def test_reload_picks_up_new_model_and_refuses_a_broken_one(paths: OutputPaths) 
     assert answers == list(y2)
 
     publish_fake(paths, "v3", seed=5)
-    data = paths.bundle.read_bytes()
-    paths.bundle.write_bytes(data[: len(data) // 2])  # a half-written / damaged new model
+    data = paths.model_npz.read_bytes()
+    paths.model_npz.write_bytes(data[: len(data) // 2])  # a half-written / damaged new model
     assert rec.reload_if_changed() is False
     assert rec.model_version == "v2"
     assert [r.student_id for r in rec.classify(X2)] == answers  # still serving
@@ -310,9 +471,9 @@ def test_threads_identify_same_as_serial(live: FaceRecognizer) -> None:
 
 def test_weights_differing_from_training_are_refused(copy_root: Path) -> None:
     paths = OutputPaths.at(copy_root)
-    bundle = joblib.load(paths.bundle)
-    bundle["metadata"]["embedder"]["weights_sha256"] = "0" * 64
-    rewrite(paths, "face_classifier_v1.pkl", bundle)
+    meta = described(paths)
+    meta["embedder"]["weights_sha256"] = "0" * 64  # type: ignore[index]
+    rewrite(paths, "model.json", meta)
     rec = FaceRecognizer.load(copy_root, device="cpu")  # loading the classifier is fine ...
     with pytest.raises(ModelLoadError, match="embedder weights"):
         rec.identify(ORL / "s1" / "1.pgm")  # ... but recognition would not match training
@@ -327,8 +488,8 @@ def test_loader_does_not_download_weights_by_default(monkeypatch: pytest.MonkeyP
         raise WeightsNotFoundError("det_10g.onnx missing")
 
     monkeypatch.setattr("backend.recognizer.loader.build_detector", fake_detector)
-    config = {"detector": "scrfd", "embedder": "facenet", "detector_model": None}
-    fake = SimpleNamespace(bundle=SimpleNamespace(backend_config=config), classifier_dir=Path("x"))
+    config = BackendChoice("scrfd", "facenet", None)
+    fake = SimpleNamespace(bundle=SimpleNamespace(metadata=SimpleNamespace(backend=config)), classifier_dir=Path("x"))
     for kwargs, expected in (({}, False), ({"allow_download": True}, True)):
         with pytest.raises(WeightsNotFoundError):
             loader._build_engines(fake, "cpu", None, **kwargs)  # type: ignore[arg-type]

@@ -24,7 +24,6 @@ from backend.recognizer.faces import (
     photo_face_crops,
 )
 from backend.recognizer.images import decode_image, decode_reduced
-from backend.recognizer.weights import dlib_weights
 from bench.phone_photos import phone_photo
 
 SCRFD_25G = SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"
@@ -73,11 +72,10 @@ def test_small_or_non_jpeg_photos_decode_at_full_size(tmp_path: Path) -> None:
 
 
 def test_reduced_path_finds_the_same_faces_and_embeds_them_alike(
-    detector: ScrfdDetector, phone_jpegs: list[Path]
+    detector: ScrfdDetector, phone_jpegs: list[Path], dlib_embedder: DlibEmbedder
 ) -> None:
     require_shared_data(LFW)
-    pytest.importorskip("dlib")
-    embedder = DlibEmbedder(dlib_weights())
+    embedder = dlib_embedder
     fast_crops, full_crops = [], []
     for path in phone_jpegs:
         full = face_crops(detector, decode_image(path), embedder.crop, max_faces=1)

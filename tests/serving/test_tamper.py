@@ -63,13 +63,19 @@ def test_manifest_truncated(paths: OutputPaths) -> None:
 
 
 def test_manifest_entry_removed(paths: OutputPaths) -> None:
-    _edit_manifest(paths, lambda m: m["files"].pop(ENCODER))
-    _refused(paths, ENCODER, "not listed")
+    _edit_manifest(paths, lambda m: m["files"].pop("model.json"))
+    _refused(paths, "model.json", "not listed")
+
+
+def test_manifest_entry_of_the_arrays_removed_reads_as_an_old_model_and_is_not_unpickled(paths: OutputPaths) -> None:
+    """The manifest decides the format: arrays it does not list are not trusted, and pickles are not read."""
+    _edit_manifest(paths, lambda m: m["files"].pop("model.npz"))
+    _refused(paths, "old format", "--upgrade-model")
 
 
 def test_manifest_version_edited(paths: OutputPaths) -> None:
     _edit_manifest(paths, lambda m: m.update(model_version="v9"))
-    _refused(paths, "manifest is for model v9", "bundle is model v2")
+    _refused(paths, "manifest is for model v9", "model files are model v2")
 
 
 def test_manifest_of_the_previous_model_swapped_in(paths: OutputPaths) -> None:
@@ -108,7 +114,9 @@ def test_evil_label_encoder_pickle_is_never_unpickled(paths: OutputPaths, tmp_pa
     paths.label_encoder.write_bytes(pickle.dumps(_Evil()))
     _refused(paths, ENCODER)
     with pytest.raises(ModelLoadError):
-        load_model_files(paths.classifier_dir)
+        load_model_files(paths.classifier_dir, allow_pickle=True)  # refused by its hash before any unpickling
+    publish.write_manifest(paths.classifier_dir, "v2")  # a consistent manifest: format 3 never reads it at all
+    assert load_model_files(paths.classifier_dir, require_manifest=True).model_version == "v2"
     assert not (tmp_path / "marker").exists()
 
 
