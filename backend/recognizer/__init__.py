@@ -14,12 +14,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily (below)
     from .errors import ImageError, ModelLoadError, RetrainError, WeightsNotFoundError
     from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
+    from .session import AttendanceSession, Presence, PresenceRule, SessionReport
 
 _EXPORTS = {
     "FaceRecognizer": ".loader",
     "Recognition": ".loader",
     "Candidate": ".loader",
     "verify_model_dir": ".loader",
+    "AttendanceSession": ".session",
+    "Presence": ".session",
+    "PresenceRule": ".session",
+    "SessionReport": ".session",
     "ModelLoadError": ".errors",
     "RetrainError": ".errors",
     "WeightsNotFoundError": ".errors",
