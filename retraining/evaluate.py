@@ -79,6 +79,9 @@ class OpenSet:
     max_far: float
     target_reached: bool = False
     fine_sweep: list[OpenSetRow] = field(default_factory=list)  # FINE_THRESHOLDS: what the choice is made on
+    # whose each row is (the student; for strangers the one held out): per-session rates (session_rates.py)
+    known_groups: np.ndarray | None = None
+    unknown_groups: np.ndarray | None = None
 
     def row_at(self, threshold: float) -> OpenSetRow:
         """Recognition, false accepts and their 95 % upper bound at any threshold."""
@@ -291,6 +294,7 @@ def evaluate_open_set(
     rows_fold: list[np.ndarray] = []
     rows_known: list[np.ndarray] = []
     rows_correct: list[np.ndarray] = []
+    rows_group: list[np.ndarray] = []
     folds = _open_set_folds(labels, seed)
     for k, unknown in enumerate(folds):
         is_unknown = np.isin(labels, unknown)
@@ -314,10 +318,12 @@ def evaluate_open_set(
             rows_fold.append(np.full(len(idx), k))
             rows_known.append(np.full(len(idx), enrolled))
             rows_correct.append(right)
+            rows_group.append(labels[idx])
     F, Y = np.concatenate(rows_f), np.concatenate(rows_y).astype(int)
     fold = np.concatenate(rows_fold)
     known: np.ndarray = np.concatenate(rows_known)
     correct: np.ndarray = np.concatenate(rows_correct)
+    group = np.concatenate(rows_group)
     conf = F[:, 0].copy()  # fallback: the SVM probability
     for k in range(len(folds)):
         others = fold != k
@@ -339,6 +345,8 @@ def evaluate_open_set(
         max_far=max_far,
         target_reached=recommend_open_set(fine, max_far)[2],
         fine_sweep=fine,
+        known_groups=group[known],
+        unknown_groups=group[~known],
     )
 
 

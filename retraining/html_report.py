@@ -16,6 +16,7 @@ import numpy as np
 
 from .quality import Finding
 from .report import MAX_LISTED_PER_KIND, RunSummary, stranger_sentence
+from .session_rates import session_sentence
 from .thumbnails import png_data_uri
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
@@ -119,7 +120,9 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         "stranger": (
             "Not measured: at least 3 students are needed."
             if ev.open_set is None
-            else "At the threshold in use, " + stranger_sentence(ev.open_set, s.threshold)
+            else "At the threshold in use, "
+            + stranger_sentence(ev.open_set, s.threshold)
+            + session_sentence(ev.open_set, s.threshold)
         ),
         "gate": list(gate.checks) if gate is not None else [],
         "fixes": fixes,

@@ -22,6 +22,7 @@ from .files import files_under
 from .gate import GateDecision
 from .publish import Stage
 from .quality import Finding, embeddings_distinct
+from .session_rates import session_dict, session_lines
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         *("  " + x for x in sweep_table(ev)),
     ]
     lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev)]
+    lines += ["", "ATTENDANCE SESSIONS (each person seen in many frames)", *session_lines(ev.open_set, s.threshold)]
     lines += ["", "QUALITY GATE (is the new model at least as good as the one in service?)", *gate_lines(s)]
     if s.weights_warnings:
         lines += ["", "WEIGHT FILES", *(f"  WARNING: {w}" for w in s.weights_warnings)]
@@ -339,6 +341,7 @@ def metrics_dict(s: RunSummary) -> dict:
         "skipped": [{"path": str(p), "reason": r} for p, r in s.all_skipped],
         "nonconforming_folders": s.index.nonconforming_folders,
         "open_set": open_set_dict(ev),
+        "session": session_dict(ev.open_set, s.threshold),
         "data_quality": [asdict(f) for f in s.findings],
         "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,
