@@ -96,12 +96,12 @@ class FaceKind(str, Enum):
 
 @dataclass(frozen=True)
 class FaceEvent:
-    """One face that did not count for a student (a conflict, or someone not in this class)."""
+    """One face that did not count for a student: a conflict, someone not in this class, or unknown."""
 
     kind: FaceKind
     frame: int  # 1-based frame number in this session
     at: float  # the frame's time (seconds since the epoch, or what the caller passed)
-    student_id: str  # the student it was accepted as
+    student_id: str  # the student it was accepted as (unknown: the closest student, or "" without candidates)
     student_name: str
     confidence: float
     box: tuple[float, float, float, float] | None
@@ -134,6 +134,7 @@ class SessionReport:
     conflicts: int
     not_in_class: int
     events: list[FaceEvent] = field(default_factory=list)  # the conflicts and not-in-class faces (the latest)
+    unknown: list[FaceEvent] = field(default_factory=list)  # the latest unknown faces, with their closest student
 
 
 @dataclass
@@ -218,6 +219,7 @@ class AttendanceSession:
         self._not_in_class = 0
         self._tally: dict[str, _Tally] = {}
         self._events: deque[FaceEvent] = deque(maxlen=MAX_EVENTS)
+        self._unknown_events: deque[FaceEvent] = deque(maxlen=MAX_EVENTS)
 
     def add(self, frame: np.ndarray | str | Path, *, at: float | None = None, bgr: bool = True) -> list[Recognition]:
         """Recognise every face of one frame (an image array or photo path) and count it.
@@ -247,6 +249,18 @@ class AttendanceSession:
             for r, kind in zip(recognitions, kinds, strict=True):
                 if kind is FaceKind.UNKNOWN:
                     self._unknown += 1
+                    closest = r.top_k[0] if r.top_k else None
+                    self._unknown_events.append(
+                        FaceEvent(
+                            kind,
+                            number,
+                            when,
+                            closest.student_id if closest else "",
+                            closest.student_name if closest else "",
+                            float(r.confidence),
+                            r.box,
+                        )
+                    )
                 elif kind is FaceKind.STUDENT:
                     self._count(r, number, when)
                 else:
@@ -278,6 +292,7 @@ class AttendanceSession:
             seen = [t.presence(sid) for sid, t in self._tally.items()]
             counts = (self._faces, self._unknown, self._conflicts, self._not_in_class)
             events = list(self._events)
+            unknown = list(self._unknown_events)
         need = self.rule.required_frames(frames)
         seen.sort(key=lambda p: (-p.frames, p.student_id))
         return SessionReport(
@@ -290,6 +305,7 @@ class AttendanceSession:
             conflicts=counts[2],
             not_in_class=counts[3],
             events=events,
+            unknown=unknown,
         )
 
     @property

@@ -93,6 +93,7 @@ def test_faces_below_the_rules_confidence_do_not_count(faces: dict[str, list[Rec
     report = session.report()
     assert [(p.student_id, p.frames) for p in report.present] == [("STU006", 2)]
     assert report.unknown_faces == len(ranked) - 2
+    assert {e.student_id for e in report.unknown} == {"STU006"}  # the closest student is kept
 
 
 def test_threads_adding_frames_at_once_count_every_frame(faces: dict[str, list[Recognition]]) -> None:
@@ -146,4 +147,5 @@ def test_a_real_session_of_camera_frames(recognizer: FaceRecognizer, tmp_path: P
     assert {p.student_id: p.frames for p in report.present} == {"STU001": 4, "STU002": 4}
     assert report.not_in_class == 4  # STU005 is enrolled but not in this class
     assert report.unknown_faces == 4 and report.frames == 4
+    assert [e.frame for e in report.unknown] == [1, 2, 3, 4] and all(e.confidence < 0.85 for e in report.unknown)
     assert strangers_only.present() == [] and strangers_only.report().unknown_faces == 6
