@@ -22,7 +22,7 @@ from .files import files_under
 from .gate import GateDecision
 from .publish import Stage
 from .quality import Finding, embeddings_distinct
-from .session_rates import session_dict, session_lines
+from .session_rates import session_dict, session_lines, session_rule_dict
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class RunSummary:
                 "embeddings_distinct": embeddings_distinct(self.findings),
             },
             "quality_gate": self.gate.to_dict() if self.gate is not None else None,
+            "session_rule": session_rule_dict(ev.open_set, self.threshold),
             "forced": bool(self.gate is not None and self.gate.forced),
             "weights_warnings": self.weights_warnings,
         }

@@ -16,6 +16,7 @@ rate is an upper estimate (the rule needs the SAME student in k frames).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -155,14 +156,30 @@ def suggested_min_confidence(
     """The lowest per-face confidence (a hundredth, at least ``threshold``) for counting towards
     presence at which strangers mark somebody present in at most ``max_far`` of ``frames``-frame
     sessions (estimated as above); None when no confidence below 1 gets there."""
-    for step in range(round(threshold * 100), 100):
-        bar = max(threshold, step / 100)
+    bars = [threshold] + [step / 100 for step in range(math.floor(threshold * 100 + 1e-9) + 1, 100)]
+    for bar in bars:
         rates = open_set_session_rates(open_set, bar, frames=frames, rule=rule)
         if rates is None:
             return None
         if rates.stranger_marks_present <= max_far:
-            return round(bar, 2)
+            return float(bar)
     return None
+
+
+def published_rule(open_set: Any, threshold: float) -> PresenceRule:
+    """The rule the model records for ``AttendanceSession``: the default, counting only faces at
+    least as sure as :func:`suggested_min_confidence` when the threshold alone lets strangers mark
+    somebody present in more than the target share of typical sessions."""
+    if open_set is None:
+        return PresenceRule()
+    bar = suggested_min_confidence(open_set, threshold, open_set.max_far)
+    return PresenceRule(min_confidence=bar if bar is not None and bar > threshold else None)
+
+
+def session_rule_dict(open_set: Any, threshold: float) -> dict[str, Any]:
+    """The model metadata's ``session_rule`` (read back by ``PresenceRule.from_metadata``)."""
+    rule = published_rule(open_set, threshold)
+    return {"min_frames": rule.min_frames, "min_share": rule.min_share, "min_confidence": rule.min_confidence}
 
 
 def session_dict(open_set: Any, threshold: float, rule: PresenceRule | None = None) -> dict[str, Any] | None:
@@ -229,10 +246,10 @@ def session_lines(open_set: Any, threshold: float, rule: PresenceRule | None = N
         better = open_set_session_rates(open_set, bar, rule=rule)
         if better is not None:
             lines.append(
-                f"  => to keep strangers under {open_set.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions, count only faces "
-                f"with confidence >= {bar:.2f} (PresenceRule(min_confidence={bar:.2f})): enrolled students "
-                f"then marked present in {better.enrolled_marked_present:.1%} of sessions, strangers "
-                f"{better.stranger_marks_present:.1%}."
+                f"  => to keep strangers under {open_set.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions, the model's "
+                f"session rule counts only faces with confidence >= {bar:.2f} (AttendanceSession uses it): "
+                f"enrolled students then marked present in {better.enrolled_marked_present:.1%} of sessions, "
+                f"strangers {better.stranger_marks_present:.1%}."
             )
     else:
         lines.append(
@@ -247,8 +264,10 @@ __all__ = [
     "TYPICAL_FRAMES",
     "SessionRates",
     "open_set_session_rates",
+    "published_rule",
     "session_dict",
     "session_lines",
+    "session_rule_dict",
     "session_rates",
     "session_sentence",
     "suggested_min_confidence",

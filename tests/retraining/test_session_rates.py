@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from backend.recognizer import AttendanceSession, PresenceRule, Recognition
+from backend.recognizer import AttendanceSession, FaceRecognizer, PresenceRule, Recognition
 from backend.recognizer.paths import OutputPaths
 from retraining.evaluate import evaluate_open_set
-from retraining.session_rates import open_set_session_rates, session_rates, suggested_min_confidence
+from retraining.session_rates import (
+    open_set_session_rates,
+    published_rule,
+    session_rates,
+    suggested_min_confidence,
+)
 
 FIXTURE = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
 
@@ -72,6 +77,16 @@ def test_alike_frames_of_one_stranger_are_not_treated_as_independent() -> None:
     assert per_person.stranger_upper95 > per_person.stranger_marks_present
 
 
+def test_the_published_rule_is_stricter_only_when_the_threshold_alone_misses_the_target(open_set) -> None:
+    low = float(np.quantile(open_set.unknown_confidence, 0.5))  # half the strangers' photos pass
+    strict = float(np.max(open_set.unknown_confidence)) + 1e-6  # none passes
+    at_low = open_set_session_rates(open_set, low)
+    assert at_low is not None and at_low.stranger_marks_present > 0.01
+    rule = published_rule(open_set, low)
+    assert rule.min_confidence is not None and rule.min_confidence > low
+    assert published_rule(open_set, strict) == PresenceRule()
+
+
 def test_the_suggested_confidence_meets_the_target_and_is_the_lowest_that_does(open_set) -> None:
     start = float(np.quantile(open_set.unknown_confidence, 0.5))
     bar = suggested_min_confidence(open_set, start, 0.01)
@@ -94,3 +109,9 @@ def test_a_published_run_reports_its_session_rates(published_root: Path) -> None
     assert typical["enrolled_marked_present"] >= typical["per_frame_recognition"] - 1e-9  # 2 of 20 frames is easier
     text = paths.report_txt.read_text(encoding="utf-8")
     assert "ATTENDANCE SESSIONS" in text and "stranger marks somebody present" in text
+    # the model records the rule the run chose, and a session on that model uses it
+    recognizer = FaceRecognizer.load(published_root)
+    recorded = recognizer.metadata["session_rule"]
+    bar = session["suggested_min_confidence"]
+    assert recorded["min_confidence"] == (bar if bar is not None and bar > metrics["threshold"] else None)
+    assert AttendanceSession(recognizer).rule == PresenceRule.from_metadata(recognizer.metadata)

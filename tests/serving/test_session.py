@@ -46,6 +46,14 @@ def test_the_rule_needs_the_same_student_in_several_frames() -> None:
             PresenceRule(**bad)  # type: ignore[arg-type]
 
 
+def test_the_rule_comes_from_the_model_when_it_records_one(recognizer: FaceRecognizer) -> None:
+    assert AttendanceSession(recognizer).rule == PresenceRule()  # release 1.0 recorded none
+    recorded = {"session_rule": {"min_frames": 3, "min_share": 0.2, "min_confidence": 0.9}}
+    assert PresenceRule.from_metadata(recorded) == PresenceRule(3, 0.2, 0.9)
+    assert PresenceRule.from_metadata({"session_rule": {"min_frames": 0}}) == PresenceRule()  # unusable: default
+    assert AttendanceSession(recognizer, rule=PresenceRule(min_frames=4)).rule.min_frames == 4
+
+
 def test_one_accepted_frame_is_not_presence_two_are(faces: dict[str, list[Recognition]]) -> None:
     session = AttendanceSession(None)
     session.add_recognitions([faces["STU001"][0], faces["STU002"][0]], at=100.0)
