@@ -49,12 +49,17 @@ TEMPLATES: dict[str, np.ndarray] = {
 #: channel-flipped at that size and shrunk again inside insightface) saves two full-size copies.
 DETECT_MAX_SIDE = 1280
 #: A camera frame (an array given to :func:`face_crops`) larger than the detector's input is
-#: detected at up to this longer side instead, when the detector takes any input size (SCRFD
-#: 2.5G does; the fixed 640×640 scrfd_500m does not). A classroom camera's 1920×1080 frame
-#: shrunk to 640 leaves a 40 px face 13 px wide, below what SCRFD finds reliably; at 1280 it
-#: keeps 27 px. Enrollment photos keep :data:`DETECT_MAX_SIDE`-and-640 detection (one face
-#: each, large). Measured: bench/bench_classroom.py (bench/README.md).
+#: also detected at up to this longer side, for its small faces, when the detector takes any
+#: input size (SCRFD 2.5G does; the fixed 640×640 scrfd_500m does not). A classroom camera's
+#: 1920×1080 frame shrunk to 640 leaves a 32 px face 11 px wide, below what SCRFD finds
+#: reliably; at 1280 it keeps 21 px. Enrollment photos and photo paths are detected once, at
+#: the detector's own input (one face each, large). Measured: bench/bench_classroom.py.
 FRAME_DETECT_MAX_SIDE = 1280
+#: What that finer pass adds: faces whose shorter side would be below this many pixels at the
+#: detector's own input (SCRFD finds faces reliably from ~14 px there: bench/README.md). Larger
+#: faces come from the first pass, which finds them all; a close-up can even be too large for
+#: SCRFD's anchors at the finer input.
+SMALL_FACE_AT_INPUT = 20
 #: A photo file is decoded reduced (JPEG DCT scaling) while its longer side stays at least this:
 #: SCRFD's largest input side, so detection sees the same pixels. A 12-megapixel phone photo is
 #: decoded at 1/4 (1008×756); a face too small there for the crop is read again at the size it needs.
@@ -169,21 +174,41 @@ def detect_faces(
 
 
 def _detect_downscaled(detector: Detector, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
+    """Faces at the detector's own largest input; for a larger ``max_side`` (adaptive detectors, a
+    frame larger than their input), plus the small faces that a second pass at ``max_side`` finds."""
     height, width = rgb.shape[:2]
     longest = max(height, width)
     own = int(getattr(detector, "max_input_side", None) or DETECT_MAX_SIDE)
-    larger = max_side is not None and max_side > own and getattr(detector, "adaptive_input", False)
-    limit = min(DETECT_MAX_SIDE, own) if not larger else int(max_side or own)
+    faces = _detect_at(detector, rgb, min(DETECT_MAX_SIDE, own), own)
+    if max_side is None or max_side <= own or longest <= own or not getattr(detector, "adaptive_input", False):
+        return faces
+    # the finer pass only adds faces too small for the first one: a large face can be too large
+    # for SCRFD's anchors at the finer input (a close-up in a 12 MP picture), and is found already
+    small = SMALL_FACE_AT_INPUT * longest / min(DETECT_MAX_SIDE, own)
+    fine = _detect_at(detector, rgb, max_side, own)
+    return faces + [f for f in fine if f.size < small and all(_iou(f, g) < 0.3 for g in faces)]
+
+
+def _detect_at(detector: Detector, rgb: np.ndarray, limit: int, own: int) -> list[Face]:
+    height, width = rgb.shape[:2]
+    longest = max(height, width)
+    factor = 1.0
     if longest > limit:
         factor = limit / longest
         rgb = cv2.resize(rgb, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
-    else:
-        factor = 1.0
-    if larger and max(rgb.shape[:2]) > own:
+    if max(rgb.shape[:2]) > own:
         found = detector.detect_at(rgb, limit)  # type: ignore[attr-defined]
     else:
         found = detector.detect(rgb)
     return list(found) if factor == 1.0 else [f.scaled(1.0 / factor) for f in found]
+
+
+def _iou(a: Face, b: Face) -> float:
+    ax1, ay1, ax2, ay2 = a.box
+    bx1, by1, bx2, by2 = b.box
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
 
 
 def align_crop(rgb: np.ndarray, face: Face, settings: CropSettings) -> np.ndarray:

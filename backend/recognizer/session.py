@@ -305,7 +305,9 @@ class AttendanceSession:
             self._tally[r.student_id] = _Tally(r.student_name, 1, number, number, when, when, float(r.confidence))
             return
         tally.frames += 1
-        tally.last_frame, tally.last_seen = number, when
+        tally.last_frame = number
+        # frames added by several threads may arrive out of time order
+        tally.first_seen, tally.last_seen = min(tally.first_seen, when), max(tally.last_seen, when)
         tally.best_confidence = max(tally.best_confidence, float(r.confidence))
 
     def present(self) -> list[Presence]:

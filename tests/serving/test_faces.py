@@ -450,13 +450,20 @@ def _found(faces: list[Face], truth: list[tuple[float, float, int]]) -> list[boo
 def test_a_classroom_frame_keeps_its_small_faces(scrfd_25g: ScrfdDetector) -> None:
     """Shrunk to SCRFD's 640 px, a 1920×1080 frame's 40 px faces are 13 px; camera frames are
     detected at up to FRAME_DETECT_MAX_SIDE instead, so they are all found, and more of the
-    smaller ones than at 640. Photos (max_side None) are still detected as before."""
+    smaller ones than at 640, while a face too large for the finer input (a close-up) is still
+    found by the first pass (tests/serving/test_phone_photos.py). Photos (max_side None) are
+    still detected as before."""
     sizes = [40] * 8 + [26] * 16
     frame, truth = _classroom_frame(sizes)
-    suite = _found(face_crops(scrfd_25g, frame, CropSettings(size=160)).faces, truth)
-    at_640 = _found(detect_faces(scrfd_25g, frame)[0], truth)
+    suite_faces, faces_640 = (
+        face_crops(scrfd_25g, frame, CropSettings(size=160)).faces,
+        detect_faces(scrfd_25g, frame)[0],
+    )
+    suite, at_640 = _found(suite_faces, truth), _found(faces_640, truth)
     assert all(suite[:8]), suite[:8]
     assert sum(suite[8:]) > sum(at_640[8:]), (sum(suite[8:]), sum(at_640[8:]))
+    # the finer pass only adds faces: every face of the 640 px pass is kept as it was
+    assert {f.box for f in faces_640} <= {f.box for f in suite_faces}
     # a fixed-input detector (scrfd_500m, 640×640 only) keeps its one input size
     sm = ScrfdDetector(str(SCRFD_500M))
     assert [f.box for f in face_crops(sm, frame, CropSettings(size=160)).faces] == [

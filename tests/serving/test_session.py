@@ -64,6 +64,9 @@ def test_one_accepted_frame_is_not_presence_two_are(faces: dict[str, list[Recogn
     (alice,) = session.present()
     assert (alice.student_id, alice.student_name, alice.frames) == ("STU001", "Person 1", 2)
     assert (alice.first_frame, alice.last_frame, alice.first_seen, alice.last_seen) == (1, 2, 100.0, 160.0)
+    session.add_recognitions([faces["STU001"][2]], at=130.0)  # a frame that arrived late (another thread)
+    (alice,) = session.present()
+    assert (alice.frames, alice.last_frame, alice.first_seen, alice.last_seen) == (3, 3, 100.0, 160.0)
     assert alice.best_confidence == pytest.approx(max(faces["STU001"][0].confidence, faces["STU001"][1].confidence))
 
 
