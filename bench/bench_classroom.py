@@ -8,9 +8,9 @@ grid so that none overlap. The people come from ../shared/data/lfw; each one's p
 is never one of the 8 photos they are enrolled with.
 
 Printed, by face size:
-* faces found by ``faces.face_crops`` (the path ``identify(array)`` takes), with the frame
-  detected at up to ``FRAME_DETECT_MAX_SIDE`` (the suite) and, as the baseline measured in the
-  same run, at the detector's own 640 px;
+* faces found by ``faces.detect_faces`` as ``identify(array)`` calls it (the detector's own
+  640 px, plus a pass at up to ``FRAME_DETECT_MAX_SIDE`` that adds the small faces: the suite;
+  ``--sides`` adds other sizes) and, as the baseline measured in the same run, at 640 px alone;
 * faces recognised (found, right person, accepted at the threshold), with dlib embeddings
   and a classifier trained on the enrolled photos (``retraining.train``, the recommended
   open-set threshold of ``retraining.evaluate``).
