@@ -113,6 +113,9 @@ class OpenSet:
     left_out: LeftOut = field(default_factory=LeftOut)  # what was not counted as a stranger, and why
     unknown_people: np.ndarray | None = None  # per stranger photo: the held-out person it shows
     enrolled_ratio: float = 1.0  # students of the published model / students of a fold's model (mean)
+    # whose each row is (the student; for strangers the one held out): per-session rates (session_rates.py)
+    known_groups: np.ndarray | None = None
+    unknown_groups: np.ndarray | None = None
 
     def row_at(self, threshold: float) -> OpenSetRow:
         """Recognition, false accepts and their 95 % upper bound at any threshold."""
@@ -523,6 +526,8 @@ def evaluate_open_set(
         left_out=left_out,
         unknown_people=strangers,
         enrolled_ratio=ratio,
+        known_groups=labels[row[keep]][known],
+        unknown_groups=strangers,
     )
 
 

@@ -19,7 +19,14 @@ from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
 from backend.recognizer.manifest import verify_manifest
-from backend.recognizer.metadata import BackendChoice, DatasetSummary, FaceModels, Metrics, ModelMetadata
+from backend.recognizer.metadata import (
+    BackendChoice,
+    DatasetSummary,
+    FaceModels,
+    Metrics,
+    ModelMetadata,
+    SessionRuleRecord,
+)
 from backend.recognizer.paths import DEFAULT_DATA_DIR, ModelFolder, OutputPaths
 from backend.recognizer.weights import unofficial_weights
 
@@ -36,6 +43,7 @@ from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups, embeddings_distinct
 from .report import RunSummary, write_reports
+from .session_rates import session_rule_dict
 from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
 from .train import fit_model
@@ -266,6 +274,7 @@ def model_metadata(
         quality_gate=s.gate.record() if s.gate is not None else None,
         forced=bool(s.gate is not None and s.gate.forced),
         weights_warnings=tuple(s.weights_warnings),
+        session_rule=SessionRuleRecord(**session_rule_dict(ev.open_set, s.threshold)),
     )
 
 

@@ -22,6 +22,7 @@ from .gate import GateDecision
 from .heldout import Heldout
 from .publish import Stage
 from .quality import Finding, FindingKind
+from .session_rates import session_dict, session_lines
 from .subfolders import subfolder_counts
 from .verdict import Verdict, fmt_threshold, one_in, stranger_verdict, strangers_in_words
 
@@ -326,6 +327,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         *("  " + x for x in sweep_table(ev)),
     ]
     lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev, verdict)]
+    lines += ["", "ATTENDANCE SESSIONS (each person seen in many frames)", *session_lines(ev.open_set, s.threshold)]
     lines += ["", "QUALITY GATE (is the new model at least as good as the one in service?)", *gate_lines(s)]
     if s.weights_warnings:
         lines += ["", "WEIGHT FILES", *(f"  WARNING: {w}" for w in s.weights_warnings)]
@@ -386,6 +388,7 @@ def metrics_dict(s: RunSummary) -> dict:
         "nonconforming_folders": s.index.nonconforming_folders,
         "open_set": open_set_dict(ev, s.stranger_verdict),
         "verdict": s.stranger_verdict.to_dict(),
+        "session": session_dict(ev.open_set, s.threshold),
         "data_quality": [asdict(f) for f in s.findings],
         "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,

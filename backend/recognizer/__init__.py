@@ -15,12 +15,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily (
     from .errors import ImageError, ModelLoadError, RetrainError, WeightsNotFoundError
     from .images import decode_upload
     from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
+    from .session import AttendanceSession, Presence, PresenceRule, SessionReport
 
 _EXPORTS = {
     "FaceRecognizer": ".loader",
     "Recognition": ".loader",
     "Candidate": ".loader",
     "verify_model_dir": ".loader",
+    "AttendanceSession": ".session",
+    "Presence": ".session",
+    "PresenceRule": ".session",
+    "SessionReport": ".session",
     "ModelLoadError": ".errors",
     "RetrainError": ".errors",
     "WeightsNotFoundError": ".errors",

@@ -48,6 +48,18 @@ TEMPLATES: dict[str, np.ndarray] = {
 #: frame straight to the detector's input in one area resize (instead of to 1280 px, then
 #: channel-flipped at that size and shrunk again inside insightface) saves two full-size copies.
 DETECT_MAX_SIDE = 1280
+#: A camera frame (an array given to :func:`face_crops`) larger than the detector's input is
+#: also detected at up to this longer side, for its small faces, when the detector takes any
+#: input size (SCRFD 2.5G does; the fixed 640×640 scrfd_500m does not). A classroom camera's
+#: 1920×1080 frame shrunk to 640 leaves a 32 px face 11 px wide, below what SCRFD finds
+#: reliably; at 1280 it keeps 21 px. Enrollment photos and photo paths are detected once, at
+#: the detector's own input (one face each, large). Measured: bench/bench_classroom.py.
+FRAME_DETECT_MAX_SIDE = 1280
+#: What that finer pass adds: faces whose shorter side would be below this many pixels at the
+#: detector's own input (SCRFD finds faces reliably from ~14 px there: bench/README.md). Larger
+#: faces come from the first pass, which finds them all; a close-up can even be too large for
+#: SCRFD's anchors at the finer input.
+SMALL_FACE_AT_INPUT = 20
 #: A photo file is decoded reduced (JPEG DCT scaling) while its longer side stays at least this:
 #: SCRFD's largest input side, so detection sees the same pixels. A 12-megapixel phone photo is
 #: decoded at 1/4 (1008×756); a face too small there for the crop is read again at the size it needs.
@@ -138,33 +150,65 @@ def reference_landmarks(size: int, template: str = "arcface") -> np.ndarray:
     return TEMPLATES[template] * float(size)
 
 
-def detect_faces(detector: Detector, rgb: np.ndarray, *, retry_padded: bool = True) -> tuple[list[Face], bool]:
+def detect_faces(
+    detector: Detector, rgb: np.ndarray, *, retry_padded: bool = True, max_side: int | None = None
+) -> tuple[list[Face], bool]:
     """Detect faces, largest first, in original-image coordinates.
 
     Large photos are downscaled for detection only (bounded time and memory); a photo
-    with no face is retried once on a padded copy. Returns ``(faces, padded_retry_used)``.
+    with no face is retried once on a padded copy. ``max_side``: detect at up to this
+    longer side when the detector takes any input size (camera frames with small faces,
+    :data:`FRAME_DETECT_MAX_SIDE`); None: the detector's own largest input. Returns
+    ``(faces, padded_retry_used)``.
     """
-    faces = _detect_downscaled(detector, rgb)
+    faces = _detect_downscaled(detector, rgb, max_side)
     used_retry = False
     if not faces and retry_padded:
         height, width = rgb.shape[:2]
         pad = int(round(RETRY_PAD_FRACTION * max(height, width)))
         padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        faces = [f.scaled(1.0, (-pad, -pad)) for f in _detect_downscaled(detector, padded)]
+        faces = [f.scaled(1.0, (-pad, -pad)) for f in _detect_downscaled(detector, padded, max_side)]
         used_retry = bool(faces)
     faces.sort(key=lambda f: f.area, reverse=True)
     return faces, used_retry
 
 
-def _detect_downscaled(detector: Detector, rgb: np.ndarray) -> list[Face]:
+def _detect_downscaled(detector: Detector, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
+    """Faces at the detector's own largest input; for a larger ``max_side`` (adaptive detectors, a
+    frame larger than their input), plus the small faces that a second pass at ``max_side`` finds."""
     height, width = rgb.shape[:2]
     longest = max(height, width)
-    limit = min(DETECT_MAX_SIDE, int(getattr(detector, "max_input_side", None) or DETECT_MAX_SIDE))
-    if longest <= limit:
-        return list(detector.detect(rgb))
-    factor = limit / longest
-    small = cv2.resize(rgb, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
-    return [f.scaled(1.0 / factor) for f in detector.detect(small)]
+    own = int(getattr(detector, "max_input_side", None) or DETECT_MAX_SIDE)
+    faces = _detect_at(detector, rgb, min(DETECT_MAX_SIDE, own), own)
+    if max_side is None or max_side <= own or longest <= own or not getattr(detector, "adaptive_input", False):
+        return faces
+    # the finer pass only adds faces too small for the first one: a large face can be too large
+    # for SCRFD's anchors at the finer input (a close-up in a 12 MP picture), and is found already
+    small = SMALL_FACE_AT_INPUT * longest / min(DETECT_MAX_SIDE, own)
+    fine = _detect_at(detector, rgb, max_side, own)
+    return faces + [f for f in fine if f.size < small and all(_iou(f, g) < 0.3 for g in faces)]
+
+
+def _detect_at(detector: Detector, rgb: np.ndarray, limit: int, own: int) -> list[Face]:
+    height, width = rgb.shape[:2]
+    longest = max(height, width)
+    factor = 1.0
+    if longest > limit:
+        factor = limit / longest
+        rgb = cv2.resize(rgb, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
+    if max(rgb.shape[:2]) > own:
+        found = detector.detect_at(rgb, limit)  # type: ignore[attr-defined]
+    else:
+        found = detector.detect(rgb)
+    return list(found) if factor == 1.0 else [f.scaled(1.0 / factor) for f in found]
+
+
+def _iou(a: Face, b: Face) -> float:
+    ax1, ay1, ax2, ay2 = a.box
+    bx1, by1, bx2, by2 = b.box
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
 
 
 def align_crop(rgb: np.ndarray, face: Face, settings: CropSettings) -> np.ndarray:
@@ -213,8 +257,13 @@ class FaceCrops:
 def face_crops(
     detector: Detector, rgb: np.ndarray, settings: CropSettings, *, max_faces: int | None = None
 ) -> FaceCrops:
-    """Detect → sort by size → align/crop. Training keeps ``max_faces=1`` (the largest)."""
-    faces, retried = detect_faces(detector, rgb)
+    """Detect → sort by size → align/crop, for an image array (a camera frame).
+
+    A frame larger than the detector's input is detected at up to
+    :data:`FRAME_DETECT_MAX_SIDE`, so that the small faces at the back of a classroom are
+    found. ``max_faces``: keep only the largest ones.
+    """
+    faces, retried = detect_faces(detector, rgb, max_side=FRAME_DETECT_MAX_SIDE)
     kept = faces if max_faces is None else faces[:max_faces]
     return FaceCrops(faces, [align_crop(rgb, f, settings) for f in kept], retried)
 
@@ -341,10 +390,14 @@ class ScrfdDetector:
         return int(max(self.input_size))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        return self.detect_at(rgb, max(self.input_size))
+
+    def detect_at(self, rgb: np.ndarray, max_side: int) -> list[Face]:
+        """:meth:`detect` with the input's longer side up to ``max_side`` (adaptive input only)."""
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         if self.adaptive_input:
             height, width = bgr.shape[:2]
-            size = detection_input_size(height, width, max_side=max(self.input_size))
+            size = detection_input_size(height, width, max_side=max_side)
         else:
             size = self.input_size
         model = self._free.get()

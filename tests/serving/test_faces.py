@@ -421,3 +421,51 @@ def test_detector_sessions_detect_in_parallel_with_serial_results(scrfd_25g: Scr
         assert len(a) == len(b) >= 1
         np.testing.assert_allclose(a[0].box, b[0].box, atol=1e-3)
         np.testing.assert_allclose(a[0].landmarks, b[0].landmarks, atol=1e-3)
+
+
+def _classroom_frame(sizes: list[int]) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
+    """A 1920×1080 frame with one real LFW face per grid cell, the face boxes ``sizes`` px wide,
+    and where each face is (centre x, centre y, size)."""
+    photos = lfw_sample(len(sizes), offset=1)
+    frame = np.full((1080, 1920, 3), 110, dtype=np.uint8)
+    truth = []
+    for k, (path, size) in enumerate(zip(photos, sizes, strict=True)):
+        rgb = decode_image(path)
+        scale = size / 110.0  # LFW deep-funneled faces are ~110 px wide in the 250×250 photo
+        small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ox, oy = (k % 8) * 240 + 60, (k // 8) * 270 + 80
+        frame[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
+        truth.append((ox + 125 * scale, oy + 125 * scale, size))
+    return frame, truth
+
+
+def _found(faces: list[Face], truth: list[tuple[float, float, int]]) -> list[bool]:
+    def at(face: Face, cx: float, cy: float, size: int) -> bool:
+        x1, y1, x2, y2 = face.box
+        return abs((x1 + x2) / 2 - cx) < 0.5 * size and abs((y1 + y2) / 2 - cy) < 0.5 * size
+
+    return [any(at(f, *t) for f in faces) for t in truth]
+
+
+def test_a_classroom_frame_keeps_its_small_faces(scrfd_25g: ScrfdDetector) -> None:
+    """Shrunk to SCRFD's 640 px, a 1920×1080 frame's 40 px faces are 13 px; camera frames are
+    detected at up to FRAME_DETECT_MAX_SIDE instead, so they are all found, and more of the
+    smaller ones than at 640, while a face too large for the finer input (a close-up) is still
+    found by the first pass (tests/serving/test_phone_photos.py). Photos (max_side None) are
+    still detected as before."""
+    sizes = [40] * 8 + [26] * 16
+    frame, truth = _classroom_frame(sizes)
+    suite_faces, faces_640 = (
+        face_crops(scrfd_25g, frame, CropSettings(size=160)).faces,
+        detect_faces(scrfd_25g, frame)[0],
+    )
+    suite, at_640 = _found(suite_faces, truth), _found(faces_640, truth)
+    assert all(suite[:8]), suite[:8]
+    assert sum(suite[8:]) > sum(at_640[8:]), (sum(suite[8:]), sum(at_640[8:]))
+    # the finer pass only adds faces: every face of the 640 px pass is kept as it was
+    assert {f.box for f in faces_640} <= {f.box for f in suite_faces}
+    # a fixed-input detector (scrfd_500m, 640×640 only) keeps its one input size
+    sm = ScrfdDetector(str(SCRFD_500M))
+    assert [f.box for f in face_crops(sm, frame, CropSettings(size=160)).faces] == [
+        f.box for f in detect_faces(sm, frame)[0]
+    ]
