@@ -288,3 +288,48 @@ def test_flask_example_answers_and_refuses_bad_uploads(two_models, monkeypatch: 
     for data in ({"photo": (io.BytesIO(b""), "empty.jpg")}, {"photo": (io.BytesIO(full_png_bomb(20000)), "b.png")}, {}):
         bad = client.post("/recognize", data=data)
         assert bad.status_code == 400, bad.json
+
+
+def _call(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes = b"", kind: str = ""
+) -> tuple[int, dict]:
+    conn.request(method, path, body=body, headers={"Content-Type": kind} if kind else {})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"{}")
+
+
+def test_a_class_session_over_http_marks_present_only_the_roster_students_seen_in_several_frames(server) -> None:
+    """Start a session with a roster, post real frames (ORL photos: two roster students, one enrolled student
+    who is not in this class, a never-enrolled person), read who is present, end it."""
+    port, _ = server
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=ANSWER_BOUND_S)
+    roster = json.dumps({"roster": ["STU001", "STU002", "STU999"]}).encode()
+    status, started = _call(conn, "POST", "/sessions", roster, "application/json")
+    assert status == 201 and started["roster"] == ["STU001", "STU002", "STU999"], started
+    assert started["not_enrolled"] == ["STU999"] and started["rule"]["min_frames"] >= 2
+    sid = started["session"]
+
+    def frame(path: Path) -> tuple[int, dict]:
+        body, kind = multipart("photo", path.name, path.read_bytes())
+        return _call(conn, "POST", f"/sessions/{sid}/frames", body, kind)
+
+    frames = [ORL / "s1" / f"{i}.pgm" for i in (1, 2, 3)] + [ORL / "s2" / "1.pgm"]  # STU001 3x, STU002 once
+    frames += [ORL / "s3" / f"{i}.pgm" for i in (1, 2, 3)]  # enrolled, but not in this class
+    frames += [ORL / "s40" / f"{i}.pgm" for i in (1, 2, 3)]  # never enrolled in either model
+    for path in frames:
+        status, answer = frame(path)
+        assert status == 200 and len(answer["faces"]) == 1, answer
+    status, answer = _call(conn, "POST", f"/sessions/{sid}/frames", *multipart("photo", "x.jpg", b"junk"))
+    assert status == 400, answer  # and the session goes on
+    status, report = _call(conn, "GET", f"/sessions/{sid}")
+    assert status == 200 and report["frames"] == len(frames)  # the junk upload is not a frame
+    assert [p["student_id"] for p in report["present"]] == ["STU001"], report
+    assert report["present"][0]["frames"] == 3 and "STU002" in report["seen_not_present"]
+    assert report["not_in_class"] >= 2 and report["unknown_faces"] >= 2, report
+    status, final = _call(conn, "DELETE", f"/sessions/{sid}")
+    assert status == 200 and final["present"] == report["present"]
+    assert _call(conn, "GET", f"/sessions/{sid}")[0] == 404
+    assert _call(conn, "POST", "/sessions/nope/frames", *multipart("photo", "a.pgm", frames[0].read_bytes()))[0] == 404
+    status, everyone = _call(conn, "POST", "/sessions")  # no body: every enrolled student counts
+    assert status == 201 and everyone["roster"] is None
+    conn.close()
