@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .evaluate import Evaluation, OpenSetRow
 from .quality import Finding, FindingKind
@@ -150,16 +150,10 @@ def stranger_verdict(evaluation: Evaluation, threshold: float, findings: Sequenc
     best = max(safe, key=lambda r: (round(r.recognition_rate, 3), r.threshold), default=None)
     if best is not None and best not in picks:
         picks.append(best)
-    return Verdict(
-        threshold,
-        True,
-        os_.max_far,
-        at.false_accept_rate,
-        at.false_accept_upper95,
-        at.recognition_rate,
-        at.misidentification_rate,
-        tuple(sorted(picks, key=lambda r: -r.threshold)[:MAX_TRADEOFFS]),
-        likely_causes(findings),
+    return replace(
+        verdict,
+        tradeoffs=tuple(sorted(picks, key=lambda r: -r.threshold)[:MAX_TRADEOFFS]),
+        causes=likely_causes(findings),
     )
 
 
