@@ -9,9 +9,11 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from backend.recognizer.metadata import FaceModels
 from backend.recognizer.paths import OutputPaths
 
 from .dataset import DatasetIndex, write_labels_csv
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 FULL_CONFUSION_MAX = 30
 
 
+#: Where the threshold in use came from (the report and the summary say it in these words).
+ThresholdSource = Literal["recommended", "set with --threshold"]
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """Everything a report needs, gathered by the pipeline."""
@@ -45,7 +51,7 @@ class RunSummary:
     extraction: Extraction
     evaluation: Evaluation
     threshold: float
-    threshold_source: str
+    threshold_source: ThresholdSource
     excluded_students: list[str]
     duplicate_groups: list[list[Path]]
     timings: dict[str, float]
@@ -56,6 +62,11 @@ class RunSummary:
     gate: GateDecision | None = None  # the quality gate's decision (None: not run, e.g. in old tests)
     weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
     verdict: Verdict | None = None  # stranger safety and recognition at the threshold in use (one derivation)
+
+    @property
+    def face_models(self) -> FaceModels:
+        """The run's face models, typed (``models`` is the same as a dict, for metrics.json)."""
+        return FaceModels.from_dict(self.models)
 
     @property
     def stranger_verdict(self) -> Verdict:
@@ -239,7 +250,7 @@ def verdict_lines(s: RunSummary) -> list[str]:
 
 
 def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path]) -> None:
-    ev, ex, idx = s.evaluation, s.extraction, s.index
+    ev, ex, idx, fm = s.evaluation, s.extraction, s.index, s.face_models
     verdict = s.stranger_verdict
     counts = ex.counts()
     lines = [
@@ -254,9 +265,9 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         *verdict_lines(s),
         "",
         "PIPELINE",
-        f"  detector   : {s.models['detector']['name']} ({s.models['detector'].get('model_file') or 'bundled weights'})",
-        f"  crop       : {s.models['crop_size']}x{s.models['crop_size']} px, {s.models['crop_method']}",
-        f"  embedder   : {s.models['embedder']['name']} ({s.models['embedding_dim']}-d, L2-normalised)",
+        f"  detector   : {fm.detector.name} ({fm.detector.model_file or 'bundled weights'})",
+        f"  crop       : {fm.crop.size}x{fm.crop.size} px, {fm.crop.method}",
+        f"  embedder   : {fm.embedder.name} ({fm.embedding_dim}-d, L2-normalised)",
         "  classifier : StandardScaler -> class-balanced linear SVM, temperature-calibrated probabilities",
         "",
         "DATASET",
@@ -510,7 +521,7 @@ def _gate_sentence(s: RunSummary) -> str:
 
 
 def write_model_readme(path: Path, s: RunSummary) -> None:
-    m = s.models
+    m = s.face_models
     summary_line = (
         f"Students: {len(s.extraction.counts())} - photos embedded: {len(s.extraction.records)} - "
         f"held-out accuracy: {_pct(s.evaluation.accuracy)} - threshold in use: **{fmt_threshold(s.threshold)}**."
@@ -523,9 +534,9 @@ Created {s.created_at} from `{s.data_dir}` by `retrain_model.py`.
 
 ## Pipeline (training and recognition share it: `backend/recognizer/faces.py`)
 1. Decode the photo (EXIF rotation applied; grey, transparent, 16-bit and CMYK images converted to RGB).
-2. Detect faces with **{m["detector"]["name"]}** ({m["detector"].get("model_file") or "bundled weights"}); keep the largest.
-3. Align and crop to **{m["crop_size"]}x{m["crop_size"]}** ({m["crop_method"]}).
-4. Embed with **{m["embedder"]["name"]}** -> **{m["embedding_dim"]}-d** vector, **L2-normalised** (unit length).
+2. Detect faces with **{m.detector.name}** ({m.detector.model_file or "bundled weights"}); keep the largest.
+3. Align and crop to **{m.crop.size}x{m.crop.size}** ({m.crop.method}).
+4. Embed with **{m.embedder.name}** -> **{m.embedding_dim}-d** vector, **L2-normalised** (unit length).
 5. `StandardScaler` (fitted on the training embeddings, stored in `model.npz`) -> class-balanced linear SVM
    with temperature-calibrated probabilities (`CalibratedClassifierCV(method="temperature")`).
 6. Open-set confidence of the top answer (SVM probability + similarity to that student's photos, calibrated
@@ -542,7 +553,7 @@ Never feed the classifier raw or differently-normalised vectors: always L2-norma
 - `backend/models/Classifier/face_classifier_v1.pkl`, `label_encoder.pkl`, `label_encoder_classes.npy` - the same model as
   the original recipe's joblib pickles, for other code that reads them (the backend does not).
 - `backend/models/Classifier/manifest.json` - SHA-256 of every artifact; the loader refuses files that do not match.
-- `models/X.npy` (float32 N x {m["embedding_dim"]}), `models/y.npy` (student ids), `models/labels.csv`.
+- `models/X.npy` (float32 N x {m.embedding_dim}), `models/y.npy` (student ids), `models/labels.csv`.
 - `models/training_report.txt`, `models/metrics.json`, `models/skipped_images.csv` - what this run measured and skipped.
 
 ## Enrolling students and retraining
