@@ -123,7 +123,7 @@ class FaceEvent:
     """One face that did not count for a student: a conflict, someone not in this class, or unknown."""
 
     kind: FaceKind
-    frame: int  # 1-based frame number in this session
+    frame: int  # 1-based number of the frame within its class session
     at: float  # the frame's time (seconds since the epoch, or what the caller passed)
     student_id: str  # the student it was accepted as (unknown: the closest student, or "" without candidates)
     student_name: str
@@ -133,7 +133,7 @@ class FaceEvent:
 
 @dataclass(frozen=True)
 class Presence:
-    """One student seen in this session: in how many frames, when, and how surely."""
+    """One student seen during a class session: in how many frames, when, and how surely."""
 
     student_id: str
     student_name: str
@@ -221,7 +221,7 @@ class AttendanceSession:
     sessions). ``roster``: the student ids of this class (None: every enrolled student).
     ``rule``: when a student is present (:class:`PresenceRule`; None: the rule the model's training
     run recorded, see :meth:`PresenceRule.from_metadata`). ``threshold``: the per-face
-    threshold for this session's :meth:`add` calls (None: the recognizer's).
+    threshold for the :meth:`add` calls of this AttendanceSession (None: the recognizer's).
     """
 
     def __init__(
@@ -256,7 +256,7 @@ class AttendanceSession:
         a frame that raised is not counted.
         """
         if self.recognizer is None:
-            raise RuntimeError("this session has no recognizer: pass each frame's faces to add_recognitions()")
+            raise RuntimeError("this AttendanceSession has no recognizer: pass each frame's faces to add_recognitions()")
         faces = self.recognizer.identify(frame, threshold=self.threshold, bgr=bgr)
         self.add_recognitions(faces, at=at)
         return faces
