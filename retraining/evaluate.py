@@ -108,12 +108,11 @@ class OpenSet:
     unknown_confidence: np.ndarray  # cross-fitted confidences, strangers' photos
     calibrator: Pipeline | None  # fitted on every fold: published with the model
     max_far: float
-    target_reached: bool = False
     fine_sweep: list[OpenSetRow] = field(default_factory=list)  # FINE_THRESHOLDS: what the choice is made on
     left_out: LeftOut = field(default_factory=LeftOut)  # what was not counted as a stranger, and why
-    unknown_people: np.ndarray | None = None  # per stranger photo: the held-out person it shows
     enrolled_ratio: float = 1.0  # students of the published model / students of a fold's model (mean)
-    # whose each row is (the student; for strangers the one held out): per-session rates (session_rates.py)
+    #: whose each row is: the student of an enrolled test photo, the held-out person of a stranger's photo
+    #: (the false-accept bound's bootstrap and the per-session rates, session_rates.py, group by them)
     known_groups: np.ndarray | None = None
     unknown_groups: np.ndarray | None = None
 
@@ -124,7 +123,7 @@ class OpenSet:
             self.known_correct,
             self.unknown_confidence,
             (threshold,),
-            unknown_people=self.unknown_people,
+            unknown_people=self.unknown_groups,
             enrolled_ratio=self.enrolled_ratio,
         )[0]
 
@@ -149,10 +148,6 @@ class Evaluation:
     open_set: OpenSet | None = None
     test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of X held out
 
-    @property
-    def stranger_target_met(self) -> bool | None:
-        """Whether the stranger false-accept target was met; None when it could not be measured."""
-        return None if self.open_set is None else bool(self.open_set.target_reached)
 
 
 def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -398,12 +393,6 @@ def repeatedly_accepted(
     return out
 
 
-def _meets_target(fine: list[OpenSetRow], max_far: float) -> bool:
-    """Whether the recommended threshold keeps strangers within the target (the verdict's rule, see verdict.py)."""
-    chosen = recommend_open_set(fine, max_far)[0]
-    return any(r.threshold == chosen and r.false_accept_rate <= max_far for r in fine)
-
-
 def _cross_fitted(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, seed: int) -> np.ndarray:
     """Confidence of each row from a calibrator fitted on the other folds (the SVM probability where none fits)."""
     conf = F[:, 0].copy()
@@ -521,10 +510,8 @@ def evaluate_open_set(
         unknown_confidence=conf[~known],
         calibrator=fit_calibrator(F, Y, seed=seed),
         max_far=max_far,
-        target_reached=_meets_target(fine, max_far),
         fine_sweep=fine,
         left_out=left_out,
-        unknown_people=strangers,
         enrolled_ratio=ratio,
         known_groups=labels[row[keep]][known],
         unknown_groups=strangers,

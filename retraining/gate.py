@@ -202,13 +202,18 @@ def _against_published(c: Candidate, published: LoadedModel, settings: GateSetti
 
 
 def candidate_from_run(
-    evaluation: Evaluation, embeddings_distinct: bool, models: FaceModels, embeddings: np.ndarray
+    evaluation: Evaluation,
+    embeddings_distinct: bool,
+    models: FaceModels,
+    embeddings: np.ndarray,
+    stranger_target_met: bool | None,
 ) -> Candidate:
-    """The gate's view of a model built by this run (``embeddings_distinct``: the separation check)."""
+    """The gate's view of a model built by this run (``embeddings_distinct``: the separation check;
+    ``stranger_target_met``: the run's verdict at the threshold it publishes, retraining/verdict.py)."""
     return Candidate(
         accuracy=evaluation.accuracy,
         n_test=evaluation.n_test,
-        stranger_target_met=evaluation.stranger_target_met,
+        stranger_target_met=stranger_target_met,
         embeddings_distinct=embeddings_distinct,
         fingerprint=models.fingerprint(),
         heldout_embeddings=np.asarray(embeddings)[evaluation.test_index],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -188,9 +188,7 @@ def run(options: RunOptions) -> RunResult:
         face_models = FaceModels.from_dict(extracted.models)
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
-        candidate = replace(
-            candidate_from_run(evaluation, separated, face_models, X), stranger_target_met=verdict.target_met
-        )
+        candidate = candidate_from_run(evaluation, separated, face_models, X, verdict.target_met)
         decision = decide(candidate, published_model(paths), options.gate)
         log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
         summary = RunSummary(

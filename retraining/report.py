@@ -409,14 +409,13 @@ def metrics_dict(s: RunSummary) -> dict:
     }
 
 
-def open_set_dict(ev: Evaluation, verdict: Verdict | None = None) -> dict | None:
+def open_set_dict(ev: Evaluation, verdict: Verdict) -> dict | None:
     """The open-set measurement for metrics.json; ``target_reached`` is the verdict's ``target_met``
     (at the threshold in use), so metrics.json and the summary cannot disagree."""
     os_ = ev.open_set
     if os_ is None:
         return None
     at = os_.row_at(ev.recommended_threshold)
-    verdict = verdict or stranger_verdict(ev, ev.recommended_threshold)
     return {
         "folds": os_.n_folds,
         "unknown_students_per_fold": os_.unknown_students,
