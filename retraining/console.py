@@ -16,8 +16,8 @@ def format_summary(result: RunResult) -> str:
     title = "Retraining finished" if result.published else "Retraining finished: model NOT published (--review)"
     verdict = s.stranger_verdict
     headline = verdict.headline()
-    folders = len(s.index.students) + len(s.index.skipped_student_folders())
-    skipped_folders = folders - len(s.index.students)
+    skipped_folders = len(s.index.skipped_student_folders())
+    folders = len(s.index.students) + skipped_folders
     lines = [
         "",
         f"{title}. ATTENTION: {headline}" if headline else title,

@@ -22,7 +22,8 @@ from .quality import Finding, FindingKind
 
 #: Photos flagged as one of these are no fair test of recognition or of stranger safety: the
 #: label they carry is probably not the person they show (they still train the model, as published).
-UNFAIR_TEST_PHOTO = (FindingKind.MISLABEL, FindingKind.OUTLIER, FindingKind.DUPLICATE_FILE)
+#: Byte-identical copies come from ``duplicate_files`` (every copy; the finding names only the first).
+UNFAIR_TEST_PHOTO = (FindingKind.MISLABEL, FindingKind.OUTLIER)
 
 
 @dataclass(frozen=True)
