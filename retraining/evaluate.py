@@ -149,7 +149,6 @@ class Evaluation:
     test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of X held out
 
 
-
 def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Stratified split done per student: ⌈test_size·n⌉ photos (at least one) of each student
     with ≥ 2 photos go to the test part. Returns (train_idx, test_idx, train-only students)."""

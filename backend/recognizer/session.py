@@ -256,7 +256,9 @@ class AttendanceSession:
         a frame that raised is not counted.
         """
         if self.recognizer is None:
-            raise RuntimeError("this AttendanceSession has no recognizer: pass each frame's faces to add_recognitions()")
+            raise RuntimeError(
+                "this AttendanceSession has no recognizer: pass each frame's faces to add_recognitions()"
+            )
         faces = self.recognizer.identify(frame, threshold=self.threshold, bgr=bgr)
         self.add_recognitions(faces, at=at)
         return faces
