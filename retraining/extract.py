@@ -54,6 +54,7 @@ class Extraction:
     records: list[ImageRecord]
     faces: list[FaceInfo]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    sha256: list[str] = field(default_factory=list)  # of each record's bytes, as read for its embedding
 
     @property
     def student_ids(self) -> np.ndarray:
@@ -90,7 +91,7 @@ def prepare_crop(
 class _Prepared:
     """One photo after decode/detect/crop (or found in the cache, or skipped with a reason)."""
 
-    key: str | None  # the photo's SHA-256 (cache key); None without a cache or when unreadable
+    key: str | None  # the SHA-256 of the photo's bytes (the cache key); None when unreadable
     crop: np.ndarray | None = None
     face: FaceInfo | None = None
     cached: CachedFace | None = None
@@ -107,9 +108,8 @@ def _prepare(record: ImageRecord, detector: Detector, embedder: Embedder, cache:
         data = read_photo(record.path)
     except ImageError as err:
         return _Prepared(None, reason=str(err))  # not cached: the file may be fixed without its bytes changing
-    key = None
+    key = sha256_bytes(data)  # also what the duplicate-photo check compares (Extraction.sha256)
     if cache is not None:
-        key = sha256_bytes(data)
         hit = cache.get(key)
         if hit is not None:
             return _Prepared(key, cached=hit, reason=hit.reason)
@@ -152,6 +152,7 @@ def extract_embeddings(
     done = np.zeros(n, dtype=bool)
     infos: list[FaceInfo | None] = [None] * n
     reasons: list[str | None] = [None] * n
+    hashes: list[str | None] = [None] * n
     crops: list[np.ndarray] = []
     pending: list[tuple[int, str | None]] = []
 
@@ -176,6 +177,7 @@ def extract_embeddings(
 
     def handle(i: int, result: _Prepared) -> None:
         record = records[i]
+        hashes[i] = result.key
         reason = result.reason
         if reason is not None:
             log.warning("Skipped %s: %s", record.path, reason)
@@ -222,7 +224,8 @@ def extract_embeddings(
     skipped = [(records[i].path, reason) for i in range(n) if (reason := reasons[i]) is not None]
     faces = [info for i in keep if (info := infos[i]) is not None]
     embeddings = np.ascontiguousarray(out[keep]) if len(keep) else np.zeros((0, embedder.dim), dtype=np.float32)
-    return Extraction(embeddings, kept, faces, skipped)
+    sha256 = [hashes[i] or "" for i in keep]  # a kept photo was read, so it has one
+    return Extraction(embeddings, kept, faces, skipped, sha256)
 
 
 @dataclass(frozen=True)

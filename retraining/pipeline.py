@@ -166,7 +166,7 @@ def run(options: RunOptions) -> RunResult:
 
         t = time.perf_counter()
         log.info("Checking the photos (wrong folders, duplicates, blur)")
-        duplicates = duplicate_groups(extraction.records)
+        duplicates = duplicate_groups(extraction.records, extraction.sha256)
         findings = [*data_quality(extraction, duplicates, seed=options.seed), *subfolder_findings(extraction, index)]
         evidence = stranger_evidence(findings, [r.path for r in extraction.records], duplicates)
         timings["quality"] = time.perf_counter() - t

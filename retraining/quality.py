@@ -593,11 +593,18 @@ def few_photo_findings(counts: dict[str, int], minimum: int = MIN_RECOMMENDED_PH
     ]
 
 
-def duplicate_groups(records: list[ImageRecord]) -> list[list[Path]]:
+def duplicate_groups(records: list[ImageRecord], sha256: list[str] | None = None) -> list[list[Path]]:
     """Byte-identical photos filed under more than one student (pass the EMBEDDED photos:
-    two broken or empty files are not "the same photo enrolled twice")."""
+    two broken or empty files are not "the same photo enrolled twice").
+
+    ``sha256``: each record's hash as extraction read it (``Extraction.sha256``), so no photo is
+    read again; without it the photos are read here."""
     by_hash: dict[str, list[tuple[str, Path]]] = defaultdict(list)
-    for rec in records:
+    known = sha256 if sha256 is not None and len(sha256) == len(records) else None
+    for k, rec in enumerate(records):
+        if known is not None and known[k]:
+            by_hash[known[k]].append((rec.student_id, rec.path))
+            continue
         try:  # read_photo: a file swapped for a named pipe since indexing is refused, not waited on
             by_hash[sha256_bytes(read_photo(rec.path))].append((rec.student_id, rec.path))
         except ImageError:
