@@ -28,10 +28,10 @@ from .manifest import FIX_HINT
 from .metadata import MODEL_FORMAT, MetadataError, ModelMetadata
 from .model import TrainedModel
 from .openset import LogisticParts, OpenSetScorer
+from .paths import MODEL_JSON_NAME, MODEL_NPZ_NAME
 
 #: Arrays every model.npz holds, and those of a calibrated open-set scorer (all or none).
 ARRAY_KEYS = ("format", "student_ids", "scaler_mean", "scaler_scale", "weights", "intercepts", "temperature")
-OPEN_SET_KEYS = ("open_set_centres",)
 CALIBRATOR_KEYS = ("open_set_mean", "open_set_scale", "open_set_coef", "open_set_intercept")
 
 
@@ -69,7 +69,7 @@ class ModelBundle:
     @classmethod
     def from_files(cls, npz: bytes, meta_json: bytes, where: Path) -> ModelBundle:
         """Parse ``model.npz`` and ``model.json`` (their bytes, already verified) and check them together."""
-        npz_path, json_path = where / "model.npz", where / "model.json"
+        npz_path, json_path = where / MODEL_NPZ_NAME, where / MODEL_JSON_NAME
         try:
             data = json.loads(meta_json.decode("utf-8"))
             metadata = ModelMetadata.from_dict(data)

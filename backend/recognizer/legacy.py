@@ -38,7 +38,6 @@ LEGACY_THRESHOLD = 0.5
 BUNDLE_KEYS = ("classifier", "scaler", "label_encoder", "metadata")
 #: Metadata without which faces cannot be recognised exactly as in training.
 REQUIRED_METADATA = ("embedding_dim", "backend_config", "crop_size", "crop_method")
-PICKLED_FILES = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
 
 
 def unpickle(data: bytes, path: Path) -> Any:

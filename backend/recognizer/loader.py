@@ -41,11 +41,10 @@ from .journal import complete_model_dir, journal_path
 from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
 from .paths import (
     BUNDLE_NAME,
-    CLASSES_NAME,
-    LABEL_ENCODER_NAME,
     MANIFEST_NAME,
     MODEL_JSON_NAME,
     MODEL_NPZ_NAME,
+    PICKLED_FILES,
     OutputPaths,
 )
 
@@ -63,7 +62,6 @@ OUTPUT_ROOT_ENV = "SMARTATTENDANCE_OUTPUT_ROOT"
 #: Environment variable that lets the loader read an old pickled model (see legacy.py and docs/SECURITY.md).
 ALLOW_PICKLE_ENV = "SMARTATTENDANCE_ALLOW_PICKLE"
 #: The pickled files of an old model.
-PICKLED_FILES = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
 UNKNOWN = "Unknown"
 #: How long load() waits for Classifier/ to reappear while another process is swapping models.
 SWAP_WAIT_S = 3.0

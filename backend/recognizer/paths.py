@@ -11,10 +11,12 @@ DEFAULT_DATA_DIR = Path("backend") / "dataset" / "processed"
 #: The model as data: arrays (numpy.load(allow_pickle=False)) and its typed description.
 MODEL_NPZ_NAME = "model.npz"
 MODEL_JSON_NAME = "model.json"
-#: The seed's pickles, still written for other code that reads them; our loader reads them only on request.
+#: Pickles written beside the model for other code that reads them; the loader reads them only with
+#: allow_pickle (a model of an earlier release has nothing else).
 BUNDLE_NAME = "face_classifier_v1.pkl"
 LABEL_ENCODER_NAME = "label_encoder.pkl"
 CLASSES_NAME = "label_encoder_classes.npy"
+PICKLED_FILES = (BUNDLE_NAME, LABEL_ENCODER_NAME, CLASSES_NAME)
 MANIFEST_NAME = "manifest.json"
 JOURNAL_NAME = ".publish.json"
 
@@ -149,14 +151,6 @@ class OutputPaths:
     def candidate(self, name: str) -> ModelFolder:
         """A --review model waiting for --promote."""
         return ModelFolder.under(self.candidate_dir / name)
-
-    def rejected(self, name: str) -> ModelFolder:
-        """A model the quality gate refused."""
-        return ModelFolder.under(self.rejected_dir / name)
-
-    def staged(self, name: str) -> ModelFolder:
-        """A model being assembled before it is verified and swapped in."""
-        return ModelFolder.under(self.staging_dir / name)
 
     @property
     def versions_dir(self) -> Path:
