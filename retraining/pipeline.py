@@ -43,7 +43,7 @@ from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups, embeddings_distinct
 from .report import RunSummary, write_reports
-from .session_rates import session_rule_dict
+from .session_rates import published_rule
 from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
 from .train import fit_model
@@ -272,7 +272,7 @@ def model_metadata(
         quality_gate=s.gate.record() if s.gate is not None else None,
         forced=bool(s.gate is not None and s.gate.forced),
         weights_warnings=tuple(s.weights_warnings),
-        session_rule=SessionRuleRecord(**session_rule_dict(ev.open_set, s.threshold)),
+        session_rule=SessionRuleRecord(**published_rule(ev.open_set, s.threshold).to_dict()),
     )
 
 

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta, binom
+from scipy.stats import binom
 
 from backend.recognizer.session import PresenceRule
+
+from .stats import upper95
 
 #: The session the report describes: each person in this many frames (a lesson with a frame
 #: every few minutes, or a few minutes of a camera at one frame per 10 s).
@@ -100,11 +102,9 @@ def session_rates(
     stranger = float(stranger_each.mean()) if len(stranger_each) else 1.0
     if per_person and len(stranger_each):
         # people are the independent units: a Clopper-Pearson bound on the (fractional) count
-        x, n = float(stranger_each.sum()), len(stranger_each)
-        upper = 1.0 if x >= n else float(beta.ppf(0.95, x + 1, n - x))
+        upper = upper95(float(stranger_each.sum()), len(stranger_each))
     elif len(hit_unknown):
-        k, n = int(hit_unknown.sum()), len(hit_unknown)
-        p_upper = 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
+        p_upper = upper95(int(hit_unknown.sum()), len(hit_unknown))
         upper = float(binom.sf(need - 1, frames, p_upper))
     else:
         upper = 1.0
@@ -176,12 +176,6 @@ def published_rule(open_set: Any, threshold: float) -> PresenceRule:
     return PresenceRule(min_confidence=bar if bar is not None and bar > threshold else None)
 
 
-def session_rule_dict(open_set: Any, threshold: float) -> dict[str, Any]:
-    """The model metadata's ``session_rule`` (read back by ``PresenceRule.from_metadata``)."""
-    rule = published_rule(open_set, threshold)
-    return {"min_frames": rule.min_frames, "min_share": rule.min_share, "min_confidence": rule.min_confidence}
-
-
 def session_dict(open_set: Any, threshold: float, rule: PresenceRule | None = None) -> dict[str, Any] | None:
     """metrics.json's ``session``: the rule, the rates for the report's session lengths, the suggestion."""
     if open_set is None:
@@ -189,7 +183,7 @@ def session_dict(open_set: Any, threshold: float, rule: PresenceRule | None = No
     rule = rule or PresenceRule()
     rows = [open_set_session_rates(open_set, threshold, frames=n, rule=rule) for n in TABLE_FRAMES]
     return {
-        "rule": {"min_frames": rule.min_frames, "min_share": rule.min_share, "min_confidence": rule.min_confidence},
+        "rule": rule.to_dict(),
         "typical_frames": TYPICAL_FRAMES,
         "rates": [r.to_dict() for r in rows if r is not None],
         "suggested_min_confidence": suggested_min_confidence(open_set, threshold, open_set.max_far, rule=rule),
@@ -267,7 +261,6 @@ __all__ = [
     "published_rule",
     "session_dict",
     "session_lines",
-    "session_rule_dict",
     "session_rates",
     "session_sentence",
     "suggested_min_confidence",

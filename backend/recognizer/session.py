@@ -95,6 +95,10 @@ class PresenceRule:
             log.warning("The model's session rule %r is unusable (%s); using the default rule", raw, err)
             return cls()
 
+    def to_dict(self) -> dict[str, Any]:
+        """What a model records as ``session_rule`` (read back by :meth:`from_metadata`)."""
+        return {"min_frames": self.min_frames, "min_share": self.min_share, "min_confidence": self.min_confidence}
+
     def counts(self, recognition: Recognition) -> bool:
         """Whether this face may count for its student (accepted, and sure enough)."""
         return bool(recognition.accepted) and (
