@@ -73,18 +73,19 @@ class Sessions:
 
     def get(self, sid: str) -> AttendanceSession:
         with self._lock:
-            self._expire()
-            if sid not in self._open:
-                raise HTTPException(404, f"no open class session {sid!r} (ended, or never started)")
-            session, _ = self._open.pop(sid)
-            self._open[sid] = (session, time.monotonic())
+            session = self._take(sid)
+            self._open[sid] = (session, time.monotonic())  # back in, as the most recently used
             return session
 
     def end(self, sid: str) -> AttendanceSession:
-        session = self.get(sid)
         with self._lock:
-            self._open.pop(sid, None)
-        return session
+            return self._take(sid)
+
+    def _take(self, sid: str) -> AttendanceSession:
+        self._expire()
+        if sid not in self._open:
+            raise HTTPException(404, f"no open class session {sid!r} (ended, or never started)")
+        return self._open.pop(sid)[0]
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -192,13 +193,13 @@ def start_session(request: Request, roster: list[str] | None = Body(default=None
     recognizer: FaceRecognizer = request.app.state.recognizer
     session = AttendanceSession(recognizer, roster=roster)
     sid = request.app.state.sessions.start(session)
-    enrolled = set(recognizer.metadata["students"])
+    enrolled = set(recognizer.model_metadata.students)
     rule = session.rule
     return {
         "session": sid,
         "roster": sorted(session.roster) if session.roster is not None else None,
         "not_enrolled": sorted(set(roster or ()) - enrolled),  # on the roster but not in the model (yet)
-        "rule": {"min_frames": rule.min_frames, "min_share": rule.min_share, "min_confidence": rule.min_confidence},
+        "rule": rule.to_dict(),
     }
 
 

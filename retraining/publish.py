@@ -112,7 +112,8 @@ def output_links(paths: OutputPaths) -> list[Path]:
     for parent in (paths.versions_dir, paths.staging_dir, paths.candidate_dir, paths.rejected_dir):
         if parent.is_dir() and not parent.is_symlink():
             for kept in parent.iterdir():
-                found += [p for p in (kept, kept / "Classifier", kept / "models") if p.is_symlink()]
+                folder = ModelFolder.under(kept)
+                found += [p for p in (kept, folder.classifier_dir, folder.models_dir) if p.is_symlink()]
     return found
 
 
@@ -389,10 +390,11 @@ def _undo(paths: OutputPaths, journal: PublishJournal, *, discard_stage: bool) -
         os.replace(paths.classifier_dir, stage.classifier_dir)
     archive = journal.archive
     if archive is not None and archive.is_dir() and not archive.is_symlink():
-        if (archive / "Classifier").is_dir() and not paths.classifier_dir.exists():
-            os.replace(archive / "Classifier", paths.classifier_dir)
+        kept = ModelFolder.under(archive)
+        if kept.classifier_dir.is_dir() and not paths.classifier_dir.exists():
+            os.replace(kept.classifier_dir, paths.classifier_dir)
         for rel in journal.old_models:
-            src, dst = archive / "models" / rel, paths.models_dir / rel
+            src, dst = kept.models_dir / rel, paths.models_dir / rel
             if src.is_file() and not dst.exists():
                 os.replace(src, dst)
         if set(files_under(archive)) <= {ARCHIVE_INFO}:
