@@ -137,7 +137,7 @@ def read_upload(photo: UploadFile) -> np.ndarray:
     if len(data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     try:
-        return decode_upload(data)  # ImageError: empty, not an image, too many pixels
+        return decode_upload(data, bgr=False)  # RGB; ImageError: empty, not an image, too many pixels
     except ImageError as err:
         raise HTTPException(400, str(err)) from err
 
@@ -158,7 +158,7 @@ def recognize(request: Request, photo: UploadFile = File(...)) -> dict[str, Any]
     recognizer: FaceRecognizer = request.app.state.recognizer
     image = read_upload(photo)
     try:
-        faces = recognizer.identify(image)
+        faces = recognizer.identify(image, bgr=False)
     except ImageError as err:
         raise HTTPException(400, str(err)) from err
     except RetrainError as err:  # the face models could not start (weights)
@@ -209,7 +209,7 @@ def add_frame(request: Request, sid: str, photo: UploadFile = File(...)) -> dict
     session: AttendanceSession = request.app.state.sessions.get(sid)
     image = read_upload(photo)
     try:
-        faces = session.add(image)
+        faces = session.add(image, bgr=False)
     except ImageError as err:
         raise HTTPException(400, str(err)) from err
     except RetrainError as err:

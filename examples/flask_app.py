@@ -54,7 +54,9 @@ def recognize() -> Any:
     if upload is None:
         return jsonify(error="send the image as the form field 'photo' (multipart/form-data)"), 400
     try:
-        faces = recognizer.identify(decode_upload(upload.read()))  # ImageError: empty, not an image, too large
+        faces = recognizer.identify(
+            decode_upload(upload.read(), bgr=False), bgr=False
+        )  # ImageError: empty, not an image, too large
     except ImageError as err:
         return jsonify(error=str(err)), 400
     except RetrainError as err:  # the face models could not start (weights)

@@ -52,6 +52,8 @@ def test_real_photo_upload_is_what_identify_takes() -> None:
     assert frame.dtype == np.uint8 and frame.shape == rgb.shape
     assert np.array_equal(frame[..., ::-1], rgb)
     assert np.array_equal(to_rgb(frame), rgb)  # identify's default (bgr=True) turns it back exactly
+    as_decoded = decode_upload(path.read_bytes(), bgr=False)  # for identify(..., bgr=False): no flip, no copy
+    assert np.array_equal(as_decoded, rgb) and np.shares_memory(to_rgb(as_decoded, bgr=False), as_decoded)
 
 
 @pytest.mark.parametrize(
