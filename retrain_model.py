@@ -327,6 +327,7 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
 def _upgrade(options: pipeline.RunOptions, wait: float) -> int:
     """--upgrade-model: every model folder converted; exit 1 (one ERROR line) if the published one was not."""
     _, paths = options.resolved_paths()
+    publish.refuse_links(paths)  # before the lock file is created: nothing outside the output root
     with RetrainLock(paths, timeout=wait):
         for note in publish.recover(paths):
             logging.getLogger("retrain_model").warning("%s", note)

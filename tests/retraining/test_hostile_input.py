@@ -375,3 +375,19 @@ def test_identify_refuses_an_array_over_the_pixel_limit(published_root: Path) ->
     with pytest.raises(ImageError, match="below 5 megapixels"):
         recognizer.identify(frame, max_megapixels=5)
     assert recognizer.identify(frame) == []  # under the default limit: a blank frame, no face
+
+
+def test_upgrade_model_refuses_a_linked_output_folder_before_taking_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--upgrade-model creates the lock file first: a link to a folder elsewhere must stop it before that."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "backend").mkdir()
+    (root / "backend" / "models").symlink_to(elsewhere, target_is_directory=True)
+    assert retrain_model.main(["--upgrade-model", "--output-root", str(root)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "is a link" in errors[0]
+    assert list(elsewhere.iterdir()) == []  # no lock file (or anything else) written through the link
