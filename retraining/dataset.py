@@ -12,13 +12,13 @@ import errno
 import logging
 import os
 import re
-import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.recognizer.images import IMAGE_EXTENSIONS, is_image_name
+from backend.recognizer.errors import ImageError
+from backend.recognizer.images import IMAGE_EXTENSIONS, is_image_name, require_regular
 
 from .errors import DatasetError
 from .files import ESCAPE, shown
@@ -214,29 +214,15 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
             if path.is_symlink() and not real.is_relative_to(root_real):
                 index.skipped.append((path, "link points outside the data folder"))
                 continue
-            kind = _special_kind(real)
-            if kind is not None:  # never opened: open() on a named pipe blocks forever
-                index.skipped.append((path, f"is {kind}, not a photo file; only regular files are read (remove it)"))
+            try:  # listed as skipped here; read_photo refuses it too, without ever blocking on it
+                require_regular(os.lstat(real).st_mode)
+            except OSError:
+                pass  # decoding says why it cannot be read
+            except ImageError as err:
+                index.skipped.append((path, str(err)))
                 continue
             photos.append(ImageRecord(path, student_id, name))
     return photos
-
-
-def _special_kind(path: Path) -> str | None:
-    """What a non-regular file is, in words (None for a regular file), from ``lstat``."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return None  # decoding says why it cannot be read
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def _unfollowable(err: OSError | RuntimeError) -> str:

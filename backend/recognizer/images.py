@@ -97,7 +97,7 @@ def read_photo(path: str | Path) -> bytes:
         info = os.stat(path)  # a link inside the data folder is followed (dataset checks where it points)
     except OSError as err:  # broken symlink, loop, permissions on the folder
         raise ImageError(f"cannot access the file ({err.strerror or err})") from err
-    _require_regular(info.st_mode)
+    require_regular(info.st_mode)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except PermissionError as err:
@@ -105,7 +105,7 @@ def read_photo(path: str | Path) -> bytes:
     except OSError as err:
         raise ImageError(f"cannot open the file ({err.strerror or err})") from err
     try:
-        _require_regular(os.fstat(fd).st_mode)
+        require_regular(os.fstat(fd).st_mode)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read()
     except OSError as err:
@@ -117,7 +117,9 @@ def read_photo(path: str | Path) -> bytes:
     return data
 
 
-def _require_regular(mode: int) -> None:
+def require_regular(mode: int) -> None:
+    """Raise :class:`ImageError` saying what a file is when it is not a regular file (a named pipe,
+    a socket, a device, a folder): only regular files are read, as ``open`` on a pipe blocks."""
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
