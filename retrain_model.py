@@ -15,12 +15,12 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 import webbrowser
 from pathlib import Path
 
 from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
 from backend.recognizer.embedder import RUNTIMES
+from backend.recognizer.images import silence_decompression_warning
 from backend.recognizer.paths import ModelFolder, OutputPaths
 from backend.recognizer.weights import WEIGHTS_ENV
 from retraining import outcome, pipeline, publish, upgrade
@@ -59,18 +59,9 @@ class _ConsoleFormat(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname}: {text}"
 
 
-def silence_known_warnings() -> None:
-    """Once per process, at the entry point: PIL's DecompressionBombWarning above 89 Mpx (our own
-    limit, images.MAX_PIXELS, is checked from the header first). Library code filters nothing: a
-    warnings.catch_warnings() in the decoding threads would race on the process-wide filters."""
-    from PIL import Image
-
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
 def configure_console(*, quiet: bool, verbose: bool) -> None:
     """A calm console: the stage lines, warnings and the summary; library internals only with --verbose."""
-    silence_known_warnings()
+    silence_decompression_warning()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ConsoleFormat(verbose))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from backend.recognizer.errors import ImageError, ModelLoadError, RetrainError
-from backend.recognizer.images import is_image_name
+from backend.recognizer.images import is_image_name, silence_decompression_warning
 from backend.recognizer.loader import FaceRecognizer
 from backend.recognizer.manifest import verify_manifest
 from backend.recognizer.paths import OutputPaths
@@ -202,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from PIL import Image
-
-    # our pixel limit (images.MAX_PIXELS) is checked from the header first: PIL's own warning is noise
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    silence_decompression_warning()
     from backend.recognizer.loader import FaceRecognizer
 
     paths = OutputPaths.at(args.output_root)

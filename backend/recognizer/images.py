@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,13 @@ def read_photo(path: str | Path) -> bytes:
     return data
 
 
+def silence_decompression_warning() -> None:
+    """Hide PIL's DecompressionBombWarning (above 89 Mpx) for the whole process: our own pixel limit
+    is checked from the header first, so it is noise. Call it once, at an entry point: the
+    decoding threads filter nothing (warnings.catch_warnings() races on the process-wide filters)."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def require_regular(mode: int) -> None:
     """Raise :class:`ImageError` saying what a file is when it is not a regular file (a named pipe,
     a socket, a device, a folder): only regular files are read, as ``open`` on a pipe blocks."""
@@ -180,9 +188,7 @@ def _decode_bytes(data: bytes, *, min_longest: int, max_scale: int, max_pixels: 
         raise ImageError("empty file (0 bytes)")
     try:
         # PIL warns above its own limit (89 Mpx) and refuses above twice that; our limit is max_pixels,
-        # checked from the header before any pixel is decoded. The warning is silenced once, at the entry
-        # points (retrain_model.py, test_retrained_model.py): warnings.catch_warnings() here would change
-        # the process-wide filters from several decoding threads at once, which is not thread-safe.
+        # checked from the header before any pixel is decoded (the warning: silence_decompression_warning).
         with _open(data, heif, max_pixels) as img:  # a GIF or a multi-image HEIF gives its first picture
             width, height = img.size
             if width * height > max_pixels:
