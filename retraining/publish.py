@@ -40,7 +40,7 @@ from pathlib import Path
 from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.hashing import sha256_file
-from backend.recognizer.journal import PublishJournal, journal_path
+from backend.recognizer.journal import PublishJournal
 from backend.recognizer.loader import load_model_files
 from backend.recognizer.manifest import (
     MODELS_PREFIX,
@@ -108,7 +108,7 @@ def output_links(paths: OutputPaths) -> list[Path]:
         paths.cache_dir,
         paths.plots_dir,
     ]
-    found = [p for p in [*folders, paths.lock_file, paths.lock_owner_file, journal_path(paths)] if p.is_symlink()]
+    found = [p for p in [*folders, paths.lock_file, paths.lock_owner_file, paths.journal_file] if p.is_symlink()]
     for parent in (paths.versions_dir, paths.staging_dir, paths.candidate_dir, paths.rejected_dir):
         if parent.is_dir() and not parent.is_symlink():
             for kept in parent.iterdir():
@@ -358,7 +358,7 @@ def _swap_in(
         started_at=_utcnow().isoformat(timespec="seconds"),
     )
     paths.backend_models.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(journal_path(paths), journal.to_dict())
+    atomic_write_json(paths.journal_file, journal.to_dict())
     try:
         return _run_journal(paths, journal)
     except Exception as err:  # a crash or Ctrl+C (BaseException) leaves the journal for recover()
@@ -400,7 +400,7 @@ def _undo(paths: OutputPaths, journal: PublishJournal, *, discard_stage: bool) -
         if set(files_under(archive)) <= {ARCHIVE_INFO}:
             shutil.rmtree(archive)
     with contextlib.suppress(FileNotFoundError):
-        journal_path(paths).unlink()
+        paths.journal_file.unlink()
     if discard_stage:
         shutil.rmtree(stage.root, ignore_errors=True)
     fsync_dir(paths.backend_models)
@@ -412,11 +412,9 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     archive = journal.archive
     for p in [stage.root] + ([archive] if archive else []):
         if not inside(p, paths.backend_models):
-            raise PublishError(
-                f"publish journal {journal_path(paths)} points outside {paths.backend_models}; delete it"
-            )
+            raise PublishError(f"publish journal {paths.journal_file} points outside {paths.backend_models}; delete it")
     if not all(safe_relative(rel) for rel in [*journal.old_models, *journal.new_models]):
-        raise PublishError(f"publish journal {journal_path(paths)} names files outside {paths.models_dir}; delete it")
+        raise PublishError(f"publish journal {paths.journal_file} names files outside {paths.models_dir}; delete it")
     removed: list[Path] = []
     # 1. the current model goes into versions/<old>/ (rename: nothing is copied or lost)
     if archive is not None:
@@ -472,7 +470,7 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     if journal.keep_versions is not None:
         prune_versions(paths, journal.keep_versions)
     with contextlib.suppress(FileNotFoundError):
-        journal_path(paths).unlink()
+        paths.journal_file.unlink()
     fsync_dir(paths.backend_models)
     log.debug("Published model %s%s", stage.version, f" (previous kept in {archive})" if archive else "")
     return PublishResult(stage.version, published, removed, archive)
@@ -540,7 +538,7 @@ def recover(paths: OutputPaths) -> list[str]:
     """
     refuse_links(paths)
     actions: list[str] = []
-    journal_file = journal_path(paths)
+    journal_file = paths.journal_file
     if journal_file.exists():
         try:
             journal = PublishJournal.from_dict(json.loads(journal_file.read_text(encoding="utf-8")))

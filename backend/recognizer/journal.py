@@ -17,7 +17,7 @@ from typing import Any
 
 from .paths import JOURNAL_NAME, ModelFolder, OutputPaths
 
-__all__ = ["JOURNAL_NAME", "PublishJournal", "complete_model_dir", "journal_path", "read_journal"]
+__all__ = ["JOURNAL_NAME", "PublishJournal", "complete_model_dir", "read_journal"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,10 @@ class PublishJournal:
             raise ValueError(f"not a publish journal ({err})") from err
 
 
-def journal_path(paths: OutputPaths) -> Path:
-    return paths.journal_file
-
-
 def read_journal(paths: OutputPaths) -> PublishJournal | None:
     """The journal of an unfinished swap, or None (no swap, or an unreadable file)."""
     try:
-        return PublishJournal.from_dict(json.loads(journal_path(paths).read_text(encoding="utf-8")))
+        return PublishJournal.from_dict(json.loads(paths.journal_file.read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return None
 

@@ -37,7 +37,7 @@ from .backends import DETECTORS, EMBEDDERS, BackendConfig, build_detector, build
 from .errors import ModelLoadError, RetrainError
 from .faces import face_crops, photo_face_crops
 from .images import UPLOAD_MAX_MEGAPIXELS, to_rgb
-from .journal import complete_model_dir, journal_path
+from .journal import complete_model_dir
 from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
 from .paths import (
     BUNDLE_NAME,
@@ -661,7 +661,7 @@ def _load_published(paths: OutputPaths, require_manifest: bool, allow_pickle: bo
                 continue
         elsewhere = complete_model_dir(paths)
         if elsewhere is None:
-            if journal_path(paths).exists() and time.monotonic() < deadline:
+            if paths.journal_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)  # a publish is between its two renames
                 continue
             return load_model_files(
