@@ -38,7 +38,7 @@ from .errors import ModelLoadError, RetrainError
 from .faces import face_crops, photo_face_crops
 from .images import UPLOAD_MAX_MEGAPIXELS, to_rgb
 from .journal import complete_model_dir
-from .manifest import FIX_HINT, Manifest, read_verified, verify_manifest
+from .manifest import FIX_HINT, Manifest, read_manifest
 from .paths import (
     BUNDLE_NAME,
     MANIFEST_NAME,
@@ -177,7 +177,8 @@ def load_model_files(
     """Read and check one Classifier folder. Raises :class:`ModelLoadError` saying what and what to do.
 
     Checks: folder and files present; every file's SHA-256 and size equal the manifest
-    (before anything is parsed); ``model.npz`` and ``model.json`` agree with each other
+    (before anything is parsed; each model file is read once, so the bytes parsed are the
+    bytes hashed); ``model.npz`` and ``model.json`` agree with each other
     (:meth:`ModelBundle.from_files`: format, shapes, student ids, embedding size, threshold)
     and with the manifest's model version; a test prediction works. Nothing is unpickled:
     a model of an earlier release (pickles only) is read only with ``allow_pickle=True``
@@ -192,7 +193,7 @@ def load_model_files(
         )
     manifest: Manifest | None = None
     if (classifier_dir / MANIFEST_NAME).exists():
-        manifest = verify_manifest(classifier_dir)
+        manifest = read_manifest(classifier_dir)
         # the manifest decides the format: model.npz that it does not list is not trusted (nor read)
         format3 = MODEL_NPZ_NAME in manifest.files
     elif require_manifest:
@@ -208,6 +209,8 @@ def load_model_files(
         )
         format3 = (classifier_dir / MODEL_NPZ_NAME).is_file()
     required = (MODEL_NPZ_NAME, MODEL_JSON_NAME) if format3 else PICKLED_FILES
+    # every listed file is checked; the model files are read here, once: the bytes parsed are the bytes hashed
+    verified = manifest.check_files(classifier_dir, read=required) if manifest is not None else {}
     if not format3 and not pickles_allowed(allow_pickle):
         raise ModelLoadError(pickle_refused_message(classifier_dir))
     missing = [n for n in required if not (classifier_dir / n).is_file()]
@@ -221,9 +224,7 @@ def load_model_files(
                 )
 
     def read(name: str) -> bytes:
-        if manifest is not None:
-            return read_verified(classifier_dir, manifest, name)
-        return (classifier_dir / name).read_bytes()
+        return verified[name] if manifest is not None else (classifier_dir / name).read_bytes()
 
     from .bundle import ModelBundle  # numpy/scipy arrays only; imported with the first model
 

@@ -9,7 +9,7 @@ says how to recover. This module only reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,10 +81,54 @@ class Manifest:
         if entry is None:
             raise ModelLoadError(f"{where} is not listed in the model manifest, so it cannot be trusted. {FIX_HINT}")
         if len(data) != entry.size or sha256_bytes(data) != entry.sha256:
-            raise ModelLoadError(
-                f"{where} does not match the model manifest (size {len(data)} vs {entry.size} expected, or a "
-                f"different SHA-256): it is half-written, damaged or was replaced. It was NOT loaded. {FIX_HINT}"
-            )
+            raise ModelLoadError(f"{_differs(where, len(data), entry)} It was NOT loaded. {FIX_HINT}")
+
+    def check_files(
+        self, directory: Path, *, models_dir: Path | None = None, read: Collection[str] = ()
+    ) -> dict[str, bytes]:
+        """Check the size and SHA-256 of every listed file; return the bytes of those named in ``read``.
+
+        A file named in ``read`` is read once, and the bytes hashed are the bytes returned: what
+        the caller parses is what was checked (no check-then-use race). The others are hashed in
+        blocks. Files named ``models/…`` are checked against ``models_dir`` when it is given
+        (they are training outputs, not needed to recognise faces). Raises
+        :class:`ModelLoadError` naming the first file that is missing or whose size or hash differs.
+        """
+        contents: dict[str, bytes] = {}
+        for name, entry in sorted(self.files.items()):
+            if name.startswith(MODELS_PREFIX):
+                if models_dir is None:
+                    continue
+                path = models_dir / name[len(MODELS_PREFIX) :]
+            else:
+                path = directory / name
+            if not path.is_file():
+                raise _missing(path, directory)
+            if name in read:
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError as err:  # removed since is_file()
+                    raise _missing(path, directory) from err
+                size = len(data)
+                same = size == entry.size and sha256_bytes(data) == entry.sha256
+                contents[name] = data
+            else:
+                size = path.stat().st_size
+                same = size == entry.size and sha256_file(path) == entry.sha256
+            if not same:
+                raise ModelLoadError(f"{_differs(path, size, entry)} {FIX_HINT}")
+        return contents
+
+
+def _missing(path: Path, directory: Path) -> ModelLoadError:
+    return ModelLoadError(f"Model file missing: {path} (listed in {directory / MANIFEST_NAME}). {FIX_HINT}")
+
+
+def _differs(path: Path, size: int, entry: FileEntry) -> str:
+    return (
+        f"{path} does not match the model manifest (size {size} vs {entry.size} expected, or a "
+        "different SHA-256): it is half-written, damaged or was replaced."
+    )
 
 
 def safe_relative(name: object) -> bool:
@@ -121,26 +165,12 @@ def read_verified(directory: Path, manifest: Manifest, name: str) -> bytes:
 
 
 def verify_manifest(directory: Path, *, models_dir: Path | None = None) -> Manifest:
-    """Check every file the manifest of ``directory`` lists; return the manifest.
+    """Check every file the manifest of ``directory`` lists (:meth:`Manifest.check_files`); return the manifest.
 
     Files named ``models/…`` are checked against ``models_dir`` when it is given (they are
     training outputs, not needed to recognise faces). Raises :class:`ModelLoadError`
     naming the first file that is missing or whose size or hash differs.
     """
     manifest = read_manifest(directory)
-    for name, entry in sorted(manifest.files.items()):
-        if name.startswith(MODELS_PREFIX):
-            if models_dir is None:
-                continue
-            path = models_dir / name[len(MODELS_PREFIX) :]
-        else:
-            path = directory / name
-        if not path.is_file():
-            raise ModelLoadError(f"Model file missing: {path} (listed in {directory / MANIFEST_NAME}). {FIX_HINT}")
-        size = path.stat().st_size
-        if size != entry.size or sha256_file(path) != entry.sha256:
-            raise ModelLoadError(
-                f"{path} does not match the model manifest (size {size} vs {entry.size} expected, or a "
-                f"different SHA-256): it is half-written, damaged or was replaced. {FIX_HINT}"
-            )
+    manifest.check_files(directory, models_dir=models_dir)
     return manifest

@@ -22,7 +22,7 @@ from backend.recognizer import FaceRecognizer, ModelLoadError, loader, manifest
 from backend.recognizer.errors import WeightsNotFoundError
 from backend.recognizer.loader import verify_model_dir
 from backend.recognizer.metadata import BackendChoice
-from backend.recognizer.paths import OutputPaths
+from backend.recognizer.paths import PICKLED_FILES, OutputPaths
 from retraining import publish
 
 
@@ -200,6 +200,34 @@ def test_hash_mismatch_names_the_file(paths: OutputPaths, damage: str) -> None:
     with pytest.raises(ModelLoadError) as info:
         FaceRecognizer.load(paths.root)
     assert "model.npz" in str(info.value) and "--rollback" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("folder", "model_files"), [("paths", ("model.npz", "model.json")), ("old_paths", PICKLED_FILES)]
+)
+def test_each_model_file_is_read_once_and_what_is_parsed_is_what_was_hashed(
+    folder: str, model_files: tuple[str, ...], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read per model file, hashed and parsed from the same bytes; every other listed file still hashed."""
+    classifier_dir = request.getfixturevalue(folder).classifier_dir
+    listed = {n for n in manifest.read_manifest(classifier_dir).files if not n.startswith(manifest.MODELS_PREFIX)}
+    reads: list[str] = []
+    streamed: list[str] = []
+    read_bytes, sha256_file = Path.read_bytes, manifest.sha256_file
+
+    def counted_read(path: Path) -> bytes:
+        reads.append(path.name)
+        return read_bytes(path)
+
+    def counted_hash(path: Path) -> str:
+        streamed.append(Path(path).name)
+        return sha256_file(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted_read)
+    monkeypatch.setattr(manifest, "sha256_file", counted_hash)
+    loader.load_model_files(classifier_dir, require_manifest=True, allow_pickle=True)
+    assert sorted(reads) == sorted(model_files)
+    assert sorted(streamed) == sorted(listed - set(model_files))
 
 
 class _Evil:
