@@ -23,6 +23,7 @@ swap): the loader then reads the complete model where the publish journal says i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -109,11 +110,19 @@ class LoadedModel:
 
     classifier_dir: Path
     bundle: ModelBundle
-    classes: np.ndarray  # student id per probability column
-    student_names: dict[str, str]
     verified: bool  # hashes checked against a manifest
     stamp: tuple[Any, ...]  # what reload_if_changed compares
     pickled: bool = False  # read from the old pickles (allow_pickle=True), not from model.npz
+
+    @functools.cached_property
+    def classes(self) -> np.ndarray:
+        """Student id per probability column (``ModelBundle.classes``, computed once)."""
+        return self.bundle.classes
+
+    @functools.cached_property
+    def student_names(self) -> dict[str, str]:
+        """Student id → name for every class (``ModelBundle.students``, computed once)."""
+        return self.bundle.students
 
     @property
     def model(self) -> TrainedModel:
@@ -251,9 +260,7 @@ def load_model_files(
             f"{classifier_dir}: the manifest is for model {manifest.model_version} but the model files are model "
             f"{bundle.model_version}. {FIX_HINT}"
         )
-    loaded = LoadedModel(
-        classifier_dir, bundle, bundle.classes, bundle.students, manifest is not None, stamp, pickled=not format3
-    )
+    loaded = LoadedModel(classifier_dir, bundle, manifest is not None, stamp, pickled=not format3)
     _smoke_test(loaded)
     return loaded
 
