@@ -476,16 +476,17 @@ class FaceRecognizer:
         """embedding_dim, threshold (in effect), model_version, created_at, students, plus the full record."""
         loaded = self._state.loaded
         meta = loaded.metadata
-        if self.threshold_override is not None:
-            meta["threshold"] = self.threshold_override
+        meta["threshold"] = self._threshold_for(loaded)
         return meta
 
     @property
     def threshold(self) -> float:
         """The threshold in effect: the override passed to load(), else the model's own."""
-        if self.threshold_override is not None:
-            return self.threshold_override
-        return self._state.loaded.threshold
+        return self._threshold_for(self._state.loaded)
+
+    def _threshold_for(self, loaded: LoadedModel) -> float:
+        """The threshold in effect with ``loaded``: :attr:`threshold_override` if set, else the model's own."""
+        return loaded.threshold if self.threshold_override is None else self.threshold_override
 
     @property
     def model_metadata(self) -> ModelMetadata:
@@ -571,11 +572,7 @@ class FaceRecognizer:
             raise ValueError(f"expected N×{loaded.embedding_dim} embeddings, got shape {X.shape}")
         if len(X) == 0:
             return []
-        limit = (
-            threshold
-            if threshold is not None
-            else (self.threshold_override if self.threshold_override is not None else loaded.threshold)
-        )
+        limit = threshold if threshold is not None else self._threshold_for(loaded)
         proba, _, confidence = loaded.model.recognize(X)
         names = loaded.student_names
         out = []
