@@ -13,7 +13,7 @@ and older readers see what they saw before.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: The model files' format: 3 = arrays (model.npz) + typed JSON (model.json); 1-2 were pickles only.
@@ -48,6 +48,11 @@ def _opt_bool(value: object) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _record_dict(record: Any) -> dict[str, Any]:
+    """A flat record's fields in order (``dataclasses.asdict``), tuples as lists: the JSON layout, as read back."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(record).items()}
+
+
 def _mapping(value: object, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -68,14 +73,7 @@ class DetectorSpec:
     decode_min_side: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model_file": self.model_file,
-            "weights_sha256": self.weights_sha256,
-            "input_size": list(self.input_size),
-            "adaptive_input_min_side": self.adaptive_input_min_side,
-            "decode_min_side": self.decode_min_side,
-        }
+        return _record_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> DetectorSpec:
@@ -101,13 +99,7 @@ class EmbedderSpec:
     runtime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "weights_file": self.weights_file,
-            "weights_sha256": self.weights_sha256,
-            "dim": self.dim,
-            "runtime": self.runtime,
-        }
+        return _record_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> EmbedderSpec:
@@ -160,7 +152,7 @@ class BackendChoice:
     detector_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector, "embedder": self.embedder, "detector_model": self.detector_model}
+        return _record_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> BackendChoice:
@@ -227,13 +219,7 @@ class Metrics:
     embeddings_distinct: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "stranger_target_met": self.stranger_target_met,
-            "embeddings_distinct": self.embeddings_distinct,
-        }
+        return _record_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> Metrics:
@@ -286,13 +272,7 @@ class GateRecord:
     checks: tuple[GateCheckRecord, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "forced": self.forced,
-            "published": self.published,
-            "compared_with": self.compared_with,
-            "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
-        }
+        return _record_dict(self)  # checks: a list of {name, passed, detail}
 
     @classmethod
     def from_dict(cls, data: object) -> GateRecord | None:
@@ -323,14 +303,7 @@ class DatasetSummary:
     excluded_students: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "data_dir": self.data_dir,
-            "num_students": self.num_students,
-            "num_images": self.num_images,
-            "num_embedded": self.num_embedded,
-            "num_skipped": self.num_skipped,
-            "excluded_students": list(self.excluded_students),
-        }
+        return _record_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> DatasetSummary | None:
