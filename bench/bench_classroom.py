@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 from bench_extract import facenet
+from bench_identify import median_ms
+from lfw_enrollment import people_with
 
 from backend.recognizer import weights
 from backend.recognizer.embedder import DlibEmbedder
@@ -126,15 +127,6 @@ def match(faces: list[Face], truth: list[Pasted]) -> dict[int, int]:
     return out
 
 
-def median_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
-
-
 def stage_times(frame, side, detector, embedder, dlib, model, repeat: int) -> dict[str, float]:
     """ms per stage of one identify() of ``frame`` (faces detected at up to ``side``), and the faces found."""
     rgb = to_rgb(frame, bgr=True)
@@ -170,7 +162,7 @@ def main() -> None:
     detector = ScrfdDetector(str(SHARED / "weights" / "scrfd_2.5g_bnkps.onnx"))
     dlib = DlibEmbedder(weights.dlib_weights())
     rng = np.random.default_rng(args.seed)
-    folders = [p for p in sorted((SHARED / "lfw").iterdir()) if len(list(p.glob("*.jpg"))) >= ENROLL + 4]
+    folders = people_with(SHARED / "lfw", ENROLL + 4)
     chosen = [folders[int(i)] for i in rng.permutation(len(folders))[:40]]
     enrolled, unseen = [], {}
     X, y = [], []
