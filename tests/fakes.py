@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from backend.recognizer.bundle import ModelBundle
 from backend.recognizer.loader import verify_model_dir
@@ -109,3 +113,19 @@ def publish_fake(paths: OutputPaths, version: str | None = None, keep_versions: 
 
 def current_version(paths: OutputPaths) -> str:
     return json.loads(paths.manifest.read_text())["model_version"]
+
+
+@contextmanager
+def failing_replace(fails: Callable[[Path, Path], bool], error: BaseException | type[BaseException]) -> Iterator[None]:
+    """Within the block, ``os.replace`` (each move a publish makes) raises ``error`` for the moves
+    ``fails(src, dst)`` picks, a full disk or a kill mid-publish, and makes the others for real."""
+    real_replace = publish.os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if fails(Path(src), Path(dst)):
+            raise error
+        return real_replace(src, dst, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(publish.os, "replace", replace)
+        yield

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import OFFLINE_ARGS, ORL, ROOT, make_orl_tree, require_shared_data, tree_digest
-from fakes import current_version, make_stage, publish_fake
+from fakes import current_version, failing_replace, make_stage, publish_fake
 
 import retrain_model
 from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
@@ -241,24 +241,20 @@ def test_recover_rollback_and_promote_never_delete_through_a_staging_link(tmp_pa
 # --------------------------------------------------------------------------- a publish that cannot write
 
 
-def test_a_publish_that_cannot_write_models_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_publish_that_cannot_write_models_is_undone(tmp_path: Path) -> None:
     """Nothing may be moved into models/ (read-only, or a full disk): the run fails, and the
     previous model stays in service with no journal left for a later command to finish unseen."""
     paths = OutputPaths.at(tmp_path / "out")
     publish_fake(paths, "v1")
     before = tree_digest(paths.models_dir)
     stage = make_stage(paths, "v2", seed=1)
-    real_replace = os.replace
 
-    def read_only_models(src, dst):
-        if paths.models_dir in Path(dst).parents or paths.models_dir in Path(src).parents:
-            raise PermissionError(13, "Permission denied", str(dst))
-        return real_replace(src, dst)
+    def into_or_out_of_models(src: Path, dst: Path) -> bool:
+        return paths.models_dir in dst.parents or paths.models_dir in src.parents
 
-    monkeypatch.setattr(publish.os, "replace", read_only_models)
-    with pytest.raises(PermissionError):
+    denied = PermissionError(13, "Permission denied", str(paths.models_dir))
+    with failing_replace(into_or_out_of_models, denied), pytest.raises(PermissionError):
         publish.publish(paths, stage, verify=verify_model_dir)
-    monkeypatch.setattr(publish.os, "replace", real_replace)
     assert not (paths.backend_models / ".publish.json").exists()
     assert current_version(paths) == "v1" and tree_digest(paths.models_dir) == before
     assert FaceRecognizer.load(paths.root, require_manifest=True).model_version == "v1"
@@ -267,28 +263,18 @@ def test_a_publish_that_cannot_write_models_is_undone(tmp_path: Path, monkeypatc
     assert [v.name for v in publish.list_versions(paths)] == []  # no empty archive left behind
 
 
-def test_a_publish_the_next_command_finishes_is_named_in_its_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_publish_the_next_command_finishes_is_named_in_its_error(tmp_path: Path) -> None:
     """A run killed mid-swap leaves the journal; --promote then finishes that publish and its ERROR
     line says which model it put in service, not only that no model is waiting."""
     paths = OutputPaths.at(tmp_path / "out")
     publish_fake(paths, "v1")
     stage = make_stage(paths, "v2", seed=1)
-    real_replace = os.replace
 
     class Killed(BaseException):
         pass
 
-    def killed_mid_swap(src, dst):
-        if Path(src) == stage.classifier_dir:
-            raise Killed
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(publish.os, "replace", killed_mid_swap)
-    with pytest.raises(Killed):
+    with failing_replace(lambda src, dst: src == stage.classifier_dir, Killed), pytest.raises(Killed):
         publish.publish(paths, stage, verify=verify_model_dir)
-    monkeypatch.setattr(publish.os, "replace", real_replace)
     with pytest.raises(PublishError) as err:
         pipeline.promote(pipeline.RunOptions(output_root=paths.root))
     assert "No model is waiting" in str(err.value)

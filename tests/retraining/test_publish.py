@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,15 @@ import joblib
 import numpy as np
 import pytest
 from conftest import tree_digest
-from fakes import DIM, current_version, make_model_bundle, make_stage, publish_fake, seed_pickle_dict
+from fakes import (
+    DIM,
+    current_version,
+    failing_replace,
+    make_model_bundle,
+    make_stage,
+    publish_fake,
+    seed_pickle_dict,
+)
 
 from backend.recognizer import journal, manifest
 from backend.recognizer.errors import ModelLoadError
@@ -156,25 +165,16 @@ class Crash(BaseException):
 
 
 @pytest.mark.parametrize("crash_at", range(1, 16))
-def test_interrupted_publish_is_recovered(paths: OutputPaths, monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
+def test_interrupted_publish_is_recovered(paths: OutputPaths, crash_at: int) -> None:
     publish_fake(paths, "v1")
     stage = make_stage(paths, "v2", seed=1)
-    real_replace = os.replace
-    calls = {"n": 0}
-
-    def flaky_replace(src, dst):
-        calls["n"] += 1
-        if calls["n"] == crash_at:
-            raise Crash
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(publish.os, "replace", flaky_replace)
+    moves = itertools.count(1)
     crashed = False
     try:
-        publish.publish(paths, stage, verify=verify_model_dir)
+        with failing_replace(lambda src, dst: next(moves) == crash_at, Crash):
+            publish.publish(paths, stage, verify=verify_model_dir)
     except Crash:
         crashed = True
-    monkeypatch.setattr(publish.os, "replace", real_replace)
     journal_written = (paths.backend_models / journal.JOURNAL_NAME).exists()
 
     notes = publish.recover(paths)
@@ -192,24 +192,14 @@ def test_interrupted_publish_is_recovered(paths: OutputPaths, monkeypatch: pytes
     assert current_version(paths) == "v3"
 
 
-def test_loader_reads_the_complete_model_mid_swap_and_writes_nothing(
-    paths: OutputPaths, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_loader_reads_the_complete_model_mid_swap_and_writes_nothing(paths: OutputPaths) -> None:
     """Crash between the two renames: the backend serves the new model where the journal says it
     is, touching no file; the next retraining run finishes the swap and the backend switches over."""
     publish_fake(paths, "v1")
     stage = make_stage(paths, "v2", seed=1)
-    real_rename = os.replace
-
-    def crash_after_archiving(src, dst):
-        if Path(src) == stage.classifier_dir:  # Classifier/ already moved away, new one not yet in
-            raise Crash
-        return real_rename(src, dst)
-
-    monkeypatch.setattr(publish.os, "replace", crash_after_archiving)
-    with pytest.raises(Crash):
+    # Classifier/ already moved away, the new one not yet in
+    with failing_replace(lambda src, dst: src == stage.classifier_dir, Crash), pytest.raises(Crash):
         publish.publish(paths, stage, verify=verify_model_dir)
-    monkeypatch.setattr(publish.os, "replace", real_rename)
     assert not paths.classifier_dir.exists()
     before = tree_digest(paths.root)
     recognizer = FaceRecognizer.load(paths.root, require_manifest=True)
