@@ -2,11 +2,12 @@
 
 A model published before format 3 is stored only as pickles, which the loader no longer
 reads unless asked to (a pickle can run code). This converts the model in service, the
-versions kept for ``--rollback`` and a ``--review`` candidate, without retraining: each
-folder's pickles are read ONCE, after every file was checked against its manifest, turned
-into the same arrays (``backend.recognizer.legacy``), written beside them, and covered by a
-new manifest written last. The new files are then loaded exactly as the backend loads them
-and must give the same probabilities and confidences. The pickles stay where they are.
+versions kept for ``--rollback`` and a ``--review`` candidate, without retraining: every file
+of a folder is checked against its manifest, and its pickles are read ONCE, by that check (the
+bytes unpickled are the bytes hashed); they are turned into the same arrays
+(``backend.recognizer.legacy``), written beside them, and covered by a new manifest written
+last. The new files are then loaded exactly as the backend loads them and must give the same
+probabilities and confidences. The pickles stay where they are.
 
 Until the manifest is replaced the loader sees the old model unchanged, and a model that
 fails any step keeps its old files and manifest: the folder is never half-converted.
@@ -24,8 +25,15 @@ from backend.recognizer.errors import ModelLoadError
 from backend.recognizer.hashing import sha256_bytes
 from backend.recognizer.legacy import read_pickled_model
 from backend.recognizer.loader import load_model_files
-from backend.recognizer.manifest import FileEntry, Manifest, read_verified, verify_manifest
-from backend.recognizer.paths import MANIFEST_NAME, MODEL_JSON_NAME, MODEL_NPZ_NAME, ModelFolder, OutputPaths
+from backend.recognizer.manifest import FileEntry, Manifest, read_manifest, read_verified
+from backend.recognizer.paths import (
+    MANIFEST_NAME,
+    MODEL_JSON_NAME,
+    MODEL_NPZ_NAME,
+    PICKLED_FILES,
+    ModelFolder,
+    OutputPaths,
+)
 
 from .errors import PublishError
 from .files import atomic_write_bytes, atomic_write_json
@@ -71,17 +79,26 @@ def upgrade_folder(folder: ModelFolder) -> Upgraded:
                 f"{directory} has no {MANIFEST_NAME}, so its pickles cannot be verified before they are read. "
                 "Re-run retraining (python retrain_model.py) to replace this model."
             )
-        manifest = verify_manifest(directory)
-        if MODEL_NPZ_NAME in manifest.files:
+        manifest = read_manifest(directory)
+        already = MODEL_NPZ_NAME in manifest.files
+        # every listed file is checked; the pickles are read here, once: the bytes unpickled are the bytes hashed
+        pickles = manifest.check_files(directory, read=() if already else PICKLED_FILES)
+        if already:
             return Upgraded(directory, manifest.model_version, "already")
-        bundle, _ = read_pickled_model(directory, lambda name: read_verified(directory, manifest, name))
+
+        def read(name: str) -> bytes:  # a pickle the manifest does not list: read_verified refuses it
+            return pickles[name] if name in pickles else read_verified(directory, manifest, name)
+
+        bundle, _ = read_pickled_model(directory, read)
         npz, meta = npz_bytes(bundle), json_bytes(bundle)
+        files = {
+            **manifest.files,
+            MODEL_NPZ_NAME: FileEntry(sha256_bytes(npz), len(npz)),
+            MODEL_JSON_NAME: FileEntry(sha256_bytes(meta), len(meta)),
+        }
+        new = Manifest(manifest.model_version, manifest.created_at, files, manifest.format)
         atomic_write_bytes(folder.model_npz, npz)
         atomic_write_bytes(folder.model_json, meta)
-        files = dict(manifest.files)
-        files[MODEL_NPZ_NAME] = FileEntry(sha256_bytes(npz), len(npz))
-        files[MODEL_JSON_NAME] = FileEntry(sha256_bytes(meta), len(meta))
-        new = Manifest(manifest.model_version, manifest.created_at, files, manifest.format)
         # the check before the switch: the new files alone, read as the backend reads them
         probe = _probe(folder, bundle.embedding_dim)
         want_p, _, want_c = bundle.model.recognize(probe)
