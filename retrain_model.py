@@ -282,8 +282,7 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
         return _upgrade(options, args.wait)
     if args.rollback:
         _, paths = options.resolved_paths()
-        publish.refuse_links(paths)
-        with RetrainLock(paths, timeout=args.wait):
+        with RetrainLock(paths, timeout=args.wait):  # refuses a link in the output layout first
             for note in publish.recover(paths):  # an interrupted publish is finished first
                 logging.getLogger("retrain_model").warning("%s", note)
             restored = publish.rollback(paths)
@@ -318,8 +317,7 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
 def _upgrade(options: pipeline.RunOptions, wait: float) -> int:
     """--upgrade-model: every model folder converted; exit 1 (one ERROR line) if the published one was not."""
     _, paths = options.resolved_paths()
-    publish.refuse_links(paths)  # before the lock file is created: nothing outside the output root
-    with RetrainLock(paths, timeout=wait):
+    with RetrainLock(paths, timeout=wait):  # refuses a link in the output layout first
         for note in publish.recover(paths):
             logging.getLogger("retrain_model").warning("%s", note)
         results = upgrade.upgrade_all(paths)

@@ -5,6 +5,10 @@
 ends for any reason (crash, SIGKILL, power cut), so there is never a stale lock to guess
 about. Who holds it is recorded beside it (``.retrain.owner.json``) only to name the other
 run in the message of a run that has to stop.
+
+Every command that changes the output layout takes this lock, so taking it is where the layout
+is checked for links (:func:`~retraining.publish.refuse_links`), before the lock file itself is
+created: nothing is ever written or deleted through a link to somewhere outside the output root.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ from backend.recognizer.paths import OutputPaths
 
 from .errors import LockError
 from .files import atomic_write_json
+from .publish import refuse_links
 
 log = logging.getLogger(__name__)
 
 
 class RetrainLock:
-    """``with RetrainLock(paths, timeout=60):`` waits up to ``timeout`` seconds (0: one try), else :class:`LockError`."""
+    """``with RetrainLock(paths, timeout=60):`` waits up to ``timeout`` seconds (0: one try), else :class:`LockError`.
+
+    Taking it first refuses a link in the output layout (:func:`~retraining.publish.refuse_links`).
+    """
 
     def __init__(self, paths: OutputPaths, timeout: float = 60.0, poll: float = 0.2) -> None:
         self.paths = paths
@@ -37,6 +45,7 @@ class RetrainLock:
         self._lock = filelock.FileLock(paths.lock_file, thread_local=False)
 
     def acquire(self) -> None:
+        refuse_links(self.paths)  # before the lock file is created: nothing is written through a link
         self.paths.lock_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=self.timeout, poll_interval=self.poll)

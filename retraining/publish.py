@@ -17,10 +17,11 @@ again from the journal. Before a journal exists nothing published has been touch
 ``recover`` simply deletes the abandoned staging folder.
 
 Nothing outside the output root is ever touched: a link anywhere in the output layout is refused
-(:func:`refuse_links`) before anything is written, and deleting never follows a link. A swap that
-fails part-way (a folder that cannot be written, a full disk) is undone before the error is
-raised, so no journal is left for a later command to complete unseen. While ``Classifier/`` is missing mid-swap,
-the backend's loader reads the complete model the journal names (``backend.recognizer.journal``).
+(:func:`refuse_links`, which taking :class:`~retraining.lock.RetrainLock` runs first) before
+anything is written, and deleting never follows a link. A swap that fails part-way (a folder that
+cannot be written, a full disk) is undone before the error is raised, so no journal is left for a
+later command to complete unseen. While ``Classifier/`` is missing mid-swap, the backend's loader
+reads the complete model the journal names (``backend.recognizer.journal``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def output_links(paths: OutputPaths) -> list[Path]:
 
 def refuse_links(paths: OutputPaths) -> None:
     """Raise :class:`PublishError` when the output layout holds a link: writing or deleting
-    through it would change files outside the output root. Call it before anything is written."""
+    through it would change files outside the output root. Call it before anything is written:
+    :meth:`RetrainLock.acquire <retraining.lock.RetrainLock.acquire>` does, before it creates the
+    lock file, so a command that takes the lock needs no call of its own."""
     links = output_links(paths)
     if links:
         target = os.readlink(links[0])
@@ -135,7 +138,6 @@ def begin_stage(paths: OutputPaths, version: str) -> Stage:
     """Create an empty staging folder for ``version`` (an old one of that name is replaced)."""
     if not version or "/" in version or "\\" in version or version.startswith("."):
         raise PublishError(f"invalid model version id {version!r}")
-    refuse_links(paths)
     stage = Stage.at(paths.staging_dir / version, version)
     if stage.root.exists() or stage.root.is_symlink():
         remove(stage.root)
@@ -504,9 +506,9 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
     """Restore the newest kept version; the current model is archived in its place.
 
     Rolling back twice returns to where you started. ``verify`` defaults to the loader's
-    :func:`~backend.recognizer.loader.load_model_files`.
+    :func:`~backend.recognizer.loader.load_model_files`. Call it while holding
+    :class:`~retraining.lock.RetrainLock` (which refuses a link in the output layout).
     """
-    refuse_links(paths)
     versions = [v for v in list_versions(paths) if ModelFolder.under(v).classifier_dir.is_dir()]
     if not versions:
         raise PublishError(
@@ -536,7 +538,6 @@ def recover(paths: OutputPaths) -> list[str]:
     Returns what was done (empty when there was nothing to do). Call it while holding
     :class:`~retraining.lock.RetrainLock`: only the lock holder may move published files.
     """
-    refuse_links(paths)
     actions: list[str] = []
     journal_file = paths.journal_file
     if journal_file.exists():

@@ -32,6 +32,7 @@ from retraining import pipeline, publish
 from retraining.dataset import ImageRecord, index_dataset
 from retraining.errors import PublishError
 from retraining.extract import extract_embeddings
+from retraining.lock import RetrainLock
 from retraining.subfolders import KIND, subfolder_findings
 
 NON_UTF8_FILE = os.fsdecode(b"bad\xff.pgm")
@@ -219,6 +220,7 @@ def test_a_link_in_the_output_layout_is_refused_before_anything_is_written(
 
 
 def test_recover_rollback_and_promote_never_delete_through_a_staging_link(tmp_path: Path) -> None:
+    """recover, rollback and a run's begin_stage are called under the lock, and taking it refuses the link."""
     paths = OutputPaths.at(tmp_path / "out")
     publish_fake(paths, "v1")
     publish_fake(paths, "v2", seed=1)
@@ -228,14 +230,13 @@ def test_recover_rollback_and_promote_never_delete_through_a_staging_link(tmp_pa
     paths.staging_dir.symlink_to(elsewhere, target_is_directory=True)
     outside = tree_digest(elsewhere)
     with pytest.raises(PublishError, match=r"\.staging is a link"):
-        publish.recover(paths)
-    with pytest.raises(PublishError, match="is a link"):
-        publish.rollback(paths)
+        RetrainLock(paths, timeout=0).acquire()
+    for command in ("--rollback", "--upgrade-model", "--promote"):
+        assert retrain_model.main([command, "--output-root", str(paths.root)]) == 1
     with pytest.raises(PublishError, match="is a link"):
         pipeline.promote(pipeline.RunOptions(output_root=paths.root))
-    with pytest.raises(PublishError, match="is a link"):
-        publish.begin_stage(paths, "v3")
     assert tree_digest(elsewhere) == outside and current_version(paths) == "v2"
+    assert not paths.lock_file.exists()  # refused before the lock file was created
 
 
 # --------------------------------------------------------------------------- a publish that cannot write
@@ -363,17 +364,18 @@ def test_identify_refuses_an_array_over_the_pixel_limit(published_root: Path) ->
     assert recognizer.identify(frame) == []  # under the default limit: a blank frame, no face
 
 
-def test_upgrade_model_refuses_a_linked_output_folder_before_taking_the_lock(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["--upgrade-model", "--rollback", "--promote"])
+def test_a_command_that_takes_the_lock_refuses_a_linked_output_folder_before_creating_the_lock_file(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--upgrade-model creates the lock file first: a link to a folder elsewhere must stop it before that."""
+    """Taking the lock creates the lock file first: a link to a folder elsewhere must stop it before that."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     root = tmp_path / "root"
     root.mkdir()
     (root / "backend").mkdir()
     (root / "backend" / "models").symlink_to(elsewhere, target_is_directory=True)
-    assert retrain_model.main(["--upgrade-model", "--output-root", str(root)]) == 1
+    assert retrain_model.main([command, "--output-root", str(root)]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR:")]
-    assert len(errors) == 1 and "is a link" in errors[0]
+    assert len(errors) == 1 and f"{root / 'backend' / 'models'} is a link" in errors[0]
     assert list(elsewhere.iterdir()) == []  # no lock file (or anything else) written through the link
