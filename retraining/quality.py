@@ -612,9 +612,16 @@ def duplicate_groups(records: list[ImageRecord], sha256: list[str] | None = None
     return [[p for _, p in group] for group in by_hash.values() if len({sid for sid, _ in group}) > 1]
 
 
-def data_quality(extraction: Extraction, duplicate_files: list[list[Path]], *, seed: int = 42) -> list[Finding]:
+def data_quality(
+    extraction: Extraction,
+    duplicate_files: list[list[Path]],
+    *,
+    seed: int = 42,
+    similarity: StudentSimilarity | None = None,
+) -> list[Finding]:
     """Every data-quality finding of this run, in the order the report lists them (``seed``: the run's
-    ``--seed``, for the checks that sample or split).
+    ``--seed``, for the checks that sample or split; ``similarity``: :func:`student_similarity` of
+    ``extraction`` with that seed, when the caller has it for other checks too; computed here if not).
 
     A photo is reported once for one cause: a mislabel between two students that a near-duplicate
     finding already names (same person enrolled twice: merge the folders, not move photos) is
@@ -624,7 +631,8 @@ def data_quality(extraction: Extraction, duplicate_files: list[list[Path]], *, s
     labels = extraction.student_ids
     student_of = {str(p): str(sid) for p, sid in zip(paths, labels)}
     # the similarities of every photo to every student, computed once for the three checks that use them
-    similarity = student_similarity(extraction.embeddings, labels, seed=seed)
+    if similarity is None:
+        similarity = student_similarity(extraction.embeddings, labels, seed=seed)
     labelled = label_findings(extraction.embeddings, labels, paths, similarity=similarity, seed=seed)
     separation = separation_findings(extraction.embeddings, labels, seed=seed)
     identical = [] if separation else near_identical_findings(extraction.embeddings, labels, paths)

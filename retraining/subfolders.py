@@ -19,7 +19,7 @@ import numpy as np
 from .dataset import DatasetIndex, ImageRecord
 from .extract import Extraction
 from .files import shown
-from .quality import Finding, FindingKind
+from .quality import Finding, FindingKind, StudentSimilarity, student_similarity
 
 #: The kind of finding (the report lists findings by kind).
 KIND = FindingKind.SUBFOLDER_OTHER_PERSON
@@ -37,37 +37,32 @@ def _centre(vectors: np.ndarray) -> np.ndarray:
     return total / max(float(np.linalg.norm(total)), 1e-12)
 
 
-def subfolder_findings(extraction: Extraction, index: DatasetIndex) -> list[Finding]:
+def subfolder_findings(
+    extraction: Extraction, index: DatasetIndex, *, similarity: StudentSimilarity | None = None
+) -> list[Finding]:
     """One finding per sub-folder whose faces do not look like the rest of its student's photos.
 
     The cut-off is halfway between this run's typical similarity of a photo to its own student's
-    other photos and its typical similarity to the most alike other student: a sub-folder of
-    another person sits near the second, a sub-folder of the same student near the first.
+    other photos and its typical similarity to the most alike other student (students with at
+    least 3 photos): a sub-folder of another person sits near the second, a sub-folder of the same
+    student near the first. ``similarity``: the run's :func:`~retraining.quality.student_similarity`
+    of ``extraction`` (the one :func:`~retraining.quality.data_quality` is given); computed here
+    when it is not passed.
     """
     if not index.subfolders or len(extraction.records) < 3:
         return []
     X = np.asarray(extraction.embeddings, dtype=np.float64)
-    labels = extraction.student_ids
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
+    sim = student_similarity(X, extraction.student_ids) if similarity is None else similarity
+    if sim is None:  # one student: nobody to compare with
         return []
-    rows_of = {sid: np.flatnonzero(labels == sid) for sid in classes}
-    centres = np.stack([_centre(X[rows_of[sid]]) for sid in classes])
-    same, other = [], []
-    for k, sid in enumerate(classes):
-        rows = rows_of[sid]
-        if len(rows) < 3:
-            continue
-        total = X[rows].sum(axis=0)
-        for i in rows:
-            rest = total - X[i]
-            same.append(float(X[i] @ rest) / max(float(np.linalg.norm(rest)), 1e-12))
-        sims = X[rows] @ centres.T
-        sims[:, k] = -np.inf
-        other.extend(sims.max(axis=1).tolist())
-    if not same or not other:
+    classes = [str(c) for c in sim.classes]
+    centres = sim.sums / np.maximum(np.linalg.norm(sim.sums, axis=1, keepdims=True), 1e-12)
+    rows_of = {sid: np.flatnonzero(sim.column == k) for k, sid in enumerate(classes)}
+    judged = np.bincount(sim.column, minlength=len(classes))[sim.column] >= 3
+    if not judged.any():
         return []
-    typical_same, typical_other = float(np.median(same)), float(np.median(other))
+    typical_same = float(np.median(sim.own[judged]))
+    typical_other = float(np.median(sim.nearest_similarity[judged]))
     if typical_same <= typical_other:  # embeddings that do not separate people: nothing to judge by
         return []
     cut = (typical_same + typical_other) / 2
