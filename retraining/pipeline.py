@@ -41,7 +41,7 @@ from .gate import GateSettings, candidate_from_folder, candidate_from_run, decid
 from .html_report import photos_to_show, write_html_report
 from .lock import RetrainLock
 from .plots import write_plots
-from .quality import data_quality, duplicate_groups, embeddings_distinct
+from .quality import data_quality, duplicate_groups, embeddings_distinct, student_similarity
 from .report import RunSummary, write_reports
 from .session_rates import published_rule
 from .subfolders import subfolder_findings
@@ -128,7 +128,7 @@ def run(options: RunOptions) -> RunResult:
         if ignored or index.skipped
         else "",
     )
-    publish.refuse_links(paths)  # before anything is written: nothing outside the output root
+    publish.refuse_links(paths)  # the folder below is made before the lock (whose acquire checks again) is taken
     paths.backend_models.mkdir(parents=True, exist_ok=True)
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
@@ -167,7 +167,11 @@ def run(options: RunOptions) -> RunResult:
         t = time.perf_counter()
         log.info("Checking the photos (wrong folders, duplicates, blur)")
         duplicates = duplicate_groups(extraction.records, extraction.sha256)
-        findings = [*data_quality(extraction, duplicates, seed=options.seed), *subfolder_findings(extraction, index)]
+        similarity = student_similarity(X, y, seed=options.seed)  # every photo to every student, for both checks
+        findings = [
+            *data_quality(extraction, duplicates, seed=options.seed, similarity=similarity),
+            *subfolder_findings(extraction, index, similarity=similarity),
+        ]
         evidence = stranger_evidence(findings, [r.path for r in extraction.records], duplicates)
         timings["quality"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -330,7 +334,6 @@ def _set_aside(
 def promote(options: RunOptions) -> publish.PublishResult:
     """Publish the candidate left by --review: checked again, and gated again (unless --force)."""
     _, paths = options.resolved_paths()
-    publish.refuse_links(paths)
     with RetrainLock(paths, timeout=options.lock_timeout):
         notes = publish.recover(paths)
         for note in notes:
