@@ -25,7 +25,6 @@ from backend.recognizer.metadata import (
     FaceModels,
     Metrics,
     ModelMetadata,
-    SessionRuleRecord,
 )
 from backend.recognizer.paths import DEFAULT_DATA_DIR, ModelFolder, OutputPaths
 from backend.recognizer.weights import unofficial_weights
@@ -276,7 +275,7 @@ def model_metadata(
         quality_gate=s.gate.record() if s.gate is not None else None,
         forced=bool(s.gate is not None and s.gate.forced),
         weights_warnings=tuple(s.weights_warnings),
-        session_rule=SessionRuleRecord(**published_rule(ev.open_set, s.threshold).to_dict()),
+        session_rule=published_rule(ev.open_set, s.threshold),
     )
 
 

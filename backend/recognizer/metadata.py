@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .session import PresenceRule
+
 #: The model files' format: 3 = arrays (model.npz) + typed JSON (model.json); 1-2 were pickles only.
 MODEL_FORMAT = 3
 
@@ -241,27 +243,6 @@ class GateCheckRecord:
 
 
 @dataclass(frozen=True)
-class SessionRuleRecord:
-    """When a class session counts a student present, as the training run chose it (read by
-    ``session.PresenceRule.from_metadata``): accepted in at least max(min_frames, min_share x frames)
-    frames, each face at least ``min_confidence`` sure (None: accepted at the threshold)."""
-
-    min_frames: int = 2
-    min_share: float = 0.1
-    min_confidence: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"min_frames": self.min_frames, "min_share": self.min_share, "min_confidence": self.min_confidence}
-
-    @classmethod
-    def from_dict(cls, data: object) -> SessionRuleRecord | None:
-        if data is None:
-            return None
-        d = _mapping(data, "session_rule")
-        return cls(int(d.get("min_frames", 2)), float(d.get("min_share", 0.1)), _opt_float(d.get("min_confidence")))
-
-
-@dataclass(frozen=True)
 class GateRecord:
     """The quality gate's decision as recorded in the model."""
 
@@ -337,7 +318,9 @@ class ModelMetadata:
     quality_gate: GateRecord | None = None
     forced: bool = False
     weights_warnings: tuple[str, ...] = ()
-    session_rule: SessionRuleRecord | None = None  # None: a model from before class sessions (default rule)
+    #: when a class session counts a student present, as the training run chose it (None: a model
+    #: from before class sessions, which AttendanceSession gives the default PresenceRule())
+    session_rule: PresenceRule | None = None
     format: int = MODEL_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -385,7 +368,7 @@ class ModelMetadata:
                 quality_gate=GateRecord.from_dict(d.get("quality_gate")),
                 forced=bool(d.get("forced", False)),
                 weights_warnings=tuple(str(w) for w in d.get("weights_warnings") or ()),
-                session_rule=SessionRuleRecord.from_dict(d.get("session_rule")),
+                session_rule=None if d.get("session_rule") is None else PresenceRule.from_dict(d["session_rule"]),
                 format=_opt_int(d.get("format")) or 2,
             )
         except (TypeError, ValueError) as err:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +60,7 @@ class PresenceRule:
     ``min_confidence``: a stricter per-face bar for counting towards presence (None: a face
     counts when it is accepted at the threshold). The training run chooses one when the
     threshold alone lets strangers mark somebody present in more than its target share of
-    20-frame sessions, and records it in the model (:meth:`from_metadata`); on LFW it takes
+    20-frame sessions, and records it in the model (``ModelMetadata.session_rule``); on LFW it takes
     strangers marking somebody from 3.8 % to 2.5 % of sessions at a cost of 0.4 points to students.
     Measured: bench/README.md, "Attendance sessions".
     """
@@ -78,26 +78,27 @@ class PresenceRule:
             raise ValueError(f"min_confidence must be between 0 and 1, got {self.min_confidence}")
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> PresenceRule:
-        """The rule a model records (``session_rule``, chosen by its training run); the default
-        for a model without one, or with one this version cannot read (logged)."""
-        raw = metadata.get("session_rule")
-        if not isinstance(raw, Mapping):
+    def from_dict(cls, data: object) -> PresenceRule:
+        """The rule a model records as ``session_rule`` (chosen by its training run, read by
+        :class:`~backend.recognizer.metadata.ModelMetadata`); the default for one this version
+        cannot read (logged: the per-face answers do not depend on it)."""
+        if not isinstance(data, Mapping):
+            log.warning("The model's session rule %r is unusable; using the default rule", data)
             return cls()
         try:
-            bar = raw.get("min_confidence")
+            bar = data.get("min_confidence")
             return cls(
-                int(raw.get("min_frames", cls.min_frames)),
-                float(raw.get("min_share", cls.min_share)),
+                int(data.get("min_frames", cls.min_frames)),
+                float(data.get("min_share", cls.min_share)),
                 None if bar is None else float(bar),
             )
         except (TypeError, ValueError) as err:
-            log.warning("The model's session rule %r is unusable (%s); using the default rule", raw, err)
+            log.warning("The model's session rule %r is unusable (%s); using the default rule", data, err)
             return cls()
 
     def to_dict(self) -> dict[str, Any]:
-        """What a model records as ``session_rule`` (read back by :meth:`from_metadata`)."""
-        return {"min_frames": self.min_frames, "min_share": self.min_share, "min_confidence": self.min_confidence}
+        """What a model records as ``session_rule`` (read back by :meth:`from_dict`)."""
+        return asdict(self)
 
     def counts(self, recognition: Recognition) -> bool:
         """Whether this face may count for its student (accepted, and sure enough)."""
@@ -224,7 +225,7 @@ class AttendanceSession:
     ``recognizer``: a loaded :class:`~backend.recognizer.FaceRecognizer` (shared by many
     sessions). ``roster``: the student ids of this class (None: every enrolled student).
     ``rule``: when a student is present (:class:`PresenceRule`; None: the rule the model's training
-    run recorded, see :meth:`PresenceRule.from_metadata`). ``threshold``: the per-face
+    run recorded, ``recognizer.model_metadata.session_rule``). ``threshold``: the per-face
     threshold for the :meth:`add` calls of this AttendanceSession (None: the recognizer's).
     """
 
@@ -239,7 +240,8 @@ class AttendanceSession:
         self.recognizer = recognizer
         self.roster: frozenset[str] | None = None if roster is None else frozenset(str(s) for s in roster)
         if rule is None:
-            rule = PresenceRule.from_metadata(recognizer.metadata) if recognizer is not None else PresenceRule()
+            recorded = recognizer.model_metadata.session_rule if recognizer is not None else None
+            rule = recorded or PresenceRule()
         self.rule = rule
         self.threshold = threshold
         self._lock = threading.Lock()

@@ -114,4 +114,4 @@ def test_a_published_run_reports_its_session_rates(published_root: Path) -> None
     recorded = recognizer.metadata["session_rule"]
     bar = session["suggested_min_confidence"]
     assert recorded["min_confidence"] == (bar if bar is not None and bar > metrics["threshold"] else None)
-    assert AttendanceSession(recognizer).rule == PresenceRule.from_metadata(recognizer.metadata)
+    assert AttendanceSession(recognizer).rule == recognizer.model_metadata.session_rule == PresenceRule.from_dict(recorded)

@@ -48,9 +48,11 @@ def test_the_rule_needs_the_same_student_in_several_frames() -> None:
 
 def test_the_rule_comes_from_the_model_when_it_records_one(recognizer: FaceRecognizer) -> None:
     assert AttendanceSession(recognizer).rule == PresenceRule()  # release 1.0 recorded none
-    recorded = {"session_rule": {"min_frames": 3, "min_share": 0.2, "min_confidence": 0.9}}
-    assert PresenceRule.from_metadata(recorded) == PresenceRule(3, 0.2, 0.9)
-    assert PresenceRule.from_metadata({"session_rule": {"min_frames": 0}}) == PresenceRule()  # unusable: default
+    recorded = {"min_frames": 3, "min_share": 0.2, "min_confidence": 0.9}
+    assert PresenceRule.from_dict(recorded) == PresenceRule(3, 0.2, 0.9)
+    assert PresenceRule.from_dict(PresenceRule(3, 0.2, 0.9).to_dict()) == PresenceRule(3, 0.2, 0.9)
+    assert PresenceRule.from_dict({"min_frames": 0}) == PresenceRule()  # unusable: default
+    assert PresenceRule.from_dict("2 frames") == PresenceRule()
     assert AttendanceSession(recognizer, rule=PresenceRule(min_frames=4)).rule.min_frames == 4
 
 
