@@ -115,6 +115,11 @@ class OpenSet:
     #: (the false-accept bound's bootstrap and the per-session rates, session_rates.py, group by them)
     known_groups: np.ndarray | None = None
     unknown_groups: np.ndarray | None = None
+    #: the photos of the held-out students left out as ``left_out.accepted_as`` (scored like the
+    #: strangers' photos) and whose each is: not a stranger for the per-photo estimate, but a twin
+    #: or look-alike sitting in a class is one for the session rule (session_rates.py)
+    lookalike_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lookalike_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
 
     def row_at(self, threshold: float) -> OpenSetRow:
         """Recognition, false accepts and their 95 % upper bound at any threshold."""
@@ -392,11 +397,17 @@ def repeatedly_accepted(
     return out
 
 
-def _cross_fitted(F: np.ndarray, Y: np.ndarray, fold: np.ndarray, seed: int) -> np.ndarray:
-    """Confidence of each row from a calibrator fitted on the other folds (the SVM probability where none fits)."""
+def _cross_fitted(
+    F: np.ndarray, Y: np.ndarray, fold: np.ndarray, seed: int, fit: np.ndarray | None = None
+) -> np.ndarray:
+    """Confidence of each row from a calibrator fitted on the other folds (the SVM probability where none fits).
+
+    ``fit``: the rows the calibrators may learn from (default all); every row is scored.
+    """
+    fit = np.ones(len(F), dtype=bool) if fit is None else fit
     conf = F[:, 0].copy()
     for k in np.unique(fold):
-        others = fold != k
+        others = fit & (fold != k)
         calibrator = fit_calibrator(F[others], Y[others], seed=seed)
         if calibrator is not None:
             conf[fold == k] = calibrator.predict_proba(F[fold == k])[:, 1]
@@ -482,9 +493,11 @@ def evaluate_open_set(
         person_of = person_map(students, (*evidence.groups, *(frozenset((a, b)) for a, b, _, _ in taken)))
         correct = correct_under(person_of)
     keep = known | ~np.isin(labels[row], [a for a, _, _, _ in taken])
+    scored = _cross_fitted(F, correct.astype(int), fold, seed, fit=keep)
+    lookalike_conf, lookalikes = scored[~keep], held_as[row[~keep]]
     F, correct, fold, known = F[keep], correct[keep], fold[keep], known[keep]
     Y = correct.astype(int)
-    conf = _cross_fitted(F, Y, fold, seed)
+    conf = scored[keep]
     strangers = held_as[row[keep][~known]]
     ratio = len(students) / float(np.mean(enrolled_per_fold))
     sweep = open_set_sweep(conf[known], correct[known], conf[~known], unknown_people=strangers, enrolled_ratio=ratio)
@@ -514,6 +527,8 @@ def evaluate_open_set(
         enrolled_ratio=ratio,
         known_groups=labels[row[keep]][known],
         unknown_groups=strangers,
+        lookalike_confidence=lookalike_conf,
+        lookalike_groups=lookalikes,
     )
 
 

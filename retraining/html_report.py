@@ -17,7 +17,6 @@ import numpy as np
 from .files import ESCAPE
 from .quality import Finding, FindingKind
 from .report import MAX_LISTED_PER_KIND, RunSummary, stranger_sentence
-from .session_rates import session_sentence
 from .thumbnails import png_data_uri
 from .verdict import fmt_threshold
 
@@ -127,7 +126,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
             if ev.open_set is None
             else f"At the threshold in use, {fmt_threshold(s.threshold)}, "
             + stranger_sentence(s.stranger_verdict, ev.open_set.n_unknown_photos)
-            + session_sentence(ev.open_set, s.threshold)
+            + (s.session_summary.sentence() if s.session_summary is not None else "")
         ),
         "gate": list(gate.checks) if gate is not None else [],
         "fixes": fixes,

@@ -27,6 +27,7 @@ from backend.recognizer.metadata import (
     ModelMetadata,
 )
 from backend.recognizer.paths import DEFAULT_DATA_DIR, ModelFolder, OutputPaths
+from backend.recognizer.session import PresenceRule
 from backend.recognizer.weights import unofficial_weights
 
 from . import publish
@@ -42,7 +43,7 @@ from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups, embeddings_distinct, student_similarity
 from .report import RunSummary, write_reports
-from .session_rates import published_rule
+from .session_rates import summarize_sessions
 from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
 from .train import fit_model
@@ -191,6 +192,7 @@ def run(options: RunOptions) -> RunResult:
         face_models = FaceModels.from_dict(extracted.models)
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
+        sessions = summarize_sessions(evaluation.open_set, float(threshold))
         candidate = candidate_from_run(evaluation, separated, face_models, X, verdict.target_met)
         decision = decide(candidate, published_model(paths), options.gate)
         log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
@@ -215,6 +217,7 @@ def run(options: RunOptions) -> RunResult:
             gate=decision,
             weights_warnings=weights_warnings(face_models),
             verdict=verdict,
+            sessions=sessions,
         )
         backend = BackendChoice(
             options.backend.detector,
@@ -275,7 +278,7 @@ def model_metadata(
         quality_gate=s.gate.record() if s.gate is not None else None,
         forced=bool(s.gate is not None and s.gate.forced),
         weights_warnings=tuple(s.weights_warnings),
-        session_rule=published_rule(ev.open_set, s.threshold),
+        session_rule=s.session_summary.rule if s.session_summary is not None else PresenceRule(),
     )
 
 

@@ -24,7 +24,7 @@ from .gate import GateDecision
 from .heldout import Heldout
 from .publish import Stage
 from .quality import Finding, FindingKind
-from .session_rates import session_dict, session_lines
+from .session_rates import SessionSummary, summarize_sessions
 from .subfolders import subfolder_counts
 from .verdict import Verdict, fmt_threshold, one_in, stranger_verdict, strangers_in_words
 
@@ -62,6 +62,7 @@ class RunSummary:
     gate: GateDecision | None = None  # the quality gate's decision (None: not run, e.g. in old tests)
     weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
     verdict: Verdict | None = None  # stranger safety and recognition at the threshold in use (one derivation)
+    sessions: SessionSummary | None = None  # the session rule the model records and its rates (one derivation)
 
     @property
     def face_models(self) -> FaceModels:
@@ -72,6 +73,11 @@ class RunSummary:
     def stranger_verdict(self) -> Verdict:
         """:attr:`verdict`, or derived here for a summary built without one (the same function either way)."""
         return self.verdict or stranger_verdict(self.evaluation, self.threshold, self.findings)
+
+    @property
+    def session_summary(self) -> SessionSummary | None:
+        """:attr:`sessions`, or derived here for a summary built without one (None: no open set measured)."""
+        return self.sessions or summarize_sessions(self.evaluation.open_set, self.threshold)
 
     @property
     def all_skipped(self) -> list[tuple[Path, str]]:
@@ -249,6 +255,14 @@ def verdict_lines(s: RunSummary) -> list[str]:
     return lines
 
 
+def session_report_lines(s: RunSummary) -> list[str]:
+    """ATTENDANCE SESSIONS: the session rule's rates, or why there are none."""
+    summary = s.session_summary
+    if summary is None:
+        return ["  not measured: at least 3 students with usable photos are needed"]
+    return summary.lines()
+
+
 def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path]) -> None:
     ev, ex, idx, fm = s.evaluation, s.extraction, s.index, s.face_models
     verdict = s.stranger_verdict
@@ -338,7 +352,7 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         *("  " + x for x in sweep_table(ev)),
     ]
     lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev, verdict)]
-    lines += ["", "ATTENDANCE SESSIONS (each person seen in many frames)", *session_lines(ev.open_set, s.threshold)]
+    lines += ["", "ATTENDANCE SESSIONS (each person seen in many frames)", *session_report_lines(s)]
     lines += ["", "QUALITY GATE (is the new model at least as good as the one in service?)", *gate_lines(s)]
     if s.weights_warnings:
         lines += ["", "WEIGHT FILES", *(f"  WARNING: {w}" for w in s.weights_warnings)]
@@ -399,7 +413,7 @@ def metrics_dict(s: RunSummary) -> dict:
         "nonconforming_folders": s.index.nonconforming_folders,
         "open_set": open_set_dict(ev, s.stranger_verdict),
         "verdict": s.stranger_verdict.to_dict(),
-        "session": session_dict(ev.open_set, s.threshold),
+        "session": None if s.session_summary is None else s.session_summary.to_dict(),
         "data_quality": [asdict(f) for f in s.findings],
         "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,

@@ -7,8 +7,16 @@ student present when accepted in enough of them. Frames of one person are alike 
 stranger who resembles a student resembles them in every frame), so the rates are
 computed per person: person g's share p_g of photos accepted at the threshold is their
 per-frame chance, a session of n frames of g marks them with the binomial tail
-P(Binom(n, p_g) >= k), and the rate is the mean over people. bench/bench_session.py
-checks these figures against sessions of real photos through the loader.
+P(Binom(n, p_g) >= k), and the rate is the mean over people. A stranger's share is carried
+over to the published model's number of students like the per-photo rate
+(:func:`~retraining.evaluate.for_more_students`). bench/bench_session.py checks these
+figures against sessions of real photos through the loader.
+
+Who counts as a stranger differs from the per-photo estimate in one way: a held-out student
+whom the model took again and again for one other student (``OpenSet.left_out.accepted_as``:
+one person enrolled twice, or twins) is left out of the per-photo estimate, but counts here.
+A twin or a look-alike who sits through a lesson is exactly the stranger a session rule must
+keep out, and a student's many frames leave room for a stricter per-face bar.
 
 A stranger's accepted frames are counted whoever they were accepted as, so the stranger
 rate is an upper estimate (the rule needs the SAME student in k frames).
@@ -16,8 +24,7 @@ rate is an upper estimate (the rule needs the SAME student in k frames).
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +32,7 @@ from scipy.stats import binom
 
 from backend.recognizer.session import PresenceRule
 
+from .evaluate import OpenSet, for_more_students
 from .stats import upper95
 
 #: The session the report describes: each person in this many frames (a lesson with a frame
@@ -32,6 +40,13 @@ from .stats import upper95
 TYPICAL_FRAMES = 20
 #: Session lengths of the report's table.
 TABLE_FRAMES: tuple[int, ...] = (5, 20, 100)
+#: A stricter per-face bar for the session rule is never chosen if it would leave fewer than this
+#: share of enrolled students marked present in a short session (SHORT_FRAMES frames of them).
+MIN_SESSION_RECOGNITION = 0.95
+SHORT_FRAMES = 4
+#: Per-face bars the run tries above the threshold (hundredths, then the top of the scale where a
+#: calibrated model puts most of its right answers).
+_FINE_TOP = (0.995, 0.998, 0.999)
 
 
 @dataclass(frozen=True)
@@ -40,7 +55,7 @@ class SessionRates:
 
     frames: int
     required_frames: int
-    threshold: float
+    threshold: float  # a face counts when its confidence is at least this (the rule's bar included)
     enrolled_marked_present: float  # chance that an enrolled student in class is marked present
     stranger_marks_present: float  # chance that a stranger in class marks somebody present
     stranger_upper95: float  # one-sided 95 % upper bound of stranger_marks_present
@@ -54,17 +69,115 @@ class SessionRates:
         return asdict(self)
 
 
-def _groups(values: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
-    if groups is None or len(groups) != len(values):
-        return [values] if len(values) else []
-    groups = np.asarray(groups).astype(str)
-    return [values[groups == g] for g in np.unique(groups)]
+class _People:
+    """Rows grouped by person once (indices, counts), so that each threshold tried is two bincounts."""
+
+    def __init__(self, groups: np.ndarray | None, n: int) -> None:
+        if groups is None or len(groups) != n:
+            self.index, self.count = np.zeros(n, dtype=np.int64), np.array([n] if n else [], dtype=float)
+            self.per_person = False
+        else:
+            _, self.index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+            self.count = np.bincount(self.index).astype(float)
+            self.per_person = True
+
+    def shares(self, hits: np.ndarray) -> np.ndarray:
+        """Per person: the share of their rows that are hits."""
+        if not len(self.count):
+            return np.zeros(0)
+        return np.bincount(self.index, weights=hits.astype(float), minlength=len(self.count)) / self.count
 
 
-def _marked(hits: list[np.ndarray], frames: int, need: int) -> np.ndarray:
+def _marked(shares: np.ndarray, frames: int, need: int) -> np.ndarray:
     """Per person: chance that ``need`` of ``frames`` frames are hits, frames drawn like their photos."""
-    shares = np.array([h.mean() for h in hits], dtype=float)
     return np.asarray(binom.sf(need - 1, frames, shares), dtype=float)
+
+
+class SessionScores:
+    """A run's open-set scores, grouped by person once: the per-session rates at any threshold."""
+
+    def __init__(
+        self,
+        known_confidence: np.ndarray,
+        known_correct: np.ndarray,
+        unknown_confidence: np.ndarray,
+        *,
+        known_groups: np.ndarray | None = None,
+        unknown_groups: np.ndarray | None = None,
+        enrolled_ratio: float = 1.0,
+    ) -> None:
+        self.known_confidence = np.asarray(known_confidence, dtype=float)
+        self.known_correct = np.asarray(known_correct, dtype=bool)
+        self.unknown_confidence = np.asarray(unknown_confidence, dtype=float)
+        self.enrolled_ratio = float(enrolled_ratio)
+        per_person = (
+            known_groups is not None
+            and unknown_groups is not None
+            and len(known_groups) == len(self.known_confidence)
+            and len(unknown_groups) == len(self.unknown_confidence)
+        )
+        self.students = _People(known_groups if per_person else None, len(self.known_confidence))
+        self.strangers = _People(unknown_groups if per_person else None, len(self.unknown_confidence))
+        self.per_person = per_person
+
+    @classmethod
+    def of(cls, open_set: OpenSet) -> SessionScores:
+        """An open set's scores, the look-alikes it left out of the per-photo estimate counted as strangers."""
+        unknown_groups = (
+            None
+            if open_set.unknown_groups is None
+            else np.concatenate(
+                [np.asarray(open_set.unknown_groups).astype(str), open_set.lookalike_groups.astype(str)]
+            )
+        )
+        return cls(
+            open_set.known_confidence,
+            open_set.known_correct,
+            np.concatenate([open_set.unknown_confidence, open_set.lookalike_confidence]),
+            known_groups=open_set.known_groups,
+            unknown_groups=unknown_groups,
+            enrolled_ratio=open_set.enrolled_ratio,
+        )
+
+    def rates(
+        self, threshold: float, *, frames: int = TYPICAL_FRAMES, rule: PresenceRule | None = None
+    ) -> SessionRates:
+        """Expected per-session rates: a face counts when accepted at ``threshold`` and as sure as the
+        rule's ``min_confidence`` (see the module docstring)."""
+        rule = rule or PresenceRule()
+        bar = max(float(threshold), rule.min_confidence or 0.0)
+        need = rule.required_frames(frames)
+        hit_known = (self.known_confidence >= bar) & self.known_correct
+        hit_unknown = self.unknown_confidence >= bar
+        enrolled_each = _marked(self.students.shares(hit_known), frames, need)
+        stranger_shares = np.array(
+            [for_more_students(q, self.enrolled_ratio) for q in self.strangers.shares(hit_unknown)], dtype=float
+        )
+        stranger_each = _marked(stranger_shares, frames, need)
+        stranger = float(stranger_each.mean()) if len(stranger_each) else 1.0
+        if self.per_person and len(stranger_each):
+            # people are the independent units: a Clopper-Pearson bound on the (fractional) count
+            upper = upper95(float(stranger_each.sum()), len(stranger_each))
+        elif len(hit_unknown):
+            p_upper = for_more_students(upper95(int(hit_unknown.sum()), len(hit_unknown)), self.enrolled_ratio)
+            upper = float(binom.sf(need - 1, frames, p_upper))
+        else:
+            upper = 1.0
+        return SessionRates(
+            frames=frames,
+            required_frames=need,
+            threshold=bar,
+            enrolled_marked_present=float(enrolled_each.mean()) if len(enrolled_each) else 0.0,
+            stranger_marks_present=stranger,
+            stranger_upper95=max(upper, stranger),
+            per_frame_recognition=float(hit_known.mean()) if len(hit_known) else 0.0,
+            per_frame_false_accept=(
+                for_more_students(float(hit_unknown.mean()), self.enrolled_ratio) if len(hit_unknown) else 1.0
+            ),
+            students=len(self.students.count),
+            strangers=len(self.strangers.count),
+            per_person=self.per_person,
+        )
 
 
 def session_rates(
@@ -84,184 +197,168 @@ def session_rates(
     is treated as independent of the others, which understates the stranger rate when a few
     strangers resemble a student.
     """
-    rule = rule or PresenceRule()
-    need = rule.required_frames(frames)
-    kc = np.asarray(known_confidence, dtype=float)
-    hit_known = (kc >= threshold) & np.asarray(known_correct, dtype=bool)
-    hit_unknown = np.asarray(unknown_confidence, dtype=float) >= threshold
-    per_person = (
-        known_groups is not None
-        and unknown_groups is not None
-        and len(known_groups) == len(kc)
-        and len(unknown_groups) == len(hit_unknown)
+    scores = SessionScores(
+        known_confidence, known_correct, unknown_confidence, known_groups=known_groups, unknown_groups=unknown_groups
     )
-    students = _groups(hit_known, known_groups if per_person else None)
-    strangers = _groups(hit_unknown, unknown_groups if per_person else None)
-    enrolled = float(_marked(students, frames, need).mean()) if students else 0.0
-    stranger_each = _marked(strangers, frames, need) if strangers else np.zeros(0)
-    stranger = float(stranger_each.mean()) if len(stranger_each) else 1.0
-    if per_person and len(stranger_each):
-        # people are the independent units: a Clopper-Pearson bound on the (fractional) count
-        upper = upper95(float(stranger_each.sum()), len(stranger_each))
-    elif len(hit_unknown):
-        p_upper = upper95(int(hit_unknown.sum()), len(hit_unknown))
-        upper = float(binom.sf(need - 1, frames, p_upper))
-    else:
-        upper = 1.0
-    return SessionRates(
-        frames=frames,
-        required_frames=need,
-        threshold=float(threshold),
-        enrolled_marked_present=enrolled,
-        stranger_marks_present=stranger,
-        stranger_upper95=max(upper, stranger),
-        per_frame_recognition=float(hit_known.mean()) if len(hit_known) else 0.0,
-        per_frame_false_accept=float(hit_unknown.mean()) if len(hit_unknown) else 1.0,
-        students=len(students),
-        strangers=len(strangers),
-        per_person=per_person,
-    )
+    return scores.rates(threshold, frames=frames, rule=rule)
 
 
-def open_set_session_rates(
-    open_set: Any, threshold: float, *, frames: int = TYPICAL_FRAMES, rule: PresenceRule | None = None
-) -> SessionRates | None:
-    """:func:`session_rates` of an :class:`~retraining.evaluate.OpenSet` (None when not measured).
+def _bars(threshold: float) -> list[float]:
+    """The per-face bars tried, lowest first: the threshold itself, then stricter ones."""
+    steps = [step / 100 for step in range(int(np.floor(threshold * 100 + 1e-9)) + 1, 100)]
+    return [float(threshold), *(b for b in (*steps, *_FINE_TOP) if b > threshold)]
 
-    Per person when the open set records whose each row is (``known_groups`` /
-    ``unknown_groups``); otherwise frames are treated as independent.
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """The run's session figures, computed once: the rule the model records and what it gives.
+
+    ``rule`` is the default :class:`PresenceRule` with the lowest per-face bar (``min_confidence``)
+    at which strangers, look-alikes included, mark somebody present in at most ``max_far`` of
+    typical sessions, among the bars that keep at least MIN_SESSION_RECOGNITION of enrolled
+    students marked present in a short session. When none gets strangers there, the strictest
+    of those bars (``target_met`` False): as safe as the students' frames allow.
     """
-    if open_set is None:
-        return None
-    return session_rates(
-        open_set.known_confidence,
-        open_set.known_correct,
-        open_set.unknown_confidence,
-        threshold,
-        frames=frames,
-        rule=rule,
-        known_groups=getattr(open_set, "known_groups", None),
-        unknown_groups=getattr(open_set, "unknown_groups", None),
-    )
 
+    threshold: float
+    max_far: float
+    rule: PresenceRule  # what the model records and AttendanceSession uses
+    at_threshold: tuple[SessionRates, ...]  # PresenceRule() at the threshold, for TABLE_FRAMES
+    with_rule: tuple[SessionRates, ...]  # ``rule``, for TABLE_FRAMES
+    short: SessionRates  # ``rule``, SHORT_FRAMES frames: what the students' floor is judged on
+    target_met: bool  # ``rule`` keeps strangers within max_far of typical sessions (point estimate)
+    lookalikes: tuple[str, ...]  # held-out students counted as strangers here, not in the per-photo estimate
 
-def suggested_min_confidence(
-    open_set: Any,
-    threshold: float,
-    max_far: float,
-    *,
-    frames: int = TYPICAL_FRAMES,
-    rule: PresenceRule | None = None,
-) -> float | None:
-    """The lowest per-face confidence (a hundredth, at least ``threshold``) for counting towards
-    presence at which strangers mark somebody present in at most ``max_far`` of ``frames``-frame
-    sessions (estimated as above); None when no confidence below 1 gets there."""
-    bars = [threshold] + [step / 100 for step in range(math.floor(threshold * 100 + 1e-9) + 1, 100)]
-    for bar in bars:
-        rates = open_set_session_rates(open_set, bar, frames=frames, rule=rule)
-        if rates is None:
-            return None
-        if rates.stranger_marks_present <= max_far:
-            return float(bar)
-    return None
+    @property
+    def typical(self) -> SessionRates:
+        """``rule``'s rates for a session of TYPICAL_FRAMES frames."""
+        return self.with_rule[TABLE_FRAMES.index(TYPICAL_FRAMES)]
 
+    @property
+    def stricter(self) -> bool:
+        """Whether the rule counts only faces surer than the threshold."""
+        return self.rule.min_confidence is not None
 
-def published_rule(open_set: Any, threshold: float) -> PresenceRule:
-    """The rule the model records for ``AttendanceSession``: the default, counting only faces at
-    least as sure as :func:`suggested_min_confidence` when the threshold alone lets strangers mark
-    somebody present in more than the target share of typical sessions."""
-    if open_set is None:
-        return PresenceRule()
-    bar = suggested_min_confidence(open_set, threshold, open_set.max_far)
-    return PresenceRule(min_confidence=bar if bar is not None and bar > threshold else None)
+    def to_dict(self) -> dict[str, Any]:
+        """metrics.json's ``session``."""
+        return {
+            "rule": PresenceRule().to_dict(),
+            "typical_frames": TYPICAL_FRAMES,
+            "rates": [r.to_dict() for r in self.at_threshold],
+            "suggested_min_confidence": self.rule.min_confidence,
+            "model_rule": self.rule.to_dict(),
+            "model_rule_rates": [r.to_dict() for r in self.with_rule],
+            "target_met": self.target_met,
+            "lookalikes_counted": list(self.lookalikes),
+        }
 
-
-def session_dict(open_set: Any, threshold: float, rule: PresenceRule | None = None) -> dict[str, Any] | None:
-    """metrics.json's ``session``: the rule, the rates for the report's session lengths, the suggestion."""
-    if open_set is None:
-        return None
-    rule = rule or PresenceRule()
-    rows = [open_set_session_rates(open_set, threshold, frames=n, rule=rule) for n in TABLE_FRAMES]
-    return {
-        "rule": rule.to_dict(),
-        "typical_frames": TYPICAL_FRAMES,
-        "rates": [r.to_dict() for r in rows if r is not None],
-        "suggested_min_confidence": suggested_min_confidence(open_set, threshold, open_set.max_far, rule=rule),
-    }
-
-
-def session_sentence(open_set: Any, threshold: float, rule: PresenceRule | None = None) -> str:
-    """One sentence for report.html: what a typical class session means at ``threshold``."""
-    r = open_set_session_rates(open_set, threshold, rule=rule)
-    if r is None:
-        return ""
-    return (
-        f" Over a class session ({r.frames} frames of each person; present when recognised in {r.required_frames} "
-        f"or more): an enrolled student in class is marked present in {r.enrolled_marked_present:.1%} of sessions, "
-        f"and a stranger in class marks somebody present in {r.stranger_marks_present:.1%} "
-        f"(95% bound {r.stranger_upper95:.1%})."
-    )
-
-
-def session_lines(open_set: Any, threshold: float, rule: PresenceRule | None = None) -> list[str]:
-    """The report's lines: per-frame vs per-session rates for a few session lengths."""
-    rule = rule or PresenceRule()
-    rows = [open_set_session_rates(open_set, threshold, frames=n, rule=rule) for n in TABLE_FRAMES]
-    if rows[0] is None:
-        return ["  not measured: at least 3 students with usable photos are needed"]
-    first = rows[0]
-    lines = [
-        f"  rule: present when accepted (confidence >= {threshold:.2f}) in at least "
-        f"max({rule.min_frames}, {rule.min_share:.0%} of the session's frames) frames",
-        f"  one frame: {first.per_frame_recognition:.1%} of enrolled photos recognised, "
-        f"{first.per_frame_false_accept:.1%} of strangers' photos accepted",
-        "  frames per person  needed  enrolled student marked present  stranger marks somebody present (95% bound)",
-    ]
-    for r in (r for r in rows if r is not None):
-        lines.append(
-            f"  {r.frames:>17}  {r.required_frames:>6}  {r.enrolled_marked_present:>31.1%}  "
-            f"{r.stranger_marks_present:>22.1%} ({r.stranger_upper95:.1%})"
+    def sentence(self) -> str:
+        """One sentence for report.html: what a typical class session means under the model's rule."""
+        r = self.typical
+        bar = f", counting faces at confidence {r.threshold:.3g} or more" if self.stricter else ""
+        return (
+            f" Over a class session ({r.frames} frames of each person; present when recognised in {r.required_frames} "
+            f"or more{bar}): an enrolled student in class is marked present in {r.enrolled_marked_present:.1%} of "
+            f"sessions, and a stranger in class marks somebody present in {r.stranger_marks_present:.1%} "
+            f"(95% bound {r.stranger_upper95:.1%})."
         )
-    basis = (
-        f"per person ({first.students} students, {first.strangers} held out as strangers)"
-        if first.per_person
-        else "frames treated as independent (the run did not record whose each photo is)"
-    )
-    lines.append(f"  computed from the open-set scores above, {basis}; a stranger's accepted frames are counted")
-    lines.append("  whoever they were accepted as, so the stranger column is an upper estimate.")
-    bar = suggested_min_confidence(open_set, threshold, open_set.max_far, rule=rule)
-    typical = rows[TABLE_FRAMES.index(TYPICAL_FRAMES)]
-    if typical is not None and typical.stranger_marks_present <= open_set.max_far:
-        lines.append(
-            f"  => sessions of {TYPICAL_FRAMES} frames meet the stranger target (<= {open_set.max_far:.1%}; "
-            f"95% bound {typical.stranger_upper95:.1%}, narrower with more students)."
-        )
-    elif bar is not None:
-        better = open_set_session_rates(open_set, bar, rule=rule)
-        if better is not None:
+
+    def lines(self) -> list[str]:
+        """The report's lines: per-frame vs per-session rates, the rule chosen and why."""
+        first, rule = self.with_rule[0], self.rule
+        counted = f"confidence >= {first.threshold:.3g}"
+        if self.stricter:
+            counted += f", stricter than the threshold {self.threshold:.2f}"
+        lines = [
+            f"  rule: present when accepted ({counted}) in at least max({rule.min_frames}, "
+            f"{rule.min_share:.0%} of the session's frames) frames",
+            f"  one frame: {first.per_frame_recognition:.1%} of enrolled photos recognised, "
+            f"{first.per_frame_false_accept:.1%} of strangers' photos accepted",
+            "  frames per person  needed  enrolled student marked present  stranger marks somebody present (95% bound)",
+        ]
+        for r in self.with_rule:
             lines.append(
-                f"  => to keep strangers under {open_set.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions, the model's "
-                f"session rule counts only faces with confidence >= {bar:.2f} (AttendanceSession uses it): "
-                f"enrolled students then marked present in {better.enrolled_marked_present:.1%} of sessions, "
-                f"strangers {better.stranger_marks_present:.1%}."
+                f"  {r.frames:>17}  {r.required_frames:>6}  {r.enrolled_marked_present:>31.1%}  "
+                f"{r.stranger_marks_present:>22.1%} ({r.stranger_upper95:.1%})"
             )
-    else:
-        lines.append(
-            f"  => NO confidence keeps strangers under {open_set.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions: some "
-            "held-out students look like an enrolled one in most photos (the same person enrolled twice, or relatives)."
+        basis = (
+            f"per person ({first.students} students, {first.strangers} held out as strangers"
+            + (f", {len(self.lookalikes)} of them taken for another student in most photos" if self.lookalikes else "")
+            + ")"
+            if first.per_person
+            else "frames treated as independent (the run did not record whose each photo is)"
         )
-    return lines
+        lines.append(f"  computed from the open-set scores above, {basis}; a stranger's accepted frames are counted")
+        lines.append("  whoever they were accepted as, so the stranger column is an upper estimate.")
+        plain = self.at_threshold[TABLE_FRAMES.index(TYPICAL_FRAMES)]
+        t = self.typical
+        if not self.stricter:
+            lines.append(
+                f"  => sessions of {TYPICAL_FRAMES} frames meet the stranger target (<= {self.max_far:.1%}; "
+                f"95% bound {t.stranger_upper95:.1%}, narrower with more students)."
+            )
+        elif self.target_met:
+            lines.append(
+                f"  => at the threshold alone strangers would mark somebody present in {plain.stranger_marks_present:.1%} "
+                f"of {TYPICAL_FRAMES}-frame sessions; to keep them under {self.max_far:.1%}, the model's session rule "
+                f"counts only faces with confidence >= {t.threshold:.3g} (AttendanceSession uses it): enrolled "
+                f"students then marked present in {t.enrolled_marked_present:.1%} of sessions "
+                f"({self.short.enrolled_marked_present:.1%} of {SHORT_FRAMES}-frame ones), strangers "
+                f"{t.stranger_marks_present:.1%}."
+            )
+        else:
+            lines.append(
+                f"  => NO confidence keeps strangers under {self.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions while "
+                f"{MIN_SESSION_RECOGNITION:.0%} of students seen in {SHORT_FRAMES} frames are still marked present: some "
+                "held-out students look like an enrolled one in most photos (the same person enrolled twice, or "
+                f"relatives). The model's session rule counts only faces with confidence >= {t.threshold:.3g}, as "
+                f"strict as the students allow: strangers {t.stranger_marks_present:.1%}, enrolled students "
+                f"{t.enrolled_marked_present:.1%}."
+            )
+        if self.lookalikes:
+            lines.append(
+                f"  Counted as strangers here (left out of the per-photo estimate): {', '.join(self.lookalikes)}."
+            )
+        return lines
+
+
+def summarize_sessions(open_set: OpenSet | None, threshold: float) -> SessionSummary | None:
+    """The run's :class:`SessionSummary` at ``threshold`` (None when the open set was not measured)."""
+    if open_set is None:
+        return None
+    scores = SessionScores.of(open_set)
+    plain = PresenceRule()
+    allowed: list[tuple[float, SessionRates, SessionRates]] = []
+    for bar in _bars(threshold):
+        short = scores.rates(bar, frames=SHORT_FRAMES, rule=plain)
+        if allowed and short.enrolled_marked_present < MIN_SESSION_RECOGNITION:
+            break  # stricter bars only lose more students
+        typical = scores.rates(bar, frames=TYPICAL_FRAMES, rule=plain)
+        allowed.append((bar, short, typical))
+        if typical.stranger_marks_present <= open_set.max_far:
+            break
+    bar, short, typical = allowed[-1]
+    rule = replace(plain, min_confidence=bar if bar > threshold else None)
+    return SessionSummary(
+        threshold=float(threshold),
+        max_far=float(open_set.max_far),
+        rule=rule,
+        at_threshold=tuple(scores.rates(threshold, frames=n, rule=plain) for n in TABLE_FRAMES),
+        with_rule=tuple(scores.rates(threshold, frames=n, rule=rule) for n in TABLE_FRAMES),
+        short=short,
+        target_met=typical.stranger_marks_present <= open_set.max_far,
+        lookalikes=tuple(sorted({a for a, _, _, _ in open_set.left_out.accepted_as})),
+    )
 
 
 __all__ = [
+    "MIN_SESSION_RECOGNITION",
+    "SHORT_FRAMES",
     "TABLE_FRAMES",
     "TYPICAL_FRAMES",
     "SessionRates",
-    "open_set_session_rates",
-    "published_rule",
-    "session_dict",
-    "session_lines",
+    "SessionScores",
+    "SessionSummary",
     "session_rates",
-    "session_sentence",
-    "suggested_min_confidence",
+    "summarize_sessions",
 ]

@@ -13,10 +13,12 @@ from backend.recognizer import AttendanceSession, FaceRecognizer, PresenceRule, 
 from backend.recognizer.paths import OutputPaths
 from retraining.evaluate import evaluate_open_set
 from retraining.session_rates import (
-    open_set_session_rates,
-    published_rule,
+    MIN_SESSION_RECOGNITION,
+    SHORT_FRAMES,
+    TYPICAL_FRAMES,
+    SessionScores,
     session_rates,
-    suggested_min_confidence,
+    summarize_sessions,
 )
 
 FIXTURE = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
@@ -45,8 +47,17 @@ def test_the_estimate_is_what_simulated_sessions_through_the_rule_give(open_set)
     counted by AttendanceSession itself, at a threshold where some strangers' photos pass."""
     threshold = float(np.quantile(open_set.unknown_confidence, 0.7))
     rule, frames = PresenceRule(), 6
-    estimate = open_set_session_rates(open_set, threshold, frames=frames, rule=rule)
-    assert estimate is not None and estimate.per_person and 0.0 < estimate.stranger_marks_present < 1.0
+    estimate = session_rates(
+        open_set.known_confidence,
+        open_set.known_correct,
+        open_set.unknown_confidence,
+        threshold,
+        frames=frames,
+        rule=rule,
+        known_groups=open_set.known_groups,
+        unknown_groups=open_set.unknown_groups,
+    )
+    assert estimate.per_person and 0.0 < estimate.stranger_marks_present < 1.0
     rng = np.random.default_rng(0)
     marked, sessions = 0, 0
     for person in np.unique(open_set.unknown_groups):
@@ -58,6 +69,26 @@ def test_the_estimate_is_what_simulated_sessions_through_the_rule_give(open_set)
             marked += bool(session.present())
             sessions += 1
     assert marked / sessions == pytest.approx(estimate.stranger_marks_present, abs=0.03)
+
+
+def test_the_open_set_estimate_is_carried_over_to_all_students(open_set) -> None:
+    """Each fold's model knew 80 % of the students: a stranger's per-frame chance is carried over
+    to the published model's number like the per-photo rate (1 - (1 - q)^ratio)."""
+    threshold = float(np.quantile(open_set.unknown_confidence, 0.7))
+    scores = SessionScores.of(open_set)
+    assert open_set.enrolled_ratio > 1.0
+    carried = scores.rates(threshold, frames=6)
+    raw = session_rates(
+        open_set.known_confidence,
+        open_set.known_correct,
+        open_set.unknown_confidence,
+        threshold,
+        frames=6,
+        known_groups=open_set.known_groups,
+        unknown_groups=open_set.unknown_groups,
+    )
+    assert carried.stranger_marks_present > raw.stranger_marks_present
+    assert carried.enrolled_marked_present == raw.enrolled_marked_present
 
 
 def test_alike_frames_of_one_stranger_are_not_treated_as_independent() -> None:
@@ -77,25 +108,61 @@ def test_alike_frames_of_one_stranger_are_not_treated_as_independent() -> None:
     assert per_person.stranger_upper95 > per_person.stranger_marks_present
 
 
-def test_the_published_rule_is_stricter_only_when_the_threshold_alone_misses_the_target(open_set) -> None:
+def test_the_model_rule_is_stricter_only_when_the_threshold_alone_misses_the_target(open_set) -> None:
     low = float(np.quantile(open_set.unknown_confidence, 0.5))  # half the strangers' photos pass
     strict = float(np.max(open_set.unknown_confidence)) + 1e-6  # none passes
-    at_low = open_set_session_rates(open_set, low)
-    assert at_low is not None and at_low.stranger_marks_present > 0.01
-    rule = published_rule(open_set, low)
-    assert rule.min_confidence is not None and rule.min_confidence > low
-    assert published_rule(open_set, strict) == PresenceRule()
+    loose = summarize_sessions(open_set, low)
+    assert loose is not None and loose.at_threshold[1].stranger_marks_present > open_set.max_far
+    assert loose.rule.min_confidence is not None and loose.rule.min_confidence > low
+    tight = summarize_sessions(open_set, strict)
+    assert tight is not None and tight.rule == PresenceRule() and tight.target_met
+    assert tight.with_rule == tight.at_threshold
 
 
-def test_the_suggested_confidence_meets_the_target_and_is_the_lowest_that_does(open_set) -> None:
+def test_the_model_rule_is_the_lowest_bar_that_meets_the_target(open_set) -> None:
     start = float(np.quantile(open_set.unknown_confidence, 0.5))
-    bar = suggested_min_confidence(open_set, start, 0.01)
-    if bar is None:
-        pytest.skip("no confidence meets the target on these 6 students")
-    at = open_set_session_rates(open_set, bar)
-    below = open_set_session_rates(open_set, round(bar - 0.01, 2))
-    assert at is not None and at.stranger_marks_present <= 0.01
-    assert bar == pytest.approx(start, abs=0.01) or (below is not None and below.stranger_marks_present > 0.01)
+    summary = summarize_sessions(open_set, start)
+    assert summary is not None and summary.stricter
+    bar = summary.typical.threshold
+    scores = SessionScores.of(open_set)
+    assert summary.target_met == (summary.typical.stranger_marks_present <= open_set.max_far)
+    if summary.target_met:
+        below = scores.rates(round(bar - 0.01, 2), frames=TYPICAL_FRAMES)
+        assert bar == pytest.approx(start, abs=0.01) or below.stranger_marks_present > open_set.max_far
+    assert summary.short.enrolled_marked_present >= MIN_SESSION_RECOGNITION
+    assert "confidence >=" in summary.lines()[0] and f"{bar:.3g}" in summary.sentence()
+
+
+def test_a_student_enrolled_twice_counts_as_a_stranger_for_sessions_within_the_students_floor() -> None:
+    """One real ORL person split over two folders: held out, its photos are accepted as the other
+    folder again and again. The per-photo estimate leaves them out (one person); the session rule
+    counts them as a look-alike stranger, cannot get them under the target, and so goes as strict
+    as the students allow, and says so."""
+    X = np.load(FIXTURE / "models" / "X.npy")
+    y = np.load(FIXTURE / "models" / "y.npy").astype(str)
+    split = np.flatnonzero(y == "STU001")[::2]
+    y = y.copy()
+    y[split] = "STU007"  # half of STU001's photos in a second folder
+    open_set = evaluate_open_set(X, y, seed=0)
+    assert open_set is not None
+    taken = {a for a, _, _, _ in open_set.left_out.accepted_as}
+    assert taken and taken <= {"STU001", "STU007"}
+    assert len(open_set.lookalike_confidence) == len(open_set.lookalike_groups) > 0
+    assert set(open_set.lookalike_groups.tolist()) == taken
+    scores = SessionScores.of(open_set)
+    assert scores.rates(0.5).strangers == len(set(open_set.unknown_groups.tolist()) | taken)
+    summary = summarize_sessions(open_set, 0.5)
+    assert summary is not None and summary.lookalikes == tuple(sorted(taken))
+    assert not summary.target_met and summary.stricter
+    assert summary.short.enrolled_marked_present >= MIN_SESSION_RECOGNITION
+    # one step stricter than the chosen bar would cost the students their floor (or there is none)
+    bar = summary.typical.threshold
+    stricter = [b for b in (round(bar + 0.01, 2), 0.995, 0.998, 0.999) if b > bar]
+    if stricter:
+        short = scores.rates(stricter[0], frames=SHORT_FRAMES)
+        assert short.enrolled_marked_present < MIN_SESSION_RECOGNITION
+    text = "\n".join(summary.lines())
+    assert "NO confidence keeps strangers" in text and "STU00" in text
 
 
 def test_a_published_run_reports_its_session_rates(published_root: Path) -> None:
@@ -103,6 +170,7 @@ def test_a_published_run_reports_its_session_rates(published_root: Path) -> None
     metrics = json.loads(paths.metrics_json.read_text(encoding="utf-8"))
     session = metrics["session"]
     assert session["rule"] == {"min_frames": 2, "min_share": 0.1, "min_confidence": None}
+    assert session["model_rule"]["min_confidence"] == session["suggested_min_confidence"]
     typical = next(r for r in session["rates"] if r["frames"] == session["typical_frames"])
     assert typical["threshold"] == pytest.approx(metrics["threshold"]) and typical["per_person"]
     assert 0.0 <= typical["stranger_marks_present"] <= typical["stranger_upper95"] <= 1.0
@@ -114,4 +182,6 @@ def test_a_published_run_reports_its_session_rates(published_root: Path) -> None
     recorded = recognizer.metadata["session_rule"]
     bar = session["suggested_min_confidence"]
     assert recorded["min_confidence"] == (bar if bar is not None and bar > metrics["threshold"] else None)
-    assert AttendanceSession(recognizer).rule == recognizer.model_metadata.session_rule == PresenceRule.from_dict(recorded)
+    assert (
+        AttendanceSession(recognizer).rule == recognizer.model_metadata.session_rule == PresenceRule.from_dict(recorded)
+    )
