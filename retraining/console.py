@@ -53,6 +53,15 @@ def format_summary(result: RunResult) -> str:
             f"  recognition        : {verdict.recognition_rate:.1%} of students' photos recognised at {fmt_threshold(s.threshold)}"
             + (" - too few, see the report" if verdict.recognition_poor else "")
         )
+    sessions = s.session_summary
+    if sessions is not None:
+        t = sessions.typical
+        lines.append(
+            f"  class sessions     : a stranger marks somebody present in {t.stranger_marks_present:.1%} of "
+            f"{t.frames}-frame sessions (target <= {sessions.max_far:.1%}: "
+            f"{'met' if sessions.target_met else 'NOT met - see the report'}); "
+            f"a student in class: {t.enrolled_marked_present:.1%}"
+        )
     if s.findings:
         lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
     if s.gate is not None:

@@ -119,6 +119,13 @@ def test_rerun_replaces_prior_artifacts_lists_them_and_leaves_photos_untouched(
     assert json.loads(paths.manifest.read_text())["model_version"] != old_version
     assert np.load(paths.X).shape == (24, 128)
     assert len(np.load(paths.classes)) == 4
+    # the summary's class-session line gives metrics.json's figures for the model's rule
+    session = json.loads(paths.metrics_json.read_text())["session"]
+    typical = next(r for r in session["model_rule_rates"] if r["frames"] == session["typical_frames"])
+    line = next(x for x in out.splitlines() if x.startswith("  class sessions     :"))
+    assert f"present in {typical['stranger_marks_present']:.1%} of {typical['frames']}-frame sessions" in line
+    assert ("NOT met" in line) != session["target_met"]
+    assert f"a student in class: {typical['enrolled_marked_present']:.1%}" in line
 
 
 def test_missing_data_dir_fails_clearly_and_deletes_nothing(
