@@ -1,6 +1,6 @@
 """Classroom camera frames: small faces found and recognised, and the time per stage of one frame.
 
-    .venv/bin/python bench/bench_classroom.py [--frames 4] [--faces 30] [--seed 0] [--repeat 3]
+    .venv/bin/python bench/bench_classroom.py [--frames 4] [--faces 30] [--seed 0] [--repeat 3] [--empty-only]
 
 Each frame is 1920x1080 (a classroom camera) with ``--faces`` real LFW faces pasted on a
 smooth random background, the face boxes 24-120 px wide (fixed seed), one face per cell of a
@@ -19,6 +19,11 @@ Then the time per stage of one frame, median over frames x ``--repeat``: to RGB,
 align/crop, embed every face in one batch (FaceNet InceptionResnetV1 in ONNX Runtime, RANDOM
 weights: the vggface2 weights cannot be downloaded here, the compute is the same), classify
 (the dlib classifier: its cost does not depend on the embedder), for both detection sizes.
+
+And ``--frames`` empty frames (the background alone, no face), which cost only detection: how
+many times the detector runs on one (the passes, and the padded retry that ``detect_faces``
+makes when nothing is found), the input size and time of each run, and their total
+(``--empty-only``: that alone, in seconds: no enrollment, no frames with faces).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import os
 import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +134,58 @@ def match(faces: list[Face], truth: list[Pasted]) -> dict[int, int]:
     return out
 
 
+class CountingDetector:
+    """``detector``, recording each run of its network: the input it was given (width x height)
+    and the ms it took. Everything else is the detector's own."""
+
+    def __init__(self, detector: ScrfdDetector) -> None:
+        self.detector = detector
+        self.runs: list[tuple[str, float]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.detector, name)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return self._run(rgb, lambda: self.detector.detect(rgb))
+
+    def detect_at(self, rgb: np.ndarray, max_side: int) -> list[Face]:
+        return self._run(rgb, lambda: self.detector.detect_at(rgb, max_side))
+
+    def _run(self, rgb: np.ndarray, fn: Callable[[], list[Face]]) -> list[Face]:
+        t = time.perf_counter()
+        found = fn()
+        self.runs.append((f"{rgb.shape[1]}x{rgb.shape[0]}", (time.perf_counter() - t) * 1000))
+        return found
+
+
+def empty_frames(
+    detector: ScrfdDetector, variants: dict[str, int | None], n_frames: int, seed: int, repeat: int
+) -> None:
+    """Print, per detection variant, what detecting an empty frame (the background, no face) costs."""
+    rng = np.random.default_rng(seed + 1)  # other backgrounds than the frames with faces
+    frames = [to_rgb(background(rng), bgr=True) for _ in range(n_frames)]
+    counting = CountingDetector(detector)
+    print(f"\nempty frames ({n_frames} of {WIDTH}x{HEIGHT}, background only), ms, median of {n_frames} x {repeat}:")
+    print(f"{'variant':<28} {'faces':>5} {'detector runs':>13} {'detect':>8}  each run (input px: ms)")
+    for name, side in variants.items():
+        detect_faces(detector, frames[0], max_side=side)  # warm-up (ONNX Runtime's first run at each size)
+        totals, runs, found = [], [], 0
+        for rgb in frames:
+            for _ in range(repeat):
+                counting.runs = []
+                t = time.perf_counter()
+                faces, _ = detect_faces(counting, rgb, max_side=side)
+                totals.append((time.perf_counter() - t) * 1000)
+                runs.append(counting.runs)
+                found = max(found, len(faces))
+        counts = sorted({len(r) for r in runs})  # one count unless a background gives a false face
+        alike = [r for r in runs if len(r) == len(runs[0])]
+        per_run = [statistics.median(r[k][1] for r in alike) for k in range(len(runs[0]))]
+        each = ", ".join(f"{px}: {ms:.1f}" for (px, _), ms in zip(runs[0], per_run, strict=True))
+        n_runs = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        print(f"{name:<28} {found:>5} {n_runs:>13} {statistics.median(totals):>8.1f}  {each}")
+
+
 def stage_times(frame, side, detector, embedder, dlib, model, repeat: int) -> dict[str, float]:
     """ms per stage of one identify() of ``frame`` (faces detected at up to ``side``), and the faces found."""
     rgb = to_rgb(frame, bgr=True)
@@ -158,8 +217,16 @@ def main() -> None:
         default=[960, FRAME_DETECT_MAX_SIDE],
         help="longer detection sides to compare with the 640 px baseline",
     )
+    ap.add_argument("--empty-only", action="store_true", help="only the empty frames (no enrollment)")
     args = ap.parse_args()
     detector = ScrfdDetector(str(SHARED / "weights" / "scrfd_2.5g_bnkps.onnx"))
+    variants: dict[str, int | None] = {"detect at 640 (baseline)": None}
+    for side in args.sides:
+        suite = " (suite)" if side == FRAME_DETECT_MAX_SIDE else ""
+        variants[f"detect at {side}{suite}"] = side
+    if args.empty_only:
+        empty_frames(detector, variants, args.frames, args.seed, args.repeat)
+        return
     dlib = DlibEmbedder(weights.dlib_weights())
     rng = np.random.default_rng(args.seed)
     folders = people_with(SHARED / "lfw", ENROLL + 4)
@@ -184,10 +251,6 @@ def main() -> None:
     threshold = ev.recommended_threshold
     frames = make_frames(detector, unseen, args.frames, min(args.faces, COLS * ROWS), args.seed)
 
-    variants: dict[str, int | None] = {"detect at 640 (baseline)": None}
-    for side in args.sides:
-        suite = " (suite)" if side == FRAME_DETECT_MAX_SIDE else ""
-        variants[f"detect at {side}{suite}"] = side
     by_size = {v: {s: [0, 0, 0] for s in SIZES} for v in variants}  # size → [faces, found, recognised]
     for frame, truth in frames:
         rgb = to_rgb(frame, bgr=True)
@@ -217,6 +280,8 @@ def main() -> None:
             n, found, rec = by_size[v][s]
             cells.append(f"{f'{found / n:.0%} ({found}/{n}) / {rec / n:.0%}':>40}")
         print(f"{s:>7} {by_size[names[0]][s][0]:>5}  " + "  ".join(cells))
+
+    empty_frames(detector, variants, args.frames, args.seed, args.repeat)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_classroom_"))
     embedder = facenet(tmp, "cpu", "auto")

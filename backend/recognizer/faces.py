@@ -158,8 +158,10 @@ def detect_faces(
     Large photos are downscaled for detection only (bounded time and memory); a photo
     with no face is retried once on a padded copy. ``max_side``: detect at up to this
     longer side when the detector takes any input size (camera frames with small faces,
-    :data:`FRAME_DETECT_MAX_SIDE`); None: the detector's own largest input. Returns
-    ``(faces, padded_retry_used)``.
+    :data:`FRAME_DETECT_MAX_SIDE`); None: the detector's own largest input. The padded
+    retry runs at the detector's own input only: it is for a face that fills the image, which
+    the finer pass (small faces only) never adds; an empty camera frame costs three detector
+    runs (its own input, ``max_side``, the padded copy). Returns ``(faces, padded_retry_used)``.
     """
     faces = _detect_downscaled(detector, rgb, max_side)
     used_retry = False
@@ -167,7 +169,7 @@ def detect_faces(
         height, width = rgb.shape[:2]
         pad = int(round(RETRY_PAD_FRACTION * max(height, width)))
         padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        faces = [f.scaled(1.0, (-pad, -pad)) for f in _detect_downscaled(detector, padded, max_side)]
+        faces = [f.scaled(1.0, (-pad, -pad)) for f in _detect_downscaled(detector, padded)]
         used_retry = bool(faces)
     faces.sort(key=lambda f: f.area, reverse=True)
     return faces, used_retry

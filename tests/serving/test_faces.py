@@ -16,6 +16,7 @@ from conftest import LFW, ORL, SCRFD_WEIGHTS, require_shared_data
 from backend.recognizer.backends import BackendConfig, build_detector
 from backend.recognizer.faces import (
     DETECT_MAX_SIDE,
+    FRAME_DETECT_MAX_SIDE,
     RETRY_PAD_FRACTION,
     CropSettings,
     Face,
@@ -469,3 +470,46 @@ def test_a_classroom_frame_keeps_its_small_faces(scrfd_25g: ScrfdDetector) -> No
     assert [f.box for f in face_crops(sm, frame, CropSettings(size=160)).faces] == [
         f.box for f in detect_faces(sm, frame)[0]
     ]
+
+
+class _RecordedRuns:
+    """A real detector, recording the image of each run of its network (height, width)."""
+
+    def __init__(self, detector: ScrfdDetector) -> None:
+        self.detector = detector
+        self.inputs: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.detector, name)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        self.inputs.append(rgb.shape[:2])
+        return self.detector.detect(rgb)
+
+    def detect_at(self, rgb: np.ndarray, max_side: int) -> list[Face]:
+        self.inputs.append(rgb.shape[:2])
+        return self.detector.detect_at(rgb, max_side)
+
+
+def test_an_empty_camera_frame_is_retried_at_the_detector_input_only(scrfd_25g: ScrfdDetector) -> None:
+    """No face in a 1920×1080 frame: SCRFD runs at 640 px, at 1280 px for the small faces, and
+    once more at 640 px on the padded copy, for a face that fills the frame (which the small-face
+    pass never adds): three runs. A pre-cropped photo enlarged to a camera frame's size
+    is still found by that retry."""
+    require_shared_data(ORL)
+    rng = np.random.default_rng(0)
+    cells = rng.integers(40, 220, size=(9, 16, 3), dtype=np.uint8)
+    frame = cv2.resize(cells, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    runs = _RecordedRuns(scrfd_25g)
+    empty = face_crops(runs, frame, CropSettings(size=160))
+    assert empty.faces == [] and not empty.padded_retry
+    assert [max(shape) for shape in runs.inputs] == [640, FRAME_DETECT_MAX_SIDE, 640], runs.inputs
+
+    # an ORL photo (92×112, the face fills it) at 920×1120: only the padded retry finds the face
+    close_up = cv2.resize(decode_image(ORL / "s1" / "1.pgm"), (920, 1120), interpolation=cv2.INTER_CUBIC)
+    runs.inputs = []
+    found = face_crops(runs, close_up, CropSettings(size=160))
+    assert found.padded_retry and len(found.faces) == 1
+    assert [max(shape) for shape in runs.inputs] == [640, 1120, 640], runs.inputs
+    x1, y1, x2, y2 = found.faces[0].box
+    assert 0.25 * 920 <= (x1 + x2) / 2 <= 0.75 * 920 and 0.25 * 1120 <= (y1 + y2) / 2 <= 0.75 * 1120
