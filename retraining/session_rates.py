@@ -24,6 +24,7 @@ rate is an upper estimate (the rule needs the SAME student in k frames).
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -47,6 +48,8 @@ SHORT_FRAMES = 4
 #: Per-face bars the run tries above the threshold (hundredths, then the top of the scale where a
 #: calibrated model puts most of its right answers).
 _FINE_TOP = (0.995, 0.998, 0.999)
+#: Width the report's sentences are wrapped at.
+REPORT_WIDTH = 110
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,10 @@ class SessionSummary:
         if self.stricter:
             counted += f", stricter than the threshold {self.threshold:.2f}"
         lines = [
-            f"  rule: present when accepted ({counted}) in at least max({rule.min_frames}, "
-            f"{rule.min_share:.0%} of the session's frames) frames",
+            *self._wrap(
+                f"rule: present when accepted ({counted}) in at least max({rule.min_frames}, "
+                f"{rule.min_share:.0%} of the session's frames) frames"
+            ),
             f"  one frame: {first.per_frame_recognition:.1%} of enrolled photos recognised, "
             f"{first.per_frame_false_accept:.1%} of strangers' photos accepted",
             "  frames per person  needed  enrolled student marked present  stranger marks somebody present (95% bound)",
@@ -288,18 +293,20 @@ class SessionSummary:
             if first.per_person
             else "frames treated as independent (the run did not record whose each photo is)"
         )
-        lines.append(f"  computed from the open-set scores above, {basis}; a stranger's accepted frames are counted")
-        lines.append("  whoever they were accepted as, so the stranger column is an upper estimate.")
+        prose = [
+            f"Computed from the open-set scores above, {basis}; a stranger's accepted frames are counted whoever "
+            "they were accepted as, so the stranger column is an upper estimate."
+        ]
         plain = self.at_threshold[TABLE_FRAMES.index(TYPICAL_FRAMES)]
         t = self.typical
         if not self.stricter:
-            lines.append(
-                f"  => sessions of {TYPICAL_FRAMES} frames meet the stranger target (<= {self.max_far:.1%}; "
+            prose.append(
+                f"=> sessions of {TYPICAL_FRAMES} frames meet the stranger target (<= {self.max_far:.1%}; "
                 f"95% bound {t.stranger_upper95:.1%}, narrower with more students)."
             )
         elif self.target_met:
-            lines.append(
-                f"  => at the threshold alone strangers would mark somebody present in {plain.stranger_marks_present:.1%} "
+            prose.append(
+                f"=> at the threshold alone strangers would mark somebody present in {plain.stranger_marks_present:.1%} "
                 f"of {TYPICAL_FRAMES}-frame sessions; to keep them under {self.max_far:.1%}, the model's session rule "
                 f"counts only faces with confidence >= {t.threshold:.3g} (AttendanceSession uses it): enrolled "
                 f"students then marked present in {t.enrolled_marked_present:.1%} of sessions "
@@ -307,8 +314,8 @@ class SessionSummary:
                 f"{t.stranger_marks_present:.1%}."
             )
         else:
-            lines.append(
-                f"  => NO confidence keeps strangers under {self.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions while "
+            prose.append(
+                f"=> NO confidence keeps strangers under {self.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions while "
                 f"{MIN_SESSION_RECOGNITION:.0%} of students seen in {SHORT_FRAMES} frames are still marked present: some "
                 "held-out students look like an enrolled one in most photos (the same person enrolled twice, or "
                 f"relatives). The model's session rule counts only faces with confidence >= {t.threshold:.3g}, as "
@@ -316,10 +323,16 @@ class SessionSummary:
                 f"{t.enrolled_marked_present:.1%}."
             )
         if self.lookalikes:
-            lines.append(
-                f"  Counted as strangers here (left out of the per-photo estimate): {', '.join(self.lookalikes)}."
+            prose.append(
+                f"Counted as strangers here (left out of the per-photo estimate): {', '.join(self.lookalikes)}."
             )
+        for paragraph in prose:
+            lines += self._wrap(paragraph)
         return lines
+
+    @staticmethod
+    def _wrap(paragraph: str) -> list[str]:
+        return textwrap.wrap(paragraph, REPORT_WIDTH, initial_indent="  ", subsequent_indent="     ")
 
 
 def summarize_sessions(open_set: OpenSet | None, threshold: float) -> SessionSummary | None:
