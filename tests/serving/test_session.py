@@ -39,7 +39,7 @@ def faces(recognizer: FaceRecognizer) -> dict[str, list[Recognition]]:
 
 def test_the_rule_needs_the_same_student_in_several_frames() -> None:
     rule = PresenceRule()
-    assert [rule.required_frames(n) for n in (1, 4, 20, 21, 100)] == [2, 2, 2, 3, 10]
+    assert [rule.required_frames(n) for n in (1, 4, 7, 20, 21, 100)] == [2, 2, 3, 6, 7, 30]
     assert not rule.is_present(1, 1) and rule.is_present(2, 5) and not rule.is_present(9, 100)
     for bad in ({"min_frames": 0}, {"min_share": 1.5}, {"min_confidence": -0.1}):
         with pytest.raises(ValueError):
@@ -100,7 +100,7 @@ def test_a_student_outside_the_roster_is_not_in_this_class(faces: dict[str, list
 def test_faces_below_the_rules_confidence_do_not_count(faces: dict[str, list[Recognition]]) -> None:
     ranked = sorted(faces["STU006"], key=lambda r: r.confidence)
     bar = (ranked[-2].confidence + ranked[-3].confidence) / 2  # exactly two faces are sure enough
-    session = AttendanceSession(None, rule=PresenceRule(min_confidence=bar))
+    session = AttendanceSession(None, rule=PresenceRule(min_share=0.0, min_confidence=bar))  # 2 frames are enough
     for r in ranked:
         session.add_recognitions([r])
     report = session.report()
