@@ -44,13 +44,9 @@ DEFAULT_MIN_ACCURACY = 0.50
 DEFAULT_MAX_REGRESSION = 5.0
 
 
-@dataclass(frozen=True)
-class Check:
-    """One rule of the gate and how the new model fared."""
-
-    name: str
-    passed: bool
-    detail: str  # a sentence with the figures, for the report and the ERROR line
+#: One rule of the gate and how the new model fared: name, passed, detail (a sentence with the
+#: figures, for the report and the ERROR line); the same record the model's metadata keeps.
+Check = GateCheckRecord
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ class GateDecision:
             forced=self.forced,
             published=self.publish,
             compared_with=self.compared_with,
-            checks=tuple(GateCheckRecord(c.name, c.passed, c.detail) for c in self.checks),
+            checks=self.checks,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -237,9 +237,11 @@ class Metrics:
 
 @dataclass(frozen=True)
 class GateCheckRecord:
+    """One rule of the quality gate and how the model fared (the gate's own check, as recorded)."""
+
     name: str
     passed: bool
-    detail: str
+    detail: str  # a sentence with the figures, for the report and the ERROR line
 
 
 @dataclass(frozen=True)
