@@ -67,23 +67,20 @@ def decode_image(path: str | Path) -> np.ndarray:
     return decode_reduced(path, min_longest=0, max_scale=1).rgb
 
 
-def decode_reduced(
-    source: str | Path | bytes, *, min_longest: int, max_scale: int = 8, max_pixels: int | None = None
-) -> Decoded:
+def decode_reduced(source: str | Path | bytes, *, min_longest: int, max_scale: int = 8) -> Decoded:
     """Read a photo (a file, or its bytes already in memory), decoding a JPEG at 1/2, 1/4 or 1/8
     of its size when its longer side stays at least ``min_longest`` pixels (and the reduction at
     most ``max_scale``).
 
     A 12-megapixel phone photo costs ~8x less to decode at 1/4 (libjpeg's DCT scaling also
     smooths, like an area resize). Other formats, and JPEGs too small to reduce, are decoded
-    at full size (``scale`` 1). An image declaring more than ``max_pixels`` is refused from its
-    header (default :data:`MAX_PIXELS`). Pass bytes to decode exactly the bytes that were hashed (the embedding cache).
+    at full size (``scale`` 1). An image declaring more than :data:`MAX_PIXELS` is refused from its
+    header. Pass bytes to decode exactly the bytes that were hashed (the embedding cache).
     Same conversions and errors as :func:`decode_image`.
     """
     data = source if isinstance(source, bytes) else read_photo(source)
     heif = isinstance(source, (str, Path)) and Path(source).suffix.lower() in HEIF_EXTENSIONS
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    return _decode_bytes(data, min_longest=min_longest, max_scale=max_scale, max_pixels=limit, heif=heif)
+    return _decode_bytes(data, min_longest=min_longest, max_scale=max_scale, max_pixels=MAX_PIXELS, heif=heif)
 
 
 def read_photo(path: str | Path) -> bytes:

@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 OUTPUT_ROOT_ENV = "SMARTATTENDANCE_OUTPUT_ROOT"
 #: Environment variable that lets the loader read an old pickled model (see legacy.py and docs/SECURITY.md).
 ALLOW_PICKLE_ENV = "SMARTATTENDANCE_ALLOW_PICKLE"
-#: The pickled files of an old model.
 UNKNOWN = "Unknown"
 #: How long load() waits for Classifier/ to reappear while another process is swapping models.
 SWAP_WAIT_S = 3.0
@@ -134,10 +133,8 @@ class LoadedModel:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The metadata as a dict (``ModelMetadata.to_dict``), names filled in."""
-        meta = self.bundle.metadata.to_dict()
-        meta["students"] = dict(self.student_names)
-        return meta
+        """The metadata as a dict (``ModelMetadata.to_dict``; a loaded model names every student)."""
+        return self.bundle.metadata.to_dict()
 
     @property
     def embedding_dim(self) -> int:
