@@ -12,6 +12,7 @@ import math
 import os
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,27 +182,25 @@ def _detect_downscaled(detector: Detector, rgb: np.ndarray, max_side: int | None
     height, width = rgb.shape[:2]
     longest = max(height, width)
     own = int(getattr(detector, "max_input_side", None) or DETECT_MAX_SIDE)
-    faces = _detect_at(detector, rgb, min(DETECT_MAX_SIDE, own), own)
+    faces = _detect_at(detector.detect, rgb, min(DETECT_MAX_SIDE, own))
     if max_side is None or max_side <= own or longest <= own or not getattr(detector, "adaptive_input", False):
         return faces
     # the finer pass only adds faces too small for the first one: a large face can be too large
     # for SCRFD's anchors at the finer input (a close-up in a 12 MP picture), and is found already
     small = SMALL_FACE_AT_INPUT * longest / min(DETECT_MAX_SIDE, own)
-    fine = _detect_at(detector, rgb, max_side, own)
+    fine = _detect_at(lambda im: detector.detect_at(im, max_side), rgb, max_side)  # type: ignore[attr-defined]
     return faces + [f for f in fine if f.size < small and all(_iou(f, g) < 0.3 for g in faces)]
 
 
-def _detect_at(detector: Detector, rgb: np.ndarray, limit: int, own: int) -> list[Face]:
+def _detect_at(detect: Callable[[np.ndarray], Sequence[Face]], rgb: np.ndarray, limit: int) -> list[Face]:
+    """``detect`` on ``rgb`` shrunk to a longer side of at most ``limit``, faces in ``rgb``'s coordinates."""
     height, width = rgb.shape[:2]
     longest = max(height, width)
     factor = 1.0
     if longest > limit:
         factor = limit / longest
         rgb = cv2.resize(rgb, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
-    if max(rgb.shape[:2]) > own:
-        found = detector.detect_at(rgb, limit)  # type: ignore[attr-defined]
-    else:
-        found = detector.detect(rgb)
+    found = detect(rgb)
     return list(found) if factor == 1.0 else [f.scaled(1.0 / factor) for f in found]
 
 
