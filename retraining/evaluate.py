@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from backend.recognizer.openset import features
 
-from .evidence import StrangerEvidence
+from .evidence import StrangerEvidence, merge_groups
 from .stats import upper95
 from .train import class_centres, fit_calibrator, fit_model
 
@@ -361,10 +362,14 @@ def _open_set_folds(people: np.ndarray, seed: int) -> list[np.ndarray]:
     return [perm[i * n_unknown : (i + 1) * n_unknown] for i in range(n_folds)]
 
 
-def person_map(students: np.ndarray, groups: tuple[frozenset[str], ...]) -> dict[str, str]:
-    """student id → the person it stands for: the first id of its group (its own id when not grouped)."""
+def person_map(students: np.ndarray, groups: Sequence[frozenset[str]]) -> dict[str, str]:
+    """student id → the person it stands for: the first id of its group (its own id when not grouped).
+
+    Overlapping groups are one person (:func:`~retraining.evidence.merge_groups`): a student taken
+    for one of a pair that looks enrolled twice stands for the same person as both.
+    """
     out = {str(s): str(s) for s in students}
-    for group in groups:
+    for group in merge_groups(groups):
         members = sorted(g for g in group if g in out)
         for g in members:
             out[g] = members[0]
