@@ -498,7 +498,8 @@ def evaluate_open_set(
         person_of = person_map(students, (*evidence.groups, *(frozenset((a, b)) for a, b, _, _ in taken)))
         correct = correct_under(person_of)
     keep = known | ~np.isin(labels[row], [a for a, _, _, _ in taken])
-    scored = _cross_fitted(F, correct.astype(int), fold, seed, fit=keep)
+    # nobody taken: the same rows and answers as the first pass, so the same confidences
+    scored = _cross_fitted(F, correct.astype(int), fold, seed, fit=keep) if taken else first
     lookalike_conf, lookalikes = scored[~keep], held_as[row[~keep]]
     F, correct, fold, known = F[keep], correct[keep], fold[keep], known[keep]
     Y = correct.astype(int)
