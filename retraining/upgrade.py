@@ -103,12 +103,15 @@ def upgrade_folder(folder: ModelFolder) -> Upgraded:
         probe = _probe(folder, bundle.embedding_dim)
         want_p, _, want_c = bundle.model.recognize(probe)
         atomic_write_json(folder.manifest, new.to_dict())  # last: from here on the loader reads model.npz
-        loaded = load_model_files(directory, require_manifest=True, allow_pickle=False)
-        got_p, _, got_c = loaded.model.recognize(probe)
-        diff = float(max(np.max(np.abs(got_p - want_p)), np.max(np.abs(got_c - want_c))))
-        if diff >= PARITY_TOLERANCE:  # cannot happen unless the files are changed under us: put the old back
-            atomic_write_json(folder.manifest, manifest.to_dict())
-            raise PublishError(f"the converted model answers differently (max difference {diff:.2e})")
+        try:
+            loaded = load_model_files(directory, require_manifest=True, allow_pickle=False)
+            got_p, _, got_c = loaded.model.recognize(probe)
+            diff = float(max(np.max(np.abs(got_p - want_p)), np.max(np.abs(got_c - want_c))))
+            if diff >= PARITY_TOLERANCE:  # cannot happen unless the files are changed under us
+                raise PublishError(f"the converted model answers differently (max difference {diff:.2e})")
+        except (ModelLoadError, PublishError, OSError):
+            atomic_write_json(folder.manifest, manifest.to_dict())  # the old manifest back: served as before
+            raise
     except (ModelLoadError, PublishError, OSError) as err:
         log.warning("Could not upgrade %s: %s", directory, err)
         return Upgraded(directory, None, "failed", str(err))

@@ -70,3 +70,26 @@ def test_a_waiting_candidate_is_upgraded_too(tmp_path: Path) -> None:
     shutil.move(str(old.parent), str(candidate.classifier_dir.parent))
     assert [r.status for r in upgrade.upgrade_all(paths)] == ["already", "upgraded"]
     assert load_model_files(candidate.classifier_dir, require_manifest=True).model_version == "v3"
+
+
+def test_a_conversion_that_fails_after_the_switch_puts_the_old_manifest_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new manifest is written last; if reading the converted files then fails, the folder must
+    still be what it was (served from its pickles on request), not half converted."""
+    paths = OutputPaths.at(tmp_path / "out")
+    publish_fake(paths, "v2")
+    old = _kept_old_version(paths, "v1")
+    manifest_before = (old / "manifest.json").read_bytes()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ModelLoadError("the converted files cannot be read")
+
+    monkeypatch.setattr(upgrade, "load_model_files", refuse)
+    (result,) = [r for r in upgrade.upgrade_all(paths) if r.classifier_dir == old]
+    assert result.status == "failed" and "cannot be read" in result.detail
+    assert (old / "manifest.json").read_bytes() == manifest_before
+    monkeypatch.undo()
+    assert load_model_files(old, allow_pickle=True).model_version == "v1"
+    with pytest.raises(ModelLoadError, match="old format"):
+        load_model_files(old)
