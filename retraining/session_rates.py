@@ -229,13 +229,17 @@ class SessionSummary:
     at_threshold: tuple[SessionRates, ...]  # PresenceRule() at the threshold, for TABLE_FRAMES
     with_rule: tuple[SessionRates, ...]  # ``rule``, for TABLE_FRAMES
     short: SessionRates  # ``rule``, SHORT_FRAMES frames: what the students' floor is judged on
-    target_met: bool  # ``rule`` keeps strangers within max_far of typical sessions (point estimate)
     lookalikes: tuple[str, ...]  # held-out students counted as strangers here, not in the per-photo estimate
 
     @property
     def typical(self) -> SessionRates:
         """``rule``'s rates for a session of TYPICAL_FRAMES frames."""
         return self.with_rule[TABLE_FRAMES.index(TYPICAL_FRAMES)]
+
+    @property
+    def target_met(self) -> bool:
+        """Whether ``rule`` keeps strangers within ``max_far`` of typical sessions (point estimate)."""
+        return self.typical.stranger_marks_present <= self.max_far
 
     @property
     def stricter(self) -> bool:
@@ -341,25 +345,27 @@ def summarize_sessions(open_set: OpenSet | None, threshold: float) -> SessionSum
         return None
     scores = SessionScores.of(open_set)
     plain = PresenceRule()
-    allowed: list[tuple[float, SessionRates, SessionRates]] = []
+    allowed: list[tuple[float, SessionRates]] = []
     for bar in _bars(threshold):
         short = scores.rates(bar, frames=SHORT_FRAMES, rule=plain)
         if allowed and short.enrolled_marked_present < MIN_SESSION_RECOGNITION:
             break  # stricter bars only lose more students
         typical = scores.rates(bar, frames=TYPICAL_FRAMES, rule=plain)
-        allowed.append((bar, short, typical))
+        allowed.append((bar, short))
         if typical.stranger_marks_present <= open_set.max_far:
             break
-    bar, short, typical = allowed[-1]
+    bar, short = allowed[-1]
     rule = replace(plain, min_confidence=bar if bar > threshold else None)
+    at_threshold = tuple(scores.rates(threshold, frames=n, rule=plain) for n in TABLE_FRAMES)
     return SessionSummary(
         threshold=float(threshold),
         max_far=float(open_set.max_far),
         rule=rule,
-        at_threshold=tuple(scores.rates(threshold, frames=n, rule=plain) for n in TABLE_FRAMES),
-        with_rule=tuple(scores.rates(threshold, frames=n, rule=rule) for n in TABLE_FRAMES),
+        at_threshold=at_threshold,
+        with_rule=(
+            at_threshold if rule == plain else tuple(scores.rates(threshold, frames=n, rule=rule) for n in TABLE_FRAMES)
+        ),
         short=short,
-        target_met=typical.stranger_marks_present <= open_set.max_far,
         lookalikes=tuple(sorted({a for a, _, _, _ in open_set.left_out.accepted_as})),
     )
 
