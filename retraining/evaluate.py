@@ -123,7 +123,11 @@ class OpenSet:
     lookalike_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
 
     def row_at(self, threshold: float) -> OpenSetRow:
-        """Recognition, false accepts and their 95 % upper bound at any threshold."""
+        """Recognition, false accepts and their 95 % upper bound at any threshold (the fine sweep's
+        row where it has one: the recommended threshold always is)."""
+        for row in self.fine_sweep:
+            if row.threshold == threshold:
+                return row
         return open_set_sweep(
             self.known_confidence,
             self.known_correct,
@@ -506,10 +510,10 @@ def evaluate_open_set(
     conf = scored[keep]
     strangers = held_as[row[keep][~known]]
     ratio = len(students) / float(np.mean(enrolled_per_fold))
-    sweep = open_set_sweep(conf[known], correct[known], conf[~known], unknown_people=strangers, enrolled_ratio=ratio)
     fine = open_set_sweep(
         conf[known], correct[known], conf[~known], FINE_THRESHOLDS, unknown_people=strangers, enrolled_ratio=ratio
     )
+    sweep = [r for r in fine if r.threshold in THRESHOLDS]  # the report's table: rows of the fine sweep
     reasons = Counter(r for r in evidence.unfair if r)
     left_out = LeftOut(
         held_together=tuple(tuple(sorted(g)) for g in evidence.groups if set(g) <= set(students.tolist())),
