@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.lfw_enrollment import Enrollment, Mistakes, make_enrollment, stranger_photos
+from bench.lfw_enrollment import Enrollment, Mistakes, embed_all, make_enrollment, measure, stranger_photos
 
 SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 LFW, STRANGERS = SHARED / "lfw", SHARED / "lfw_strangers"
@@ -44,59 +43,8 @@ RESULTS = ROOT / "bench" / "results"
 CURVE = (0.5, 0.7, 0.8, 0.9, 0.95)
 
 
-@dataclass(frozen=True)
-class Measured:
-    threshold: float
-    recognised: float  # unseen photos of enrolled people accepted as (one of) their own folder(s)
-    wrong_student: float  # ... accepted as somebody else
-    strangers: float  # never-enrolled people's photos accepted as anybody
-    n_unseen: int
-    n_strangers: int
-
-
 def backend_args() -> list[str]:
     return ["--detector", "scrfd", "--detector-model", str(DETECTOR), "--embedder", "dlib", "--device", "cpu"]
-
-
-def embed_all(photos: list[Path], cache_dir: Path) -> dict[Path, np.ndarray]:
-    """Embedding of every photo with a face, through the suite's extraction and its cache."""
-    from backend.recognizer.backends import BackendConfig
-    from retraining.dataset import ImageRecord
-    from retraining.extract import extract_with_models
-
-    config = BackendConfig(
-        detector="scrfd", detector_model=str(DETECTOR), embedder="dlib", device="cpu", detector_sessions=2
-    )
-    run = extract_with_models([ImageRecord(p, "x", "x") for p in photos], config, cache_dir, workers=2, progress=False)
-    return {Path(r.path): v for r, v in zip(run.extraction.records, run.extraction.embeddings)}
-
-
-def measure(
-    out: Path,
-    enrollment: Enrollment,
-    vectors: dict[Path, np.ndarray],
-    strangers: list[Path],
-    thresholds: tuple[float, ...],
-) -> list[Measured]:
-    """Recognition, wrong student and strangers accepted, through the loader, at each threshold."""
-    from backend.recognizer import FaceRecognizer
-
-    recognizer = FaceRecognizer.load(out, device="cpu")
-    unseen = [(person, p) for person, photos in enrollment.unseen.items() for p in photos if p in vectors]
-    known = recognizer.classify(np.stack([vectors[p] for _, p in unseen]), threshold=0.0, top_k=1)
-    odd = recognizer.classify(np.stack([vectors[p] for p in strangers if p in vectors]), threshold=0.0, top_k=1)
-    rows = []
-    for t in thresholds:
-        right = wrong = 0
-        for (person, _), r in zip(unseen, known):
-            if r.confidence >= t:
-                if r.top_k[0].student_id in {f.split("_")[0] for f in enrollment.folders_of(person)}:
-                    right += 1
-                else:
-                    wrong += 1
-        accepted = sum(r.confidence >= t for r in odd)
-        rows.append(Measured(t, right / len(known), wrong / len(known), accepted / len(odd), len(known), len(odd)))
-    return rows
 
 
 def run_one(
@@ -215,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     strangers = stranger_photos(STRANGERS)
     print(f"Embedding every LFW photo once (cache {cache_dir}) ...", flush=True)
     t = time.perf_counter()
-    vectors = embed_all(sorted(LFW.glob("*/*.jpg")) + strangers, cache_dir)
+    vectors = embed_all(sorted(LFW.glob("*/*.jpg")) + strangers, cache_dir, DETECTOR)
     print(f"  {len(vectors)} photos with a face, {time.perf_counter() - t:.0f} s")
     kinds = [("clean", Mistakes.none()), ("planted", Mistakes())]
     results = []

@@ -7,6 +7,9 @@ enrolled person, photos the run never sees (the "new photos" a classroom camera 
 so that every estimate the suite makes can be checked through the loader against data it
 never saw: those unseen photos, and the people in ``lfw_strangers`` who are never enrolled.
 
+``embed_all`` embeds photos once through the suite's extraction, and ``measure`` reads a
+published model through the loader on the photos the run never saw.
+
 Used by ``bench/bench_open_set.py`` and by the tests of the stranger estimate.
 """
 
@@ -119,3 +122,56 @@ def make_enrollment(
 def stranger_photos(lfw_strangers: Path) -> list[Path]:
     """Every photo of the people who are never enrolled."""
     return sorted(lfw_strangers.glob("*/*.jpg"))
+
+
+@dataclass(frozen=True)
+class Measured:
+    threshold: float
+    recognised: float  # unseen photos of enrolled people accepted as (one of) their own folder(s)
+    wrong_student: float  # ... accepted as somebody else
+    strangers: float  # never-enrolled people's photos accepted as anybody
+    n_unseen: int
+    n_strangers: int
+
+
+def embed_all(photos: list[Path], cache_dir: Path, detector: Path) -> dict[Path, np.ndarray]:
+    """Embedding of every photo with a face (SCRFD ``detector`` + dlib), through the suite's
+    extraction and its cache in ``cache_dir``."""
+    from backend.recognizer.backends import BackendConfig
+    from retraining.dataset import ImageRecord
+    from retraining.extract import extract_with_models
+
+    config = BackendConfig(
+        detector="scrfd", detector_model=str(detector), embedder="dlib", device="cpu", detector_sessions=2
+    )
+    run = extract_with_models([ImageRecord(p, "x", "x") for p in photos], config, cache_dir, workers=2, progress=False)
+    return {Path(r.path): v for r, v in zip(run.extraction.records, run.extraction.embeddings)}
+
+
+def measure(
+    out: Path,
+    enrollment: Enrollment,
+    vectors: dict[Path, np.ndarray],
+    strangers: list[Path],
+    thresholds: tuple[float, ...],
+) -> list[Measured]:
+    """Recognition, wrong student and strangers accepted, through the loader, at each threshold
+    (an answer is accepted when its confidence is at least the threshold, as the loader decides)."""
+    from backend.recognizer import FaceRecognizer
+
+    recognizer = FaceRecognizer.load(out, device="cpu")
+    unseen = [(person, p) for person, photos in enrollment.unseen.items() for p in photos if p in vectors]
+    known = recognizer.classify(np.stack([vectors[p] for _, p in unseen]), threshold=0.0, top_k=1)
+    odd = recognizer.classify(np.stack([vectors[p] for p in strangers if p in vectors]), threshold=0.0, top_k=1)
+    rows = []
+    for t in thresholds:
+        right = wrong = 0
+        for (person, _), r in zip(unseen, known):
+            if r.confidence >= t:
+                if r.top_k[0].student_id in {f.split("_")[0] for f in enrollment.folders_of(person)}:
+                    right += 1
+                else:
+                    wrong += 1
+        accepted = sum(r.confidence >= t for r in odd)
+        rows.append(Measured(t, right / len(known), wrong / len(known), accepted / len(odd), len(known), len(odd)))
+    return rows

@@ -22,7 +22,7 @@ from conftest import LFW, LFW_STRANGERS, SCRFD_WEIGHTS, require_shared_data
 from markupsafe import escape
 from scipy.stats import binomtest
 
-from bench.lfw_enrollment import Enrollment, Mistakes, make_enrollment, stranger_photos
+from bench.lfw_enrollment import Enrollment, Mistakes, embed_all, make_enrollment, measure, stranger_photos
 from retraining import gate
 from retraining.evaluate import (
     _people_bootstrap_upper95,
@@ -171,6 +171,10 @@ def test_a_student_enrolled_twice_is_held_out_as_one_person() -> None:
 # ----------------------------------------------------------------------------- real photos, through the loader
 
 
+#: The mistakes planted into the enrollment of the "planted" runs.
+PLANTED = Mistakes(split_people=3, moved_share=0.05, copied_files=3)
+
+
 @dataclass
 class LfwEnrollmentRun:
     cache_dir: Path
@@ -181,27 +185,13 @@ class LfwEnrollmentRun:
 @pytest.fixture(scope="module")
 def lfw_enrollment(tmp_path_factory: pytest.TempPathFactory) -> LfwEnrollmentRun:
     """40 LFW people x 14 photos and the 300 never-enrolled people, embedded once (SCRFD 2.5g + dlib)."""
-    from backend.recognizer.backends import BackendConfig
-    from retraining.dataset import ImageRecord
-    from retraining.extract import extract_with_models
-
     for path in (LFW, LFW_STRANGERS, SCRFD_WEIGHTS):
         require_shared_data(path)
     strangers = stranger_photos(LFW_STRANGERS)
-    enrolled = [p for person, ps in _enrollment(Mistakes.none()).unseen.items() for p in ps]
-    enrolled += [p for ps in _enrollment(Mistakes.none()).folders.values() for p in ps]
+    clean = _enrollment(Mistakes.none())
+    enrolled = [p for ps in clean.unseen.values() for p in ps] + [p for ps in clean.folders.values() for p in ps]
     cache_dir = tmp_path_factory.mktemp("lfw_enrollment") / "cache"
-    config = BackendConfig(
-        detector="scrfd",
-        detector_model=str(SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"),
-        embedder="dlib",
-        device="cpu",
-        detector_sessions=2,
-    )
-    run = extract_with_models(
-        [ImageRecord(p, "x", "x") for p in [*enrolled, *strangers]], config, cache_dir, workers=2, progress=False
-    )
-    vectors = {Path(r.path): v for r, v in zip(run.extraction.records, run.extraction.embeddings)}
+    vectors = embed_all([*enrolled, *strangers], cache_dir, SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx")
     return LfwEnrollmentRun(cache_dir, vectors, strangers)
 
 
@@ -224,32 +214,15 @@ def _retrain(tmp: Path, enrollment: Enrollment, fixture: LfwEnrollmentRun, *extr
     return out, json.loads((out / "models" / "metrics.json").read_text()), printed.getvalue()
 
 
-def _measured(out: Path, enrollment: Enrollment, fixture: LfwEnrollmentRun) -> tuple[float, float, float]:
-    """(recognised, wrong student, strangers accepted) at the published threshold, through the loader."""
-    from backend.recognizer import FaceRecognizer
-
-    recognizer = FaceRecognizer.load(out, device="cpu")
-    unseen = [(person, p) for person, ps in enrollment.unseen.items() for p in ps if p in fixture.vectors]
-    answers = recognizer.classify(np.stack([fixture.vectors[p] for _, p in unseen]))
-    right = wrong = 0
-    for (person, _), r in zip(unseen, answers):
-        if r.accepted:
-            ids = {f.split("_")[0] for f in enrollment.folders_of(person)}
-            right += r.student_id in ids
-            wrong += r.student_id not in ids
-    odd = recognizer.classify(np.stack([fixture.vectors[p] for p in fixture.strangers if p in fixture.vectors]))
-    return right / len(answers), wrong / len(answers), sum(r.accepted for r in odd) / len(odd)
-
-
-@pytest.mark.parametrize(
-    "mistakes", [Mistakes.none(), Mistakes(split_people=3, moved_share=0.05, copied_files=3)], ids=["clean", "planted"]
-)
+@pytest.mark.parametrize("mistakes", [Mistakes.none(), PLANTED], ids=["clean", "planted"])
 def test_published_threshold_recognises_students_and_keeps_strangers_out(
     tmp_path: Path, lfw_enrollment: LfwEnrollmentRun, mistakes: Mistakes
 ) -> None:
     enrollment = _enrollment(mistakes)
     out, metrics, printed = _retrain(tmp_path, enrollment, lfw_enrollment)
-    recognised, wrong, strangers = _measured(out, enrollment, lfw_enrollment)
+    # at the published threshold, through the loader
+    (at,) = measure(out, enrollment, lfw_enrollment.vectors, lfw_enrollment.strangers, (metrics["threshold"],))
+    recognised, wrong, strangers = at.recognised, at.wrong_student, at.strangers
     verdict = metrics["verdict"]
     # the decision: students recognised, strangers and wrong names rare (measured on photos the run never saw)
     assert recognised >= 0.90, (metrics["threshold"], recognised)
@@ -279,7 +252,7 @@ def test_a_threshold_that_turns_students_away_is_said_first_and_everywhere_alike
 ) -> None:
     """Strangers kept out by turning most students away: the summary's first line and report.html's verdict
     say so, with the likely cause and a trade-off; "met" agrees in the summary, the report and metrics.json."""
-    enrollment = _enrollment(Mistakes(split_people=3, moved_share=0.05, copied_files=3))
+    enrollment = _enrollment(PLANTED)
     out, metrics, printed = _retrain(tmp_path, enrollment, lfw_enrollment, "--threshold", "0.999")
     verdict = metrics["verdict"]
     assert verdict["recognition_poor"] and verdict["target_met"] is True
