@@ -340,16 +340,14 @@ def test_every_skip_is_in_the_csv_and_the_report(run: Run) -> None:
     assert run.metrics["counts"]["images_skipped"] == len(run.skipped)
 
 
-def test_exif_rotation_was_applied_before_detection(run: Run) -> None:
+def test_exif_rotation_was_applied_before_detection(run: Run, mtcnn_detector) -> None:
     """phone.jpg is embedded; its raw (sideways) pixels hold no face MTCNN can find."""
-    from backend.recognizer.backends import BackendConfig, build_detector
     from backend.recognizer.faces import detect_faces
 
     with Image.open(run.data / ADA / "phone.jpg") as img:
         assert img.getexif().get(0x0112) == 6
         raw = np.asarray(img.convert("RGB"))  # PIL does NOT apply the orientation by itself
-    detector = build_detector(BackendConfig(detector="mtcnn", embedder="dlib", device="cpu"))
-    found, _ = detect_faces(detector, raw)
+    found, _ = detect_faces(mtcnn_detector, raw)
     assert found == [], "precondition: the sideways photo must be undetectable unless rotated"
     assert str(run.data / ADA / "phone.jpg") not in run.skipped
 

@@ -23,7 +23,6 @@ from conftest import OFFLINE_ARGS, ORL, ROOT, make_orl_tree, require_shared_data
 from fakes import current_version, failing_replace, make_stage, publish_fake
 
 import retrain_model
-from backend.recognizer.backends import BackendConfig, build_detector, build_embedder
 from backend.recognizer.hashing import sha256_bytes
 from backend.recognizer.loader import FaceRecognizer, verify_model_dir
 from backend.recognizer.paths import OutputPaths
@@ -41,9 +40,9 @@ NEWLINE_FOLDER = "STU006_New\nLine"
 
 
 @pytest.fixture(scope="module")
-def engines():
-    config = BackendConfig(detector="mtcnn", embedder="dlib", device="cpu")
-    return build_detector(config), build_embedder(config)
+def engines(mtcnn_detector, dlib_embedder):
+    """The session's MTCNN + dlib (what BackendConfig(detector="mtcnn", embedder="dlib") builds)."""
+    return mtcnn_detector, dlib_embedder
 
 
 # --------------------------------------------------------------------------- special files and names
