@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ def classifier(n_students: int):
     model = fit_model(X, y)
     proba, pred, _ = model.recognize(X)
     calibrator = fit_calibrator(features(proba, X, model.open_set.centres), pred == y)
-    return fit_model(X, y, open_set_calibrator=calibrator).model
+    return replace(model, open_set_calibrator=calibrator).model
 
 
 def frame_stages(bgr, fixed, detector, eager, embedder, model, repeat: int) -> list[tuple[str, float, float]]:
