@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import OLD_RELEASE_FIXTURE
 
 from backend.recognizer import AttendanceSession, FaceRecognizer, PresenceRule, Recognition
 from backend.recognizer.paths import OutputPaths
@@ -21,14 +21,12 @@ from retraining.session_rates import (
     summarize_sessions,
 )
 
-FIXTURE = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
-
 
 @pytest.fixture(scope="module")
 def open_set():
     """The open-set folds of 6 real ORL students (dlib embeddings stored with release 1.0's model)."""
-    X = np.load(FIXTURE / "models" / "X.npy")
-    y = np.load(FIXTURE / "models" / "y.npy").astype(str)
+    X = np.load(OLD_RELEASE_FIXTURE / "models" / "X.npy")
+    y = np.load(OLD_RELEASE_FIXTURE / "models" / "y.npy").astype(str)
     result = evaluate_open_set(X, y, seed=0)
     assert result is not None
     return result
@@ -139,8 +137,8 @@ def test_a_student_enrolled_twice_counts_as_a_stranger_for_sessions_within_the_s
     folder again and again. The per-photo estimate leaves them out (one person); the session rule
     counts them as a look-alike stranger, cannot get them under the target, and so goes as strict
     as the students allow, and says so."""
-    X = np.load(FIXTURE / "models" / "X.npy")
-    y = np.load(FIXTURE / "models" / "y.npy").astype(str)
+    X = np.load(OLD_RELEASE_FIXTURE / "models" / "X.npy")
+    y = np.load(OLD_RELEASE_FIXTURE / "models" / "y.npy").astype(str)
     split = np.flatnonzero(y == "STU001")[::2]
     y = y.copy()
     y[split] = "STU007"  # half of STU001's photos in a second folder

@@ -12,24 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ORL, ROOT, require_shared_data
+from conftest import OLD_RELEASE_FIXTURE, ORL, require_shared_data
 
 from backend.recognizer import AttendanceSession, FaceRecognizer, PresenceRule, Recognition
 from backend.recognizer.session import FaceKind, frame_kinds
 
-FIXTURE = ROOT / "tests" / "fixtures" / "model_1_0_orl6"
-
 
 @pytest.fixture(scope="module")
 def recognizer() -> FaceRecognizer:
-    return FaceRecognizer.load(FIXTURE, require_manifest=True, device="cpu", allow_pickle=True)  # release 1.0
+    return FaceRecognizer.load(
+        OLD_RELEASE_FIXTURE, require_manifest=True, device="cpu", allow_pickle=True
+    )  # release 1.0
 
 
 @pytest.fixture(scope="module")
 def faces(recognizer: FaceRecognizer) -> dict[str, list[Recognition]]:
     """Student id → the model's recognitions of that student's 8 real ORL face embeddings."""
-    X = np.load(FIXTURE / "models" / "X.npy")
-    y = np.load(FIXTURE / "models" / "y.npy").astype(str)
+    X = np.load(OLD_RELEASE_FIXTURE / "models" / "X.npy")
+    y = np.load(OLD_RELEASE_FIXTURE / "models" / "y.npy").astype(str)
     out: dict[str, list[Recognition]] = {}
     for student in np.unique(y):
         out[str(student)] = recognizer.classify(X[y == student])
