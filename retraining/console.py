@@ -14,7 +14,7 @@ def format_summary(result: RunResult) -> str:
     s = result.summary
     ev = s.evaluation
     title = "Retraining finished" if result.published else "Retraining finished: model NOT published (--review)"
-    verdict = s.stranger_verdict
+    verdict = s.verdict
     headline = verdict.headline()
     skipped_folders = len(s.index.skipped_student_folders())
     folders = len(s.index.students) + skipped_folders
@@ -53,7 +53,7 @@ def format_summary(result: RunResult) -> str:
             f"  recognition        : {verdict.recognition_rate:.1%} of students' photos recognised at {fmt_threshold(s.threshold)}"
             + (" - too few, see the report" if verdict.recognition_poor else "")
         )
-    sessions = s.session_summary
+    sessions = s.sessions
     if sessions is not None:
         t = sessions.typical
         lines.append(

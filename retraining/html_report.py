@@ -98,7 +98,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         for st in s.index.students
     ]
     gate = s.gate
-    headline = s.stranger_verdict.headline()
+    headline = s.verdict.headline()
     if headline and (gate is None or gate.publish):
         verdict, verdict_class = headline + " " + _advice(s), "poor"
     elif gate is None or gate.passed:
@@ -125,8 +125,8 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
             "Not measured: at least 3 students are needed."
             if ev.open_set is None
             else f"At the threshold in use, {fmt_threshold(s.threshold)}, "
-            + stranger_sentence(s.stranger_verdict, ev.open_set.n_unknown_photos)
-            + (s.session_summary.sentence() if s.session_summary is not None else "")
+            + stranger_sentence(s.verdict, ev.open_set.n_unknown_photos)
+            + (s.sessions.sentence() if s.sessions is not None else "")
         ),
         "gate": list(gate.checks) if gate is not None else [],
         "fixes": fixes,
@@ -154,7 +154,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
 
 def _advice(s: RunSummary) -> str:
     """Likely cause, trade-off and what to do, after a headline that says something is wrong."""
-    v = s.stranger_verdict
+    v = s.verdict
     text = f"Likely cause: {v.cause_text()}."
     if v.tradeoffs:
         text += f" Trade-off: {v.tradeoff_text()}."

@@ -272,13 +272,13 @@ def model_metadata(
             accuracy=ev.accuracy,
             n_train=ev.n_train,
             n_test=ev.n_test,
-            stranger_target_met=s.stranger_verdict.target_met,
+            stranger_target_met=s.verdict.target_met,
             embeddings_distinct=separated,
         ),
         quality_gate=s.gate.record() if s.gate is not None else None,
         forced=bool(s.gate is not None and s.gate.forced),
         weights_warnings=tuple(s.weights_warnings),
-        session_rule=s.session_summary.rule if s.session_summary is not None else PresenceRule(),
+        session_rule=s.sessions.rule if s.sessions is not None else PresenceRule(),
     )
 
 

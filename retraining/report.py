@@ -24,9 +24,9 @@ from .gate import GateDecision
 from .heldout import Heldout
 from .publish import Stage
 from .quality import Finding, FindingKind
-from .session_rates import SessionSummary, summarize_sessions
+from .session_rates import SessionSummary
 from .subfolders import subfolder_counts
-from .verdict import Verdict, fmt_threshold, one_in, stranger_verdict, strangers_in_words
+from .verdict import Verdict, fmt_threshold, one_in, strangers_in_words
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +55,19 @@ class RunSummary:
     excluded_students: list[str]
     duplicate_groups: list[list[Path]]
     timings: dict[str, float]
+    verdict: Verdict  # stranger safety and recognition at the threshold in use (one derivation)
+    sessions: SessionSummary | None  # the session rule the model records and its rates (None: no open set)
     prior_artifacts: list[Path] = field(default_factory=list)
     library_versions: dict[str, str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)  # file names relative to models/
     gate: GateDecision | None = None  # the quality gate's decision (None: not run, e.g. in old tests)
     weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
-    verdict: Verdict | None = None  # stranger safety and recognition at the threshold in use (one derivation)
-    sessions: SessionSummary | None = None  # the session rule the model records and its rates (one derivation)
 
     @property
     def face_models(self) -> FaceModels:
         """The run's face models, typed (``models`` is the same as a dict, for metrics.json)."""
         return FaceModels.from_dict(self.models)
-
-    @property
-    def stranger_verdict(self) -> Verdict:
-        """:attr:`verdict`, or derived here for a summary built without one (the same function either way)."""
-        return self.verdict or stranger_verdict(self.evaluation, self.threshold, self.findings)
-
-    @property
-    def session_summary(self) -> SessionSummary | None:
-        """:attr:`sessions`, or derived here for a summary built without one (None: no open set measured)."""
-        return self.sessions or summarize_sessions(self.evaluation.open_set, self.threshold)
 
     @property
     def all_skipped(self) -> list[tuple[Path, str]]:
@@ -236,7 +226,7 @@ def gate_lines(s: RunSummary) -> list[str]:
 
 def verdict_lines(s: RunSummary) -> list[str]:
     """The report's first section: is the model usable, and if not, why and what else could be chosen."""
-    v = s.stranger_verdict
+    v = s.verdict
     headline = v.headline()
     lines = [f"  {headline or 'The model recognises the students and keeps strangers out at the threshold in use.'}"]
     if v.measured:
@@ -257,7 +247,7 @@ def verdict_lines(s: RunSummary) -> list[str]:
 
 def session_report_lines(s: RunSummary) -> list[str]:
     """ATTENDANCE SESSIONS: the session rule's rates, or why there are none."""
-    summary = s.session_summary
+    summary = s.sessions
     if summary is None:
         return ["  not measured: at least 3 students with usable photos are needed"]
     return summary.lines()
@@ -265,7 +255,7 @@ def session_report_lines(s: RunSummary) -> list[str]:
 
 def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path]) -> None:
     ev, ex, idx, fm = s.evaluation, s.extraction, s.index, s.face_models
-    verdict = s.stranger_verdict
+    verdict = s.verdict
     counts = ex.counts()
     lines = [
         "SmartAttendance face recognition - training report",
@@ -411,9 +401,9 @@ def metrics_dict(s: RunSummary) -> dict:
         "several_faces": [{"path": str(p), "faces": n} for p, n in s.several_faces],
         "skipped": [{"path": str(p), "reason": r} for p, r in s.all_skipped],
         "nonconforming_folders": s.index.nonconforming_folders,
-        "open_set": open_set_dict(ev, s.stranger_verdict),
-        "verdict": s.stranger_verdict.to_dict(),
-        "session": None if s.session_summary is None else s.session_summary.to_dict(),
+        "open_set": open_set_dict(ev, s.verdict),
+        "verdict": s.verdict.to_dict(),
+        "session": None if s.sessions is None else s.sessions.to_dict(),
         "data_quality": [asdict(f) for f in s.findings],
         "plots": [str(p) for p in s.plots],
         "timings_s": s.timings,
@@ -518,7 +508,7 @@ def write_skipped_csv(path: Path, s: RunSummary) -> None:
 
 
 def _stranger_sentence(s: RunSummary) -> str:
-    v = s.stranger_verdict
+    v = s.verdict
     os_ = s.evaluation.open_set
     if not v.measured or os_ is None:
         return "Not measured (needs at least 3 students)."
