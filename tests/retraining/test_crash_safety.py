@@ -51,9 +51,7 @@ def tiny_tree(dst: Path) -> Path:
     return dst
 
 
-def start_child(
-    point: str, data: Path, root: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, Path, Path]:
+def start_child(point: str, data: Path, root: Path, workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
     """Start retrain_model.py in a child that stops at ``point`` (see crash_harness.py)."""
     marker = workdir / f"{point}.reached"
     log = workdir / f"{point}.log"
@@ -75,7 +73,6 @@ def start_child(
             cwd=ROOT,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
         )
     return proc, marker, log
 
@@ -96,11 +93,9 @@ def wait_until_reached(proc: subprocess.Popen, marker: Path, log: Path, point: s
     assert int(marker.read_text()) == proc.pid
 
 
-def start_until(
-    point: str, data: Path, root: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, Path, Path]:
+def start_until(point: str, data: Path, root: Path, workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
     """Start retrain_model.py in a child stopped at ``point``; return once it is there."""
-    proc, marker, log = start_child(point, data, root, workdir, *extra, env=env)
+    proc, marker, log = start_child(point, data, root, workdir, *extra)
     wait_until_reached(proc, marker, log, point)
     return proc, marker, log
 
