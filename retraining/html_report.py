@@ -124,8 +124,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         "stranger": (
             "Not measured: at least 3 students are needed."
             if ev.open_set is None
-            else f"At the threshold in use, {fmt_threshold(s.threshold)}, "
-            + stranger_sentence(s.verdict, ev.open_set.n_unknown_photos)
+            else stranger_sentence(s.verdict, ev.open_set.n_unknown_photos)
             + (s.sessions.sentence() if s.sessions is not None else "")
         ),
         "gate": list(gate.checks) if gate is not None else [],

@@ -139,9 +139,7 @@ def open_set_lines(ev: Evaluation, verdict: Verdict) -> list[str]:
         "photos being accepted together."
     )
     lines += left_out_lines(os_)
-    lines.append(
-        f"  => At the threshold in use, {fmt_threshold(verdict.threshold)}, {stranger_sentence(verdict, os_.n_unknown_photos)}"
-    )
+    lines.append(f"  => {stranger_sentence(verdict, os_.n_unknown_photos)}")
     return lines
 
 
@@ -172,9 +170,11 @@ def left_out_lines(os_: OpenSet) -> list[str]:
 
 
 def stranger_sentence(verdict: Verdict, n_unknown: int) -> str:
-    """What stranger safety means at the verdict's threshold, in one sentence that never contradicts itself."""
+    """What stranger safety means at the verdict's threshold, in one sentence that never contradicts itself
+    (the report, report.html and MODEL_README.md all say it so)."""
     text = (
-        f"a stranger is marked present as some student in {_pct(verdict.false_accept_rate)} of cases "
+        f"At the threshold in use, {fmt_threshold(verdict.threshold)}, a stranger is marked present as some "
+        f"student in {_pct(verdict.false_accept_rate)} of cases "
         f"({strangers_in_words(verdict.false_accept_rate)}; measured on {n_unknown} photos; with 95% confidence at most "
         f"{_pct(verdict.false_accept_upper95)}); target <= {verdict.max_far:.1%}: "
         f"{'met' if verdict.target_met else 'NOT met'}; {_pct(verdict.recognition_rate)} of enrolled students' "
@@ -512,7 +512,7 @@ def _stranger_sentence(s: RunSummary) -> str:
     os_ = s.evaluation.open_set
     if not v.measured or os_ is None:
         return "Not measured (needs at least 3 students)."
-    return f"At the threshold in use, {fmt_threshold(v.threshold)}, " + stranger_sentence(v, os_.n_unknown_photos)
+    return stranger_sentence(v, os_.n_unknown_photos)
 
 
 def _gate_sentence(s: RunSummary) -> str:
