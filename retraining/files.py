@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
+import errno
 import functools
 import io
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import joblib
+
+from backend.recognizer.paths import CLASSIFIER_DIR_NAME
 
 from .errors import DiskSpaceError
 
@@ -68,13 +73,17 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to a temp file beside ``path``, fsync it, then ``os.replace`` it into place.
+
+    The file is owner-only (0600), never readable by others even for a moment; in a ``Classifier/``
+    folder it is 0640 (umask permitting): the web backend may run as another account, in the
+    folder's group, and must READ the model. Missing folders are made with :func:`private_mkdir`.
+    """
+    private_mkdir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600
     try:
-        # mkstemp creates 0600: the backend may run as another user and must be able to READ
-        # the model; writing stays with the admin (umask decides, like any normal file)
-        os.chmod(tmp, 0o666 & ~_umask())
+        if path.parent.name == CLASSIFIER_DIR_NAME:
+            os.chmod(tmp, SHARED_FILE_MODE & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -89,6 +98,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+#: Modes of what the suite writes, before the umask (which can only narrow them): owner only, except
+#: the published model, which the backend's account (the folder's group) reads. See retraining/modes.py.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+SHARED_FILE_MODE = 0o640
+SHARED_DIR_MODE = 0o750
+
+
+def private_mkdir(path: Path, mode: int = PRIVATE_DIR_MODE) -> None:
+    """``mkdir -p path``: every folder it creates gets ``mode`` (owner only by default), a folder
+    named ``Classifier`` :data:`SHARED_DIR_MODE`. Folders that exist are left as they are."""
+    missing: list[Path] = []
+    p = path
+    while not os.path.lexists(p) and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, SHARED_DIR_MODE if folder.name == CLASSIFIER_DIR_NAME else mode)
+        except FileExistsError:  # made meanwhile by another process: fine if it is a folder
+            if not folder.is_dir():
+                raise
+    if not missing and not path.is_dir():
+        raise FileExistsError(errno.EEXIST, "not a folder", str(path))
 
 
 def joblib_bytes(obj: Any) -> bytes:
@@ -151,3 +186,27 @@ def require_free_space(folder: Path, needed: int) -> None:
 
 def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
+
+
+# --------------------------------------------------------------------------- CSV
+
+#: First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) read a cell as a
+#: formula, or that hide one behind them (OWASP "CSV injection"): a student folder named ``=1+1``.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(cell: object) -> object:
+    """``cell`` as it goes into one of our CSV files: text that a spreadsheet would run as a formula
+    gets a leading ``'`` (shown as plain text there); numbers we write (``-3``) stay numbers."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a CSV of names, paths and reasons: UTF-8 (a name that is not valid UTF-8 escaped, see
+    :data:`ESCAPE`), every text cell passed through :func:`csv_safe`."""
+    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
+        writer = csv.writer(fh)
+        writer.writerow([csv_safe(c) for c in header])
+        writer.writerows([csv_safe(c) for c in row] for row in rows)

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from .files import ESCAPE
+from .files import ESCAPE, atomic_write_bytes
 from .quality import Finding, FindingKind
 from .report import MAX_LISTED_PER_KIND, RunSummary, stranger_sentence
 from .thumbnails import png_data_uri
@@ -146,9 +146,8 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         ),
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    path.write_text(
-        env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context), encoding="utf-8", errors=ESCAPE
-    )
+    page = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
+    atomic_write_bytes(path, page.encode("utf-8", errors=ESCAPE))  # owner-only: it shows students' faces
 
 
 def _advice(s: RunSummary) -> str:

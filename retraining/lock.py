@@ -9,6 +9,8 @@ run in the message of a run that has to stop.
 Every command that changes the output layout takes this lock, so taking it is where the layout
 is checked for links (:func:`~retraining.publish.refuse_links`), before the lock file itself is
 created: nothing is ever written or deleted through a link to somewhere outside the output root.
+Taking and releasing it also tightens the modes of everything under the output folders
+(:func:`~retraining.modes.restrict_modes`): owner-only, except the published model.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import filelock
 from backend.recognizer.paths import OutputPaths
 
 from .errors import LockError
-from .files import atomic_write_json
+from .files import PRIVATE_FILE_MODE, SHARED_DIR_MODE, atomic_write_json, private_mkdir
+from .modes import restrict_modes
 from .publish import refuse_links
 
 log = logging.getLogger(__name__)
@@ -42,11 +45,11 @@ class RetrainLock:
         self.paths = paths
         self.timeout = max(0.0, timeout)
         self.poll = poll
-        self._lock = filelock.FileLock(paths.lock_file, thread_local=False)
+        self._lock = filelock.FileLock(paths.lock_file, mode=PRIVATE_FILE_MODE, thread_local=False)
 
     def acquire(self) -> None:
         refuse_links(self.paths)  # before the lock file is created: nothing is written through a link
-        self.paths.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(self.paths.lock_file.parent, SHARED_DIR_MODE)  # backend/models: the way to Classifier/
         try:
             self._lock.acquire(timeout=self.timeout, poll_interval=self.poll)
         except filelock.Timeout:
@@ -64,13 +67,26 @@ class RetrainLock:
             atomic_write_json(self.paths.lock_owner_file, info)
         except OSError as err:  # only the message of a waiting run needs it
             log.debug("could not record the lock owner: %s", err)
+        self._restrict()  # what an earlier release or a crashed run left readable by others
 
     def release(self) -> None:
         if not self._lock.is_locked:
             return
         with contextlib.suppress(OSError):
             self.paths.lock_owner_file.unlink()
-        self._lock.release()
+        try:
+            self._restrict()  # still holding the lock: no other run is changing the layout
+        finally:
+            self._lock.release()
+
+    def _restrict(self) -> None:
+        try:
+            changed = restrict_modes(self.paths)
+        except Exception as err:  # never fatal: the next lock-taking command tries again
+            log.warning("Could not check who may read the output folders (%s)", err)
+            return
+        if changed:
+            log.debug("restricted who may read %d files and folders under %s", changed, self.paths.root)
 
     def __enter__(self) -> RetrainLock:
         self.acquire()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import stat
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from backend.recognizer.errors import RetrainError
 from backend.recognizer.paths import OutputPaths
 
 from .errors import DiskSpaceError, ModelRefusedError
+from .files import ESCAPE, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +97,38 @@ def _on(err: OSError) -> str:
 
 
 def write_error_log(err: BaseException, paths: OutputPaths) -> Path:
-    """Write the traceback to ``models/retrain_error.log`` (or the temp folder if that fails)."""
+    """Write the traceback to ``models/retrain_error.log`` (or the temp folder if that fails).
+
+    It names students' photos: owner-only (0600), never written through a link, and in the shared
+    temp folder never into a file that another account made.
+    """
     text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     for target in (paths.error_log, Path(tempfile.gettempdir()) / "smartattendance_retrain_error.log"):
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            if not target.parent.is_dir():  # models/ (the output root itself is not made for a log)
+                os.mkdir(target.parent, PRIVATE_DIR_MODE)
+            _write_private(target, text.encode("utf-8", errors=ESCAPE))
             return target
         except OSError:
             continue
     log.warning("Could not write a details file anywhere; the details:\n%s", text)
     return Path("(not written: no writable folder)")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as an owner-only file (an existing one is made 0600 first)."""
+    no_link = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # nor wait on a FIFO put there
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | no_link | getattr(os, "O_BINARY", 0), PRIVATE_FILE_MODE)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise IsADirectoryError(errno.EINVAL, "not a regular file", str(path))
+        if hasattr(os, "fchmod"):  # POSIX
+            if info.st_uid != os.getuid():
+                raise PermissionError(errno.EACCES, "made by another account", str(path))
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        os.ftruncate(fd, 0)
+        with os.fdopen(fd, "wb", closefd=False) as fh:
+            fh.write(data)
+    finally:
+        os.close(fd)

@@ -7,12 +7,15 @@ caller's own plotting, or another thread, would share.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .evaluate import Evaluation
+from .files import atomic_write_bytes, private_mkdir
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,13 @@ def _figure(width: float, height: float):  # type: ignore[no-untyped-def]
 
     fig = Figure(figsize=(width, height))
     return fig, fig.subplots()
+
+
+def _save(fig: Any, path: Path) -> None:
+    """The figure as PNG, written owner-only like every output (it shows students' names)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def confusion_png(path: Path, ev: Evaluation) -> Path | None:
@@ -55,7 +65,7 @@ def confusion_png(path: Path, ev: Evaluation) -> Path | None:
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
@@ -88,7 +98,7 @@ def threshold_png(path: Path, ev: Evaluation) -> Path | None:
     ax.set_title("Threshold sweep")
     ax.legend(fontsize=8, loc="center left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
@@ -115,13 +125,13 @@ def confidence_png(path: Path, ev: Evaluation) -> Path | None:
     ax.set_title("Confidence: enrolled students vs strangers (held-out folds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     return path
 
 
 def write_plots(folder: Path, ev: Evaluation) -> list[Path]:
     """All plots into ``folder``; a plot that fails is logged, never fatal."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_mkdir(folder)
     written = []
     for name, fn in (
         ("confusion_matrix.png", confusion_png),

@@ -100,7 +100,12 @@ def install(point: str, marker: Path) -> None:
             s, d = Path(src), Path(dst)
             if name == "swap_archived" and d.name == "Classifier" and d.parent.parent.name == "versions":
                 reached()
-            elif name == "swap_models" and ".staging" in s.parts and "models" in s.parts[s.parts.index(".staging") :]:
+            elif (
+                name == "swap_models"
+                and ".staging" in s.parts
+                and ".staging" not in d.parts  # not an atomic write inside the stage
+                and "models" in s.parts[s.parts.index(".staging") :]
+            ):
                 reached()  # the first models/ file moved from the stage: the rest are still staged
 
         os.replace = replace  # this child process only

@@ -277,11 +277,16 @@ def test_a_lock_file_left_on_disk_does_not_block(paths: OutputPaths) -> None:
         assert json.loads(paths.lock_owner_file.read_text())["pid"] == os.getpid()
 
 
-def test_published_files_are_readable_by_other_users(tmp_path: Path) -> None:
-    """The web backend may run as another account: artifacts get normal (umask) permissions, not 0600."""
+def test_published_files_are_readable_by_the_backends_group_only(tmp_path: Path) -> None:
+    """The web backend may run as another account (in the folder's group): the model in a Classifier/
+    folder is 0640; every other artifact is owner-only (0600). See tests/retraining/test_file_modes.py."""
     old = os.umask(0o022)
+    files._umask.cache_clear()
     try:
         files.atomic_write_bytes(tmp_path / "f.bin", b"x")
+        files.atomic_write_bytes(tmp_path / "Classifier" / "model.npz", b"x")
     finally:
         os.umask(old)
-    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+        files._umask.cache_clear()
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "Classifier" / "model.npz").stat().st_mode & 0o777 == 0o640
