@@ -12,6 +12,7 @@ See README.md and docs/RETRAINING_GUIDE.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -23,8 +24,8 @@ from backend.recognizer.embedder import RUNTIMES
 from backend.recognizer.images import silence_decompression_warning
 from backend.recognizer.paths import ModelFolder, OutputPaths
 from backend.recognizer.weights import WEIGHTS_ENV
-from retraining import outcome, pipeline, publish, upgrade
-from retraining.console import format_summary
+from retraining import erasure, outcome, pipeline, publish, upgrade
+from retraining.console import format_erasure, format_summary
 from retraining.gate import GateSettings
 from retraining.lock import RetrainLock
 
@@ -183,7 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait if another retraining run is publishing",
     )
     p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
-    p.add_argument("--rollback", action="store_true", help="restore the previously published model and exit")
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="restore the previously published model and exit (refused if it holds a student who was erased "
+        "or whose folder is gone; --force publishes it for the latter)",
+    )
+    p.add_argument(
+        "--erase",
+        action="append",
+        metavar="STUDENT_ID",
+        help="erase a student's face data (id or folder name; repeatable) from every model, kept version, cache "
+        "and report under the output root, retraining the live model without them; their folder must be gone",
+    )
+    p.add_argument(
+        "--keep-unpublished",
+        action="store_true",
+        help="keep --review candidates and rejected models after a model is published (by default they are removed)",
+    )
     p.add_argument(
         "--upgrade-model",
         action="store_true",
@@ -229,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--min-accuracy must be between 0 and 1 (e.g. 0.5 for 50%)")
     if args.max_regression < 0:
         parser.error("--max-regression must be 0 or more (percentage points)")
-    if sum((args.review, args.promote, args.rollback, args.dry_run, args.upgrade_model)) > 1:
-        parser.error("choose one of --review, --promote, --rollback, --dry-run, --upgrade-model")
+    if sum((args.review, args.promote, args.rollback, args.dry_run, args.upgrade_model, bool(args.erase))) > 1:
+        parser.error("choose one of --review, --promote, --rollback, --dry-run, --upgrade-model, --erase")
     configure_console(quiet=args.quiet, verbose=args.verbose)
 
     workers = default_workers() if args.workers is None else max(0, args.workers)
@@ -251,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         gate=GateSettings(min_accuracy=args.min_accuracy, max_regression=args.max_regression, force=args.force),
         review=args.review,
         photos_in_report=not args.no_photos_in_report,
+        keep_unpublished=args.keep_unpublished,
         backend=BackendConfig(
             detector=args.detector,
             embedder=args.embedder,
@@ -281,12 +300,17 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
     if args.upgrade_model:
         return _upgrade(options, args.wait)
     if args.rollback:
-        _, paths = options.resolved_paths()
-        with RetrainLock(paths, timeout=args.wait):  # refuses a link in the output layout first
-            for note in publish.recover(paths):  # an interrupted publish is finished first
-                logging.getLogger("retrain_model").warning("%s", note)
-            restored = publish.rollback(paths)
+        restored = pipeline.rollback(options)
         print(f"Rolled back: model {restored.version} is live again.")
+        return 0
+    if args.erase:
+        data_dir, paths = options.resolved_paths()
+
+        def retrain() -> str:
+            return pipeline.run(dataclasses.replace(options, review=False)).summary.version
+
+        done = erasure.erase(paths, data_dir, args.erase, retrain=retrain, lock_timeout=args.wait)
+        print(format_erasure(done, paths.root))
         return 0
     if args.dry_run:
         dry = pipeline.dry_run(options)

@@ -240,3 +240,33 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
     log.debug("Embedding cache: %d photos known (%s)", len(cache.entries), directory)
     cache.loaded_keys = frozenset(cache.entries)
     return cache
+
+
+def rewrite_cache(directory: Path, keep: set[str]) -> int:
+    """Rewrite the cache in ``directory`` with only the photos in ``keep``; returns how many were dropped.
+
+    Whatever pipeline wrote it: its own description says which. A cache that cannot be read is
+    deleted (it is only a cache, and may hold anyone's face). Both files are replaced atomically."""
+    directory = Path(directory)
+    meta_path = directory / META_NAME
+    if not meta_path.exists() and not (directory / DATA_NAME).exists():
+        return 0
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        fingerprint = meta["fingerprint"]
+        with np.load(directory / DATA_NAME, allow_pickle=False) as npz:
+            dim = int(npz["vectors"].shape[1])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        log.warning("Embedding cache in %s unreadable (%s): deleted", directory, err)
+        for name in (META_NAME, DATA_NAME):
+            (directory / name).unlink(missing_ok=True)
+        return 0
+    cache = load_cache(directory, fingerprint, dim)
+    if cache.loaded_from is None:  # damaged: load_cache said why
+        for name in (META_NAME, DATA_NAME):
+            (directory / name).unlink(missing_ok=True)
+        return int(meta.get("entries", 0) or 0)
+    dropped = len(cache.entries.keys() - keep)
+    if dropped:
+        cache.save(directory, keep=keep)
+    return dropped

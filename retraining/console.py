@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from backend.recognizer.paths import ModelFolder
 
+from .erasure import ErasureResult
 from .pipeline import RunResult
 from .report import confusion_lines
 from .verdict import fmt_threshold
@@ -67,6 +70,16 @@ def format_summary(result: RunResult) -> str:
     if s.gate is not None:
         lines.append(f"  quality gate       : {s.gate.verdict()}")
     lines += [f"  WARNING            : {w}" for w in s.weights_warnings]
+    if s.face_data is not None:
+        lines += [
+            f"  RE-ENROLLED        : {sid} was erased on request before; enrolled again from their folder"
+            for sid in s.face_data.reenrolled
+        ]
+    lines += [
+        f"  NOT ENROLLED       : {sid} has no folder, but {', '.join(places)} still hold(s) their face data; "
+        f"erase it: python retrain_model.py --erase {sid}"
+        for sid, places in result.not_enrolled
+    ]
     if result.candidate is not None:
         report = ModelFolder.under(result.candidate).report_txt
         lines += [
@@ -75,8 +88,27 @@ def format_summary(result: RunResult) -> str:
         ]
         return "\n".join(lines)
     lines += ["  artifacts:", *(f"    {p}" for p in result.artifacts)]
-    lines += [f"  previous artifacts removed ({len(result.removed)}):", *(f"    {p}" for p in result.removed)]
+    if result.removed:
+        lines += [f"  previous artifacts removed ({len(result.removed)}):", *(f"    {p}" for p in result.removed)]
     if result.archived_to:
         lines.append(f"  previous model kept for rollback in {result.archived_to}")
+    elif result.removed:
+        lines.append("  previous model deleted (--keep-versions 0): --rollback cannot return to it")
+    lines += [f"  removed {c.kind} model {c.folder.name}: this model supersedes it" for c in result.cleared]
     lines.append(f"  full report: {s.output_root / 'models' / 'training_report.txt'}")
+    return "\n".join(lines)
+
+
+def format_erasure(result: ErasureResult, root: Path) -> str:
+    """What ``--erase`` prints: what was removed or retrained, and where the record is."""
+    ids = ", ".join(result.student_ids)
+    lines = ["", f"Erased {ids}: no face data of theirs is left under {root}."]
+    if not result.actions:
+        lines.append("  nothing held them any more (an earlier erasure had removed it all)")
+    for a in result.actions:
+        lines.append(f"  {a.action:<10}: {a.place}: {a.detail}")
+    if result.live_version:
+        lines.append(f"  live model: {result.live_version}")
+    lines.append(f"  record    : {result.record} (ids, times, what was removed with SHA-256; no face data)")
+    lines.append("  The student folders were not touched. The ids are remembered: no command publishes them again.")
     return "\n".join(lines)

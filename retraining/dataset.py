@@ -2,12 +2,14 @@
 
 ``STU001_Alice_Smith/`` → student_id ``STU001``, name ``Alice Smith``. A folder that does
 not follow the pattern still counts (its id is the folder name) and is listed in the
-report. Nothing under the data folder is ever written, moved or followed outside it.
+report. Enrollment is exactly what the folders say: two folders that give the same student id
+stop the run (:func:`index_dataset`), and an output root that would write into the data folder
+is refused (:func:`refuse_overlap`). Nothing under the data folder is ever written, moved or
+followed outside it.
 """
 
 from __future__ import annotations
 
-import csv
 import errno
 import logging
 import os
@@ -19,14 +21,17 @@ from pathlib import Path
 
 from backend.recognizer.errors import ImageError
 from backend.recognizer.images import IMAGE_EXTENSIONS, is_image_name, require_regular
+from backend.recognizer.paths import OutputPaths
 
 from .errors import DatasetError
-from .files import ESCAPE, shown
+from .files import shown, write_csv
 
 log = logging.getLogger(__name__)
 
 FOLDER_PATTERN = re.compile(r"^(?P<id>[A-Za-z]{2,}\d+)_(?P<name>.+)$")
 HIDDEN_JUNK = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+#: Longest path (in bytes, absolute) that the later stages can open on Linux (PATH_MAX 4096 with its NUL).
+MAX_PATH_BYTES = 4095
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class DatasetIndex:
         )
 
     def skipped_student_folders(self) -> list[Path]:
-        """Folders directly in the data folder that were not used as students (links, repeated ids, …)."""
+        """Folders directly in the data folder that were not used as students (links, paths too long, …)."""
         return [p for p, _ in self.skipped if p.parent == self.data_dir]
 
     @property
@@ -123,10 +128,14 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
         )
     root_real = data_dir.resolve()
     index = DatasetIndex(data_dir, [], [])
-    seen_ids: dict[str, str] = {}
+    folders: list[tuple[Path, str, str, bool]] = []  # (folder, student id, name, follows the pattern)
     for entry in sorted(data_dir.iterdir(), key=lambda p: p.name):
         if entry.name.startswith(".") or entry.name.lower() in HIDDEN_JUNK:
             index.ignored_files.append(entry)
+            continue
+        too_long = _unreachable(entry)
+        if too_long:
+            index.skipped.append((entry, too_long))
             continue
         if not entry.is_dir():
             index.loose_files.append(entry)
@@ -149,12 +158,9 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
                     f"{student_id!r} ({name!r}); rename the folder to {clean_text(entry.name)!r}",
                 )
             )
-        if student_id in seen_ids:
-            index.skipped.append(
-                (entry, f"student id {student_id} is also used by folder {seen_ids[student_id]}; rename one")
-            )
-            continue
-        seen_ids[student_id] = entry.name
+        folders.append((entry, student_id, name, conforming))
+    refuse_shared_ids(data_dir, [(entry.name, student_id) for entry, student_id, _, _ in folders])
+    for entry, student_id, name, conforming in folders:
         photos = _photos_in(entry, root_real, student_id, name, index)
         index.students.append(Student(student_id, name, entry.name, conforming, len(photos)))
         index.records.extend(photos)
@@ -179,6 +185,107 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
     return index
 
 
+def id_key(student_id: str) -> str:
+    """What makes two student ids the same one: equal after Unicode normalisation (NFC, as macOS
+    and Windows may spell ``ë`` differently) and ignoring case. ``STU001`` and ``stu001`` are one
+    id: Windows and macOS cannot even hold both folders, and a teacher reads them as one student."""
+    return unicodedata.normalize("NFC", student_id).casefold()
+
+
+def refuse_shared_ids(data_dir: Path, folders: list[tuple[str, str]]) -> None:
+    """Raise :class:`DatasetError` when two student folders (``(folder name, student id)``) give the
+    same student id (:func:`id_key`): the model knows a student by id, so one of them would be
+    silently merged or left out. Checked before any photo is read or anything is written."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for folder, student_id in folders:
+        groups.setdefault(id_key(student_id), []).append((folder, student_id))
+    shared = [group for group in groups.values() if len(group) > 1]
+    if not shared:
+        return
+    clashes = "; ".join(
+        f"student id {_visible(group[0][1])} is given by folders "
+        + ", ".join(_visible(folder) for folder, _ in group[:-1])
+        + f" and {_visible(group[-1][0])}"
+        + (
+            f" (ids {', '.join(sorted({_visible(i) for _, i in group}))} differ only in upper/lower case and count as one)"
+            if len({i for _, i in group}) > 1
+            else ""
+        )
+        for group in shared
+    )
+    raise DatasetError(
+        f"Student folders in {_visible(str(data_dir))} give the same student id: {clashes}. The model knows each "
+        "student by this id, so one of them would be left out or mixed with the other. Nothing was changed. Rename "
+        "one folder (all but one where more share an id) so each student has their own id (e.g. STU001_Alice_Smith "
+        "and STU002_Bob_Jones), then run again."
+    )
+
+
+def _visible(text: str) -> str:
+    """``text`` quoted for a one-line message: control characters (tab, newline) written as ``\\t``, ``\\n``."""
+    shown_text = "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+        for c in shown(text)
+    )
+    return f"'{shown_text}'"
+
+
+def refuse_overlap(data_dir: Path, paths: OutputPaths) -> None:
+    """Raise :class:`DatasetError` when the run would write into the student photo folder, or the
+    photo folder lies inside a folder this suite writes and cleans up (``<root>/backend/models``,
+    ``<root>/models``). The default layout, photos in ``<root>/backend/dataset/processed``, is fine:
+    nothing is written there. Checked before anything is read or written."""
+    data = _comparable(data_dir)
+    written = (paths.backend_models, paths.models_dir)
+    problem = ""
+    if data == _comparable(paths.root):
+        problem = f"is also the output root: the run writes {written[0]} and {written[1]} inside it"
+    else:
+        for target in (*written, *paths.legacy_artifacts()):
+            if data == _comparable(target) or data in _comparable(target).parents:
+                problem = f"holds {target}, which the run writes or replaces"
+                break
+            if target in written and _comparable(target) in data.parents:
+                problem = f"lies inside {target}, which the run writes and cleans up"
+                break
+    if problem:
+        raise DatasetError(
+            f"The student photo folder {data_dir} {problem}; the run never writes into the photos, so it stopped. "
+            f"Nothing was changed. Keep the two apart: pass an --output-root outside the photo folder, or a "
+            f"--data-dir outside {written[0]} and {written[1]} (the usual place for the photos is "
+            f"{paths.root / 'backend' / 'dataset' / 'processed'})."
+        )
+
+
+def _comparable(path: Path) -> Path:
+    """``path`` made absolute with links resolved, in the file system's case rule (Windows: any case)."""
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop on the way (Python < 3.13 raises RuntimeError)
+        real = Path(os.path.abspath(path))
+    return Path(os.path.normcase(real))
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why ``path`` cannot be opened by name (too long for the system, a name over 255 bytes, a link
+    loop), in words; ``None`` when it can. Such an entry is skipped, never a crash later."""
+    length = len(os.fsencode(os.path.abspath(path)))
+    if length > MAX_PATH_BYTES:
+        return (
+            f"the path is too long ({length} bytes; at most {MAX_PATH_BYTES} can be opened): move the photos to a "
+            "folder nearer the student folder, or shorten the folder names"
+        )
+    try:
+        os.lstat(path)
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            return "the path or a name in it is too long to open: shorten the folder or file names"
+        if err.errno == errno.ELOOP:
+            return "cannot open it: too many links on the way (a link loop?); replace the links with real folders"
+        return None  # gone, or no permission: the later steps say why
+    return None
+
+
 def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index: DatasetIndex) -> list[ImageRecord]:
     photos: list[ImageRecord] = []
 
@@ -187,24 +294,36 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
         index.skipped.append((where, f"cannot open the folder ({err.strerror or err}); check its permissions"))
 
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=False):
+        unreachable: set[str] = set()
         for d in dirnames:
             if d.startswith("."):
                 index.ignored_files.append(Path(dirpath) / d)
                 continue
-            if (Path(dirpath) / d).is_symlink():  # os.walk lists it but (followlinks=False) never enters it
+            why = _unreachable(Path(dirpath) / d)
+            if why:
+                unreachable.add(d)
+                index.skipped.append((Path(dirpath) / d, why))
+            elif (Path(dirpath) / d).is_symlink():  # os.walk lists it but (followlinks=False) never enters it
                 index.skipped.append((Path(dirpath) / d, "is a link to a folder; links to folders are not followed"))
             elif is_image_name(Path(d)):
                 index.skipped.append((Path(dirpath) / d, "is a folder named like a photo, not a photo"))
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if not d.startswith(".") and not is_image_name(Path(d)) and not (Path(dirpath) / d).is_symlink()
+            if not d.startswith(".")
+            and d not in unreachable
+            and not is_image_name(Path(d))
+            and not (Path(dirpath) / d).is_symlink()
         )
         index.subfolders.extend(Path(dirpath) / d for d in dirnames)
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
             if filename.startswith(".") or filename.lower() in HIDDEN_JUNK or not is_image_name(path):
                 index.ignored_files.append(path)
+                continue
+            why = _unreachable(path)
+            if why:
+                index.skipped.append((path, why))
                 continue
             try:
                 real = path.resolve(strict=True)
@@ -238,14 +357,13 @@ def _unfollowable(err: OSError | RuntimeError) -> str:
 
 def write_labels_csv(path: Path, index: DatasetIndex, embedded_counts: dict[str, int] | None = None) -> None:
     """``labels.csv``: student_id, student_name, num_images (+ num_embedded when known)."""
-    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
-        writer = csv.writer(fh)
-        header = ["student_id", "student_name", "num_images"]
+    header = ["student_id", "student_name", "num_images"]
+    if embedded_counts is not None:
+        header.append("num_embedded")
+    rows: list[list[object]] = []
+    for s in index.students:
+        row: list[object] = [s.student_id, s.student_name, s.num_images]
         if embedded_counts is not None:
-            header.append("num_embedded")
-        writer.writerow(header)
-        for s in index.students:
-            row: list[object] = [s.student_id, s.student_name, s.num_images]
-            if embedded_counts is not None:
-                row.append(embedded_counts.get(s.student_id, 0))
-            writer.writerow(row)
+            row.append(embedded_counts.get(s.student_id, 0))
+        rows.append(row)
+    write_csv(path, header, rows)

@@ -27,3 +27,7 @@ class ModelRefusedError(RetrainError):
 
 class DiskSpaceError(RetrainError):
     """Not enough free disk space for what the run will write; nothing was changed."""
+
+
+class ErasureError(RetrainError):
+    """A student's face data cannot be erased (yet); the message says what to do first."""

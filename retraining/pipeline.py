@@ -31,18 +31,20 @@ from backend.recognizer.session import PresenceRule
 from backend.recognizer.weights import unofficial_weights
 
 from . import publish
-from .dataset import DatasetIndex, index_dataset
+from .dataset import DatasetIndex, index_dataset, refuse_overlap
 from .errors import ModelRefusedError, PublishError, TrainingError
 from .evaluate import DEFAULT_MAX_FAR, evaluate
 from .evidence import stranger_evidence
 from .extract import extract_with_models, save_cache
-from .files import estimate_output_bytes, require_free_space
+from .face_data import FaceDataKept, erased_ids, not_enrolled_elsewhere
+from .files import SHARED_DIR_MODE, estimate_output_bytes, private_mkdir, require_free_space
 from .gate import GateSettings, candidate_from_folder, candidate_from_run, decide
 from .html_report import photos_to_show, write_html_report
 from .lock import RetrainLock
 from .plots import write_plots
 from .quality import data_quality, duplicate_groups, embeddings_distinct, student_similarity
 from .report import RunSummary, write_reports
+from .retention import Cleared, clear_set_aside, prune_cache, recorded_data_dir, refuse_gone_students
 from .session_rates import summarize_sessions
 from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
@@ -76,6 +78,7 @@ class RunOptions:
     gate: GateSettings = field(default_factory=GateSettings)
     review: bool = False  # build, check and keep the model as a candidate for --promote; publish nothing
     photos_in_report: bool = True  # False (--no-photos-in-report): report.html holds no face thumbnails
+    keep_unpublished: bool = False  # True (--keep-unpublished): a publish leaves candidate/ and rejected/ models
 
     def resolved_paths(self) -> tuple[Path, OutputPaths]:
         paths = OutputPaths.at(self.output_root)
@@ -92,6 +95,9 @@ class RunResult:
     removed: list[Path]
     archived_to: Path | None
     candidate: Path | None = None  # --review: the folder where the model waits for --promote
+    cleared: tuple[Cleared, ...] = ()  # candidate/rejected models removed because this model was published
+    #: students no folder enrols whom a kept model still holds (after this run), with where
+    not_enrolled: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def published(self) -> bool:
@@ -108,6 +114,7 @@ class DryRunResult:
 def dry_run(options: RunOptions) -> DryRunResult:
     """Index the data folder and list what a real run would replace; writes nothing."""
     data_dir, paths = options.resolved_paths()
+    refuse_overlap(data_dir, paths)
     return DryRunResult(data_dir, index_dataset(data_dir), publish.prior_artifacts(paths))
 
 
@@ -116,6 +123,7 @@ def run(options: RunOptions) -> RunResult:
     timings: dict[str, float] = {}
     started = t = time.perf_counter()
     data_dir, paths = options.resolved_paths()
+    refuse_overlap(data_dir, paths)
     log.info("Reading the student folders in %s", data_dir)
     index = index_dataset(data_dir)
     timings["index"] = time.perf_counter() - t
@@ -129,7 +137,7 @@ def run(options: RunOptions) -> RunResult:
         else "",
     )
     publish.refuse_links(paths)  # the folder below is made before the lock (whose acquire checks again) is taken
-    paths.backend_models.mkdir(parents=True, exist_ok=True)
+    private_mkdir(paths.backend_models, SHARED_DIR_MODE)
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
     with RetrainLock(paths, timeout=options.lock_timeout):
@@ -190,6 +198,20 @@ def run(options: RunOptions) -> RunResult:
         stage = publish.begin_stage(paths, publish.new_version_id())
         separated = embeddings_distinct(findings)
         face_models = FaceModels.from_dict(extracted.models)
+        enrolled = {s.student_id for s in index.students}
+        reenrolled = tuple(sorted(enrolled & erased_ids(paths)))
+        for sid in reenrolled:
+            log.warning("%s was erased on request before and is enrolled again from their folder now", sid)
+        face_data = FaceDataKept(
+            students=len(embedded),
+            embeddings=len(X),
+            cache_photos=len(set(extraction.sha256)),
+            thumbnails=options.photos_in_report,
+            keep_versions=options.keep_versions,
+            keep_unpublished=options.keep_unpublished,
+            reenrolled=reenrolled,
+            not_enrolled=not_enrolled_elsewhere(paths, enrolled),
+        )
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
         sessions = summarize_sessions(evaluation.open_set, float(threshold))
@@ -218,6 +240,7 @@ def run(options: RunOptions) -> RunResult:
             weights_warnings=weights_warnings(face_models),
             verdict=verdict,
             sessions=sessions,
+            face_data=face_data,
         )
         backend = BackendChoice(
             options.backend.detector,
@@ -242,8 +265,11 @@ def run(options: RunOptions) -> RunResult:
             return _set_aside(paths, stage, summary, artifacts, review=True)
         published = publish.publish_sealed(paths, stage, keep_versions=options.keep_versions)
         save_cache(extracted.cache, paths.cache_dir, prune=True)  # only now drop photos that are gone
+        cleared = () if options.keep_unpublished else tuple(clear_set_aside(paths))
+        not_enrolled = not_enrolled_elsewhere(paths, enrolled)
     log.info("Published model %s", stage.version)
-    return RunResult(summary, artifacts, published.removed, published.archived_to)
+    archived = published.archived_to if published.archived_to and published.archived_to.is_dir() else None
+    return RunResult(summary, artifacts, published.removed, archived, cleared=cleared, not_enrolled=not_enrolled)
 
 
 def model_metadata(
@@ -354,6 +380,13 @@ def promote(options: RunOptions) -> publish.PublishResult:
             raise PublishError(
                 f"The waiting model in {candidate.root} is damaged ({err}). Run --review again."
             ) from err
+        refuse_gone_students(
+            candidate.folder,
+            f"The waiting model {candidate.version}",
+            paths,
+            options.data_dir,
+            force=options.gate.force,
+        )
         decision = decide(figures, published_model(paths), options.gate)
         if not decision.publish:
             raise ModelRefusedError(
@@ -362,4 +395,36 @@ def promote(options: RunOptions) -> publish.PublishResult:
             )
         if decision.forced:
             publish.record_forced(candidate, loaded.bundle, decision.record())
-        return publish.promote(paths, candidate, verify=verify_model_dir, keep_versions=options.keep_versions)
+        data_dir = options.data_dir or recorded_data_dir(candidate.folder)
+        result = publish.promote(paths, candidate, verify=verify_model_dir, keep_versions=options.keep_versions)
+        _after_publish(paths, data_dir, options.keep_unpublished)
+        return result
+
+
+def rollback(options: RunOptions) -> publish.PublishResult:
+    """Restore the newest kept version, unless it holds a student who was erased or whose folder is gone."""
+    _, paths = options.resolved_paths()
+    with RetrainLock(paths, timeout=options.lock_timeout):
+        for note in publish.recover(paths):  # an interrupted publish is finished first
+            log.warning("%s", note)
+        target = ModelFolder.under(publish.rollback_target(paths))
+        refuse_gone_students(
+            target,
+            f"The kept version {target.classifier_dir.parent.name}",
+            paths,
+            options.data_dir,
+            force=options.gate.force,
+        )
+        result = publish.rollback(paths)
+        _after_publish(paths, options.data_dir or recorded_data_dir(paths.published), keep_unpublished=True)
+    return result
+
+
+def _after_publish(paths: OutputPaths, data_dir: Path | None, keep_unpublished: bool) -> None:
+    """Retention once a model other than a fresh run's is live: the cache keeps only the data folder's photos."""
+    if data_dir is not None:
+        dropped = prune_cache(paths, data_dir)
+        if dropped:
+            log.info("Embedding cache: %d photo(s) no longer in %s dropped", dropped, data_dir)
+    if not keep_unpublished:
+        clear_set_aside(paths)

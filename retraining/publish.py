@@ -55,7 +55,16 @@ from backend.recognizer.metadata import GateRecord
 from backend.recognizer.paths import MANIFEST_NAME, ModelFolder, OutputPaths
 
 from .errors import PublishError
-from .files import atomic_write_bytes, atomic_write_json, files_under, fsync_dir, inside, remove
+from .files import (
+    SHARED_DIR_MODE,
+    atomic_write_bytes,
+    atomic_write_json,
+    files_under,
+    fsync_dir,
+    inside,
+    private_mkdir,
+    remove,
+)
 from .model_files import write_model_files, write_seed_files
 from .train import FittedModel
 
@@ -108,8 +117,11 @@ def output_links(paths: OutputPaths) -> list[Path]:
         paths.models_dir,
         paths.cache_dir,
         paths.plots_dir,
+        paths.erasures_dir,
+        paths.trash_dir,
     ]
-    found = [p for p in [*folders, paths.lock_file, paths.lock_owner_file, paths.journal_file] if p.is_symlink()]
+    files = [paths.lock_file, paths.lock_owner_file, paths.journal_file, paths.erasure_intent]
+    found = [p for p in [*folders, *files] if p.is_symlink()]
     for parent in (paths.versions_dir, paths.staging_dir, paths.candidate_dir, paths.rejected_dir):
         if parent.is_dir() and not parent.is_symlink():
             for kept in parent.iterdir():
@@ -141,8 +153,8 @@ def begin_stage(paths: OutputPaths, version: str) -> Stage:
     stage = Stage.at(paths.staging_dir / version, version)
     if stage.root.exists() or stage.root.is_symlink():
         remove(stage.root)
-    stage.classifier_dir.mkdir(parents=True)
-    stage.models_dir.mkdir(parents=True)
+    private_mkdir(stage.classifier_dir)  # owner-only (.staging/<v>/), Classifier/ 0750: it is moved into place
+    private_mkdir(stage.models_dir)
     return stage
 
 
@@ -274,7 +286,7 @@ def set_aside(paths: OutputPaths, stage: Stage, folder: Path, *, keep: int) -> P
     backend never looks; keep only the newest ``keep`` there. Returns the new location."""
     if not inside(folder, paths.backend_models) or folder == paths.classifier_dir:
         raise PublishError(f"{folder} is not a folder for set-aside models")
-    folder.mkdir(parents=True, exist_ok=True)
+    private_mkdir(folder)
     target = folder / stage.version
     if target.exists() or target.is_symlink():
         remove(target)
@@ -359,7 +371,7 @@ def _swap_in(
         keep_versions=keep_versions,
         started_at=_utcnow().isoformat(timespec="seconds"),
     )
-    paths.backend_models.mkdir(parents=True, exist_ok=True)
+    private_mkdir(paths.backend_models, SHARED_DIR_MODE)
     atomic_write_json(paths.journal_file, journal.to_dict())
     try:
         return _run_journal(paths, journal)
@@ -386,7 +398,7 @@ def _undo(paths: OutputPaths, journal: PublishJournal, *, discard_stage: bool) -
     for rel in journal.new_models:
         src, dst = stage.models_dir / rel, paths.models_dir / rel
         if not src.exists() and dst.is_file():  # moved in already: it is the new file
-            src.parent.mkdir(parents=True, exist_ok=True)
+            private_mkdir(src.parent)
             os.replace(dst, src)
     if not stage.classifier_dir.exists() and paths.classifier_dir.is_dir():
         os.replace(paths.classifier_dir, stage.classifier_dir)
@@ -421,7 +433,7 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     # 1. the current model goes into versions/<old>/ (rename: nothing is copied or lost)
     if archive is not None:
         kept = ModelFolder.under(archive)
-        kept.models_dir.mkdir(parents=True, exist_ok=True)
+        private_mkdir(kept.models_dir)
         if not (archive / ARCHIVE_INFO).exists():
             atomic_write_json(
                 archive / ARCHIVE_INFO,
@@ -430,7 +442,7 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
         for rel in journal.old_models:
             src, dst = paths.models_dir / rel, kept.models_dir / rel
             if src.is_file() and not dst.exists():  # once archived, models/rel can only be the new file
-                dst.parent.mkdir(parents=True, exist_ok=True)
+                private_mkdir(dst.parent)
                 os.replace(src, dst)
             if dst.exists():
                 removed.append(src)
@@ -445,14 +457,14 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     if stage.classifier_dir.exists():
         if paths.classifier_dir.exists():  # no archive (first publish): a stray empty/partial dir
             remove(paths.classifier_dir)
-        paths.classifier_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(paths.classifier_dir.parent, SHARED_DIR_MODE)
         os.replace(stage.classifier_dir, paths.classifier_dir)
         fsync_dir(paths.classifier_dir.parent)
     published.extend(paths.classifier_dir / rel for rel in files_under(paths.classifier_dir))
     for rel in journal.new_models:
         src, dst = stage.models_dir / rel, paths.models_dir / rel
         if src.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            private_mkdir(dst.parent)
             os.replace(src, dst)
         published.append(dst)
     if paths.models_dir.exists():
@@ -502,6 +514,17 @@ def prune_versions(paths: OutputPaths, keep_versions: int) -> list[Path]:
     return doomed
 
 
+def rollback_target(paths: OutputPaths) -> Path:
+    """The kept version ``--rollback`` restores: the newest with a ``Classifier/``."""
+    versions = [v for v in list_versions(paths) if ModelFolder.under(v).classifier_dir.is_dir()]
+    if not versions:
+        raise PublishError(
+            f"No previous model is kept in {paths.versions_dir}, so there is nothing to roll back to. "
+            "Re-run retraining (python retrain_model.py) instead."
+        )
+    return versions[0]
+
+
 def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None) -> PublishResult:
     """Restore the newest kept version; the current model is archived in its place.
 
@@ -509,13 +532,7 @@ def rollback(paths: OutputPaths, *, verify: Callable[[Path], None] | None = None
     :func:`~backend.recognizer.loader.load_model_files`. Call it while holding
     :class:`~retraining.lock.RetrainLock` (which refuses a link in the output layout).
     """
-    versions = [v for v in list_versions(paths) if ModelFolder.under(v).classifier_dir.is_dir()]
-    if not versions:
-        raise PublishError(
-            f"No previous model is kept in {paths.versions_dir}, so there is nothing to roll back to. "
-            "Re-run retraining (python retrain_model.py) instead."
-        )
-    target = versions[0]
+    target = rollback_target(paths)
     stage = Stage.at(target, _current_version(ModelFolder.under(target).classifier_dir) or target.name)
     has_manifest = (stage.classifier_dir / MANIFEST_NAME).exists()
     if not has_manifest:

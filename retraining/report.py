@@ -3,7 +3,6 @@ MODEL_README.md and skipped_images.csv. Pure writers: they format what the run m
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections import Counter
@@ -19,7 +18,8 @@ from backend.recognizer.paths import OutputPaths
 from .dataset import DatasetIndex, write_labels_csv
 from .evaluate import Evaluation, OpenSet
 from .extract import Extraction
-from .files import ESCAPE, files_under
+from .face_data import FaceDataKept
+from .files import ESCAPE, files_under, write_csv
 from .gate import GateDecision
 from .heldout import Heldout
 from .publish import Stage
@@ -63,6 +63,7 @@ class RunSummary:
     plots: list[Path] = field(default_factory=list)  # file names relative to models/
     gate: GateDecision | None = None  # the quality gate's decision (None: not run, e.g. in old tests)
     weights_warnings: list[str] = field(default_factory=list)  # weight files that are not the official ones
+    face_data: FaceDataKept | None = None  # where this model's face data is kept (None: not gathered)
 
     @property
     def face_models(self) -> FaceModels:
@@ -359,6 +360,12 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     lines += finding_lines(s.findings) or ["  nothing found"]
     if s.plots:
         lines += ["", "PICTURES (in models/)", *(f"  {p}" for p in s.plots)]
+    if s.face_data is not None:
+        lines += [
+            "",
+            "FACE DATA KEPT (personal data of the students: see docs/PRIVACY.md)",
+            *face_data_lines(s.face_data),
+        ]
     lines += ["", "INPUTS (every file and folder in the data folder)", *inventory_lines(s)]
     lines += ["", f"SKIPPED PHOTOS ({len(s.all_skipped)})"]
     lines += [f"  - {p}: {reason}" for p, reason in s.all_skipped] or ["  none"]
@@ -368,6 +375,28 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     if not s.prior_artifacts:
         lines.append("  none")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors=ESCAPE)
+
+
+def face_data_lines(f: FaceDataKept) -> list[str]:
+    """Where this model's face data lives once it is published, with counts; who must be erased."""
+    versions = f"up to {f.keep_versions} earlier model(s)" if f.keep_versions else "none (--keep-versions 0)"
+    lines = [
+        f"  this model (Classifier/, models/X.npy)  : {f.students} students, {f.embeddings} face embeddings",
+        f"  embedding cache (models/cache)          : {f.cache_photos} photos, only those in the data folder now",
+        "  report.html                             : "
+        + ("face thumbnails of the photos it lists" if f.thumbnails else "no face thumbnails (--no-photos-in-report)"),
+        f"  kept for --rollback (versions/)         : {versions}, with their own embeddings",
+        "  waiting and rejected models             : "
+        + ("kept (--keep-unpublished)" if f.keep_unpublished else "removed when a model is published"),
+    ]
+    for sid in f.reenrolled:
+        lines.append(f"  {sid}: was erased on request before; enrolled again from their folder now (a new enrollment)")
+    if f.not_enrolled:  # counted, not named: this report outlives their erasure
+        lines.append(
+            f"  {len(f.not_enrolled)} student(s) without a folder are still held by kept models: the console summary "
+            "names them; erase each with python retrain_model.py --erase ID"
+        )
+    return lines
 
 
 def metrics_dict(s: RunSummary) -> dict:
@@ -494,17 +523,11 @@ def inventory_lines(s: RunSummary, limit: int = MAX_LISTED_PER_KIND) -> list[str
 
 
 def write_inputs_csv(path: Path, s: RunSummary) -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "status", "reason"])
-        writer.writerows([str(p), status, why] for p, status, why in inventory(s))
+    write_csv(path, ["path", "status", "reason"], ([str(p), status, why] for p, status, why in inventory(s)))
 
 
 def write_skipped_csv(path: Path, s: RunSummary) -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors=ESCAPE) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reason"])
-        writer.writerows([str(p), r] for p, r in s.all_skipped)
+    write_csv(path, ["path", "reason"], ([str(p), r] for p, r in s.all_skipped))
 
 
 def _stranger_sentence(s: RunSummary) -> str:

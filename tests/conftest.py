@@ -68,7 +68,16 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 #: Fixtures that run the whole pipeline (or embed a whole real data set): a test using one is end-to-end.
 END_TO_END_FIXTURES = frozenset(
-    {"published_root", "copy_root", "flawed_run", "orl_embeddings", "killed", "lfw_planted", "lfw_enrollment"}
+    {
+        "published_root",
+        "copy_root",
+        "flawed_run",
+        "orl_embeddings",
+        "killed",
+        "lfw_planted",
+        "lfw_enrollment",
+        "leaver_enrolled",
+    }
 )
 
 

@@ -188,6 +188,21 @@ class OutputPaths:
         return self.backend_models / JOURNAL_NAME
 
     @property
+    def erasures_dir(self) -> Path:
+        """One record per ``--erase``: which student ids were erased, when, and what was removed (ids only)."""
+        return self.backend_models / "erasures"
+
+    @property
+    def erasure_intent(self) -> Path:
+        """An erasure in progress: the ids being erased, until every place is clean (ids only)."""
+        return self.backend_models / ".erasure.json"
+
+    @property
+    def trash_dir(self) -> Path:
+        """Model folders being deleted by an erasure: renamed here first, so none is ever half-there."""
+        return self.backend_models / ".erasing"
+
+    @property
     def error_log(self) -> Path:
         """The traceback of the last run that failed unexpectedly."""
         return self.models_dir / "retrain_error.log"

@@ -158,13 +158,12 @@ def test_index_messy_tree(messy: Path) -> None:
     assert all(why.strip() for _, why in index.skipped)
 
 
-def test_duplicate_student_id_is_skipped(tmp_path: Path) -> None:
+def test_duplicate_student_id_stops_the_index(tmp_path: Path) -> None:
     _photo(tmp_path / "STU001_Alice" / "1.jpg")
     _photo(tmp_path / "STU001_Alicia" / "1.jpg", 1)
-    index = index_dataset(tmp_path)
-    assert [s.folder for s in index.students] == ["STU001_Alice"]
-    ((path, why),) = index.skipped
-    assert path.name == "STU001_Alicia" and "STU001" in why and "STU001_Alice" in why
+    with pytest.raises(DatasetError, match="same student id") as info:
+        index_dataset(tmp_path)
+    assert "'STU001_Alice'" in str(info.value) and "'STU001_Alicia'" in str(info.value)
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
