@@ -210,7 +210,7 @@ def run(options: RunOptions) -> RunResult:
             keep_versions=options.keep_versions,
             keep_unpublished=options.keep_unpublished,
             reenrolled=reenrolled,
-            not_enrolled=not_enrolled_elsewhere(paths, enrolled),
+            not_enrolled=not_enrolled_elsewhere(paths, enrolled | erased_ids(paths)),
         )
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
@@ -266,7 +266,7 @@ def run(options: RunOptions) -> RunResult:
         published = publish.publish_sealed(paths, stage, keep_versions=options.keep_versions)
         save_cache(extracted.cache, paths.cache_dir, prune=True)  # only now drop photos that are gone
         cleared = () if options.keep_unpublished else tuple(clear_set_aside(paths))
-        not_enrolled = not_enrolled_elsewhere(paths, enrolled)
+        not_enrolled = not_enrolled_elsewhere(paths, enrolled | erased_ids(paths))
     log.info("Published model %s", stage.version)
     archived = published.archived_to if published.archived_to and published.archived_to.is_dir() else None
     return RunResult(summary, artifacts, published.removed, archived, cleared=cleared, not_enrolled=not_enrolled)

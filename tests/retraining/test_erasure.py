@@ -275,4 +275,6 @@ def test_a_kill_during_erase_is_finished_by_running_it_again(
     trace = Trace(root, his, everyone, mtcnn_detector, dlib_embedder)
     assert trace.clean, (delay, trace.vectors, trace.text, trace.faces)
     assert not OutputPaths.at(root).erasure_intent.exists()
+    # the model the erasure trained does not count him as still kept somewhere
+    assert "still held by kept models" not in OutputPaths.at(root).report_txt.read_text()
     assert retrain_model.main(["--output-root", str(root), "--data-dir", str(data), "--rollback"]) == 1
