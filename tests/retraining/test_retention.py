@@ -30,9 +30,7 @@ def without(orl_tree: Path, tmp_path: Path, folder: str) -> Path:
     return data
 
 
-def test_promote_drops_the_cached_faces_of_a_student_who_left(
-    copy_root: Path, orl_tree: Path, tmp_path: Path
-) -> None:
+def test_promote_drops_the_cached_faces_of_a_student_who_left(copy_root: Path, orl_tree: Path, tmp_path: Path) -> None:
     paths = OutputPaths.at(copy_root)
     before = cached_keys(paths)
     data = without(orl_tree, tmp_path, "STU003_Person_3")
