@@ -2,6 +2,7 @@
 """Retrain the SmartAttendance face model from the student photo folders, in one pass.
 
     python retrain_model.py                      # backend/dataset/processed -> backend/models/Classifier
+    python retrain_model.py --demo               # try it on the demo photos (demo/photos -> demo/output)
     python retrain_model.py --dry-run            # show what would happen, touch nothing
     python retrain_model.py --rollback           # put the previous model back
     python retrain_model.py --upgrade-model      # convert models of earlier releases (pickles) to model.npz
@@ -22,10 +23,10 @@ from pathlib import Path
 from backend.recognizer.backends import DETECTORS, EMBEDDERS, BackendConfig
 from backend.recognizer.embedder import RUNTIMES
 from backend.recognizer.images import silence_decompression_warning
-from backend.recognizer.paths import ModelFolder, OutputPaths
+from backend.recognizer.paths import PROJECT_ROOT, ModelFolder, OutputPaths
 from backend.recognizer.weights import WEIGHTS_ENV
 from retraining import erasure, outcome, pipeline, publish, upgrade
-from retraining.console import format_erasure, format_summary
+from retraining.console import format_dry_run, format_erasure, format_summary
 from retraining.gate import GateSettings
 from retraining.lock import RetrainLock
 
@@ -73,162 +74,184 @@ def configure_console(*, quiet: bool, verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.INFO)
 
 
+#: The demo: photos shipped with the program, trained with the offline face models, written apart
+#: from the school's own model.
+DEMO_ROOT = PROJECT_ROOT / "demo"
+DEMO_BACKEND = ("mtcnn", "dlib")
+
+
+def demo_paths() -> tuple[Path, Path]:
+    """(photos, output root) of ``--demo``: inside the program's folder, wherever it is run from."""
+    return DEMO_ROOT / "photos", DEMO_ROOT / "output"
+
+
+class _HelpFormat(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """One default per option: ``(default: X)`` added from the option's own default, except where the
+    help already says it, or where there is none to show (a switch, or a default worked out later)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
+USAGE = "retrain_model.py [--demo | --data-dir FOLDER] [--output-root FOLDER] [MODE] [options]"
+DESCRIPTION = "Train the face model from one photo folder per student (STU001_First_Last), check it, publish it."
+EXAMPLES = """examples:
+  python retrain_model.py --demo            first time: try it on the demo photos that ship with it
+  python retrain_model.py                   train on backend/dataset/processed and publish the model
+  python retrain_model.py --review          train and check only; publish it later with --promote
+  python retrain_model.py --erase STU004    a student left (folder moved out): erase their face data
+Every option, the report and the exit codes: docs/RETRAINING_GUIDE.md"""
+#: Room for the longest option (``--embedder-runtime NAME``) beside its help.
+HELP_POSITION = 27
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="retrain_model.py",
-        description="Index student photo folders, extract face embeddings, train and publish the face classifier.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=lambda prog: _HelpFormat(prog, max_help_position=HELP_POSITION),
+        add_help=False,
     )
-    p.add_argument(
+    data = p.add_argument_group("what to train on")
+    data.add_argument(
+        "--demo", action="store_true", help="the demo photos in demo/photos, offline models; output in demo/output"
+    )
+    data.add_argument(
         "--data-dir",
         type=Path,
-        default=None,
-        help="folder with one sub-folder per student (STU001_First_Last); "
-        "default: <output-root>/backend/dataset/processed",
+        metavar="FOLDER",
+        help="the student folders (default: <output root>/backend/dataset/processed)",
     )
-    p.add_argument(
+    data.add_argument(
         "--output-root",
         type=Path,
-        default=None,
-        help="where backend/models/Classifier and models/ are written; default: the project folder",
+        metavar="FOLDER",
+        help="where backend/models/ and models/ go (default: the project folder)",
     )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="confidence threshold to publish (0-1) instead of the recommended one",
+    data.add_argument(
+        "--threshold", type=float, metavar="T", help="confidence (0-1) to publish (default: the recommended one)"
     )
-    p.add_argument(
-        "--test-size",
-        type=float,
-        default=DEFAULTS.test_size,
-        help="share of each student's photos held out for evaluation",
+    data.add_argument(
+        "--test-size", type=float, default=DEFAULTS.test_size, metavar="SHARE", help="share of photos held out to test"
     )
-    p.add_argument(
+    data.add_argument(
         "--max-far",
         type=float,
         default=DEFAULTS.max_far,
-        help="target: highest acceptable share of strangers (not enrolled) accepted as a student; "
-        "the recommended threshold is the one that meets it with the best recognition",
+        metavar="SHARE",
+        help="stranger share the recommended threshold may accept",
     )
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed (split, calibration)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="face crops embedded per batch")
-    p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default=DEFAULTS.backend.device, help="where the embedder runs"
+    data.add_argument(
+        "--seed", type=int, default=DEFAULTS.seed, metavar="N", help="random seed of the split and calibration"
     )
-    p.add_argument(
+
+    models = p.add_argument_group("face models")
+    models.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        metavar="NAME",
+        help=f"{' or '.join(DETECTORS)} (offline) (default: {DEFAULTS.backend.detector}; {DEMO_BACKEND[0]} with --demo)",
+    )
+    models.add_argument(
+        "--embedder",
+        choices=EMBEDDERS,
+        metavar="NAME",
+        help=f"{' or '.join(EMBEDDERS)} (offline) (default: {DEFAULTS.backend.embedder}; {DEMO_BACKEND[1]} with --demo)",
+    )
+    models.add_argument("--detector-model", metavar="FILE", help="an SCRFD .onnx instead of buffalo_l/det_10g.onnx")
+    models.add_argument("--weights-dir", metavar="FOLDER", help=f"weight files for offline use (also ${WEIGHTS_ENV})")
+    models.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
+    devices = ("auto", "cpu", "cuda")
+    models.add_argument(
+        "--device",
+        choices=devices,
+        default=DEFAULTS.backend.device,
+        metavar="NAME",
+        help=f"where the embedder runs: {', '.join(devices)}",
+    )
+    models.add_argument(
         "--embedder-runtime",
         choices=RUNTIMES,
         default=DEFAULTS.backend.embedder_runtime,
-        help="how FaceNet runs: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime",
+        metavar="NAME",
+        help=f"how FaceNet runs: {', '.join(RUNTIMES)}",
     )
-    p.add_argument(
-        "--detector",
-        choices=DETECTORS,
-        default=DEFAULTS.backend.detector,
-        help="face detector: scrfd (insightface buffalo_l det_10g) or mtcnn (offline, bundled)",
+    models.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, metavar="N", help="face crops embedded at once"
     )
-    p.add_argument(
-        "--detector-model", default=None, help="an SCRFD .onnx file to use instead of buffalo_l/det_10g.onnx"
-    )
-    p.add_argument(
-        "--embedder",
-        choices=EMBEDDERS,
-        default=DEFAULTS.backend.embedder,
-        help="facenet (512-d, vggface2) or dlib (128-d, offline, bundled)",
-    )
-    p.add_argument(
-        "--weights-dir",
-        default=None,
-        help=f"folder with offline weight files (det_10g.onnx, 20180402-114759-vggface2.pt); also ${WEIGHTS_ENV}",
-    )
-    p.add_argument(
-        "--no-cache", action="store_true", help="ignore the embedding cache (models/cache) and re-embed every photo"
-    )
-    p.add_argument(
+    models.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="threads decoding/detecting photos ahead of the embedder (0: one at a time; "
-        f"default: half the CPU cores, 2 to 8: {default_workers()} here)",
+        metavar="N",
+        help=f"photo-reading threads, 0: none (default: half the cores, 2-8: {default_workers()} here)",
     )
-    p.add_argument(
-        "--keep-versions", type=int, default=DEFAULTS.keep_versions, help="previous models kept for --rollback"
-    )
-    gate = p.add_argument_group("quality gate (a new model replaces the published one only if it is at least as good)")
+    models.add_argument("--no-cache", action="store_true", help="re-embed every photo (ignore models/cache)")
+
+    gate = p.add_argument_group("quality gate (a new model must be at least as good as the one in service)")
     gate.add_argument(
         "--min-accuracy",
         type=float,
         default=DEFAULTS.gate.min_accuracy,
-        help="refuse a model whose held-out accuracy is clearly below this share (0-1)",
+        metavar="SHARE",
+        help="refuse a model clearly less accurate than this",
     )
     gate.add_argument(
         "--max-regression",
         type=float,
         default=DEFAULTS.gate.max_regression,
-        help="refuse a model more than this many percentage points less accurate than the published one",
+        metavar="PTS",
+        help="refuse a model this many points worse than the live one",
     )
-    gate.add_argument("--force", action="store_true", help="publish even if the quality gate refuses the model")
-    gate.add_argument(
-        "--review",
-        action="store_true",
-        help="build and check the model but publish nothing: it waits in backend/models/candidate/ for --promote",
+    gate.add_argument("--force", action="store_true", help="publish even if the gate refuses it or nothing changed")
+
+    modes = p.add_argument_group("modes (one at a time; without one: train and publish)")
+    mode = modes.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--dry-run", action="store_true", help="check everything, list what would be replaced; change nothing"
     )
-    gate.add_argument(
-        "--promote", action="store_true", help="publish the model that --review left waiting (checked again), and stop"
-    )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=DEFAULTS.lock_timeout,
-        help="seconds to wait if another retraining run is publishing",
-    )
-    p.add_argument("--dry-run", action="store_true", help="index and list what would be replaced; touch nothing")
-    p.add_argument(
-        "--rollback",
-        action="store_true",
-        help="restore the previously published model and exit (refused if it holds a student who was erased "
-        "or whose folder is gone; --force publishes it for the latter)",
-    )
-    p.add_argument(
+    mode.add_argument("--review", action="store_true", help="train and check, but keep the model waiting for --promote")
+    mode.add_argument("--promote", action="store_true", help="publish the model that --review left waiting")
+    mode.add_argument("--rollback", action="store_true", help="put the previous model back")
+    mode.add_argument(
         "--erase",
         action="append",
         metavar="STUDENT_ID",
-        help="erase a student's face data (id or folder name; repeatable) from every model, kept version, cache "
-        "and report under the output root, retraining the live model without them; their folder must be gone",
+        help="erase a student's face data (repeatable; move their folder out first)",
     )
-    p.add_argument(
-        "--keep-unpublished",
-        action="store_true",
-        help="keep --review candidates and rejected models after a model is published (by default they are removed)",
+    mode.add_argument(
+        "--upgrade-model", action="store_true", help="convert models of earlier releases, without retraining"
     )
-    p.add_argument(
-        "--upgrade-model",
-        action="store_true",
-        help="convert the published model and the kept versions of an earlier release (pickles) to "
-        "model.npz + model.json without retraining, and exit",
+
+    out = p.add_argument_group("output and messages")
+    out.add_argument(
+        "--keep-versions",
+        type=int,
+        default=DEFAULTS.keep_versions,
+        metavar="N",
+        help="previous models kept for --rollback",
     )
-    p.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
-    p.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
-    p.add_argument(
+    out.add_argument("--keep-unpublished", action="store_true", help="keep waiting and refused models after a publish")
+    out.add_argument(
+        "--wait", type=float, default=DEFAULTS.lock_timeout, metavar="SECONDS", help="wait for another run to finish"
+    )
+    out.add_argument(
         "--open-report",
         dest="open_report",
         action="store_true",
-        help="open models/report.html in the web browser at the end (when run at a terminal; retrain_clean does)",
+        help="open models/report.html in the browser at the end (--no-open: do not)",
     )
-    p.add_argument(
-        "--no-open",
-        dest="open_report",
-        action="store_false",
-        default=argparse.SUPPRESS,
-        help="do not open the report page",
+    out.add_argument(
+        "--no-open", dest="open_report", action="store_false", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
-    p.add_argument(
-        "--no-photos-in-report",
-        action="store_true",
-        help="models/report.html without face thumbnails (for schools that must not copy student photos)",
-    )
-    p.add_argument("--verbose", action="store_true", help="also the libraries' internal messages (for bug reports)")
+    out.add_argument("--no-photos-in-report", action="store_true", help="report.html without face thumbnails")
+    out.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
+    out.add_argument("--verbose", action="store_true", help="also the libraries' own messages (for bug reports)")
+    out.add_argument("-h", "--help", action="help", help="show this help and exit")
     return p
 
 
@@ -247,15 +270,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--min-accuracy must be between 0 and 1 (e.g. 0.5 for 50%)")
     if args.max_regression < 0:
         parser.error("--max-regression must be 0 or more (percentage points)")
-    if sum((args.review, args.promote, args.rollback, args.dry_run, args.upgrade_model, bool(args.erase))) > 1:
-        parser.error("choose one of --review, --promote, --rollback, --dry-run, --upgrade-model, --erase")
+    if args.demo and args.data_dir is not None:
+        parser.error("--demo trains on the demo photos: leave out --data-dir (or leave out --demo)")
     configure_console(quiet=args.quiet, verbose=args.verbose)
 
     workers = default_workers() if args.workers is None else max(0, args.workers)
+    data_dir, output_root = args.data_dir, args.output_root
+    detector, embedder = DEFAULTS.backend.detector, DEFAULTS.backend.embedder
+    if args.demo:
+        data_dir, demo_output = demo_paths()
+        output_root = output_root or demo_output
+        detector, embedder = DEMO_BACKEND
 
     options = pipeline.RunOptions(
-        data_dir=args.data_dir,
-        output_root=args.output_root,
+        data_dir=data_dir,
+        output_root=output_root,
         threshold=args.threshold,
         test_size=args.test_size,
         max_far=args.max_far,
@@ -270,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         review=args.review,
         photos_in_report=not args.no_photos_in_report,
         keep_unpublished=args.keep_unpublished,
+        skip_unchanged=not args.force and not args.no_cache,  # --no-cache asks to embed every photo again
         backend=BackendConfig(
-            detector=args.detector,
-            embedder=args.embedder,
+            detector=args.detector or detector,
+            embedder=args.embedder or embedder,
             device=args.device,
             weights_dir=args.weights_dir,
             detector_model=args.detector_model,
@@ -286,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
+    if args.demo and not (data_dir and data_dir.is_dir()):
+        print(
+            f"ERROR: The demo photos are missing: {data_dir} is not there (it ships with the program). Get a "
+            "complete copy of the program, or train on your own photos without --demo.",
+            file=sys.stderr,
+        )
+        return outcome.EXIT_ERROR
     try:
         return _act(args, options)
     except BaseException as err:  # every way a run can end: one ERROR line, a documented exit code
@@ -306,27 +343,24 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
     if args.erase:
         data_dir, paths = options.resolved_paths()
 
-        def retrain() -> str:
-            return pipeline.run(dataclasses.replace(options, review=False)).summary.version
+        def retrain() -> str:  # the live model holds the student: it is retrained even if nothing else changed
+            result = pipeline.run(dataclasses.replace(options, review=False, skip_unchanged=False))
+            return result.version if isinstance(result, pipeline.Unchanged) else result.summary.version
 
         done = erasure.erase(paths, data_dir, args.erase, retrain=retrain, lock_timeout=args.wait)
         print(format_erasure(done, paths.root))
         return 0
     if args.dry_run:
-        dry = pipeline.dry_run(options)
-        print(f"Dry run: {len(dry.index.students)} students, {len(dry.index.records)} photos in {dry.data_dir}")
-        for s in dry.index.students:
-            print(f"  {s.student_id:<12} {s.num_images:>4} photos  {s.student_name}")
-        print(f"A real run would replace ({len(dry.would_replace)}):")
-        for p in dry.would_replace:
-            print(f"  {p}")
-        print("Nothing was changed.")
+        print(format_dry_run(pipeline.dry_run(options)))
         return 0
     if args.promote:
         promoted = pipeline.promote(options)
         print(f"Promoted: model {promoted.version} is live (previous model kept in {promoted.archived_to}).")
         return 0
     result = pipeline.run(options)
+    if isinstance(result, pipeline.Unchanged):
+        print(result.message())
+        return 0
     print(format_summary(result))
     page = (
         ModelFolder.under(result.candidate)

@@ -7,8 +7,8 @@ from pathlib import Path
 from backend.recognizer.paths import ModelFolder
 
 from .erasure import ErasureResult
-from .pipeline import RunResult
-from .report import confusion_lines
+from .pipeline import DryRunResult, RunResult
+from .report import confusion_lines, students_in_order
 from .verdict import fmt_threshold
 
 
@@ -111,4 +111,34 @@ def format_erasure(result: ErasureResult, root: Path) -> str:
         lines.append(f"  live model: {result.live_version}")
     lines.append(f"  record    : {result.record} (ids, times, what was removed with SHA-256; no face data)")
     lines.append("  The student folders were not touched. The ids are remembered: no command publishes them again.")
+    return "\n".join(lines)
+
+
+def format_dry_run(dry: DryRunResult) -> str:
+    """What ``--dry-run`` prints: the students found, and exactly what a real run would replace."""
+    lines = [f"Dry run: {len(dry.index.students)} students, {len(dry.index.records)} photos in {dry.data_dir}"]
+    lines += [f"  {s.student_id:<12} {s.num_images:>4} photos  {s.student_name}" for s in students_in_order(dry.index)]
+    if dry.unchanged is not None:
+        lines.append(
+            f"A real run would publish nothing: nothing changed since model {dry.unchanged.version} "
+            f"({dry.unchanged.reason}). Pass --force to retrain anyway."
+        )
+    elif not dry.would_replace:
+        lines.append("A real run would replace nothing: no model is published here yet.")
+    else:
+        if dry.interrupted_publish:
+            lines.append(
+                "A real run first finishes a publish that was interrupted (this list is what is in place now)."
+            )
+        kept = "kept for --rollback in backend/models/versions/" if dry.keeps_previous else "deleted: --keep-versions 0"
+        lines.append(
+            f"If the new model passes the quality gate, a real run would replace ({len(dry.would_replace)}; {kept}):"
+        )
+        lines += [f"  {p}" for p in dry.would_replace]
+    if dry.unchanged is None and dry.would_clear:
+        lines.append(
+            f"and remove the models waiting or refused ({len(dry.would_clear)}; --keep-unpublished keeps them):"
+        )
+        lines += [f"  {p}" for p in dry.would_clear]
+    lines.append("Nothing was changed.")
     return "\n".join(lines)

@@ -137,6 +137,12 @@ class OpenSet:
             enrolled_ratio=self.enrolled_ratio,
         )[0]
 
+    def sweep_with(self, *thresholds: float) -> list[OpenSetRow]:
+        """The report's table: the :data:`THRESHOLDS` rows and a row at each of ``thresholds`` (the one
+        in use, the recommended one) that is not among them, in threshold order."""
+        extra = [self.row_at(t) for t in _missing(thresholds, [r.threshold for r in self.sweep])]
+        return sorted([*self.sweep, *extra], key=lambda r: r.threshold)
+
 
 @dataclass
 class Evaluation:
@@ -157,6 +163,24 @@ class Evaluation:
     test_conf: np.ndarray = field(default_factory=lambda: np.zeros(0))
     open_set: OpenSet | None = None
     test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of X held out
+
+    def sweep_with(self, *thresholds: float) -> list[SweepRow]:
+        """The known-faces table: the :data:`THRESHOLDS` rows and a row at each of ``thresholds`` (the one
+        in use, the recommended one) that is not among them, in threshold order."""
+        if not self.sweep:
+            return []
+        missing = _missing(thresholds, [r.threshold for r in self.sweep])
+        extra = sweep_thresholds(self.test_true, self.test_pred, self.test_conf, missing) if missing else []
+        return sorted([*self.sweep, *extra], key=lambda r: r.threshold)
+
+
+def _missing(thresholds: Sequence[float], present: Sequence[float]) -> tuple[float, ...]:
+    """``thresholds`` that are not (to 1e-9) in ``present``, once each, in order."""
+    out: list[float] = []
+    for t in thresholds:
+        if all(abs(t - p) > 1e-9 for p in [*present, *out]):
+            out.append(float(t))
+    return tuple(out)
 
 
 def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .files import ESCAPE, atomic_write_bytes
 from .quality import Finding, FindingKind
-from .report import MAX_LISTED_PER_KIND, RunSummary, stranger_sentence
+from .report import MAX_LISTED_PER_KIND, RunSummary, folders_to_rename, stranger_sentence, students_in_order
 from .thumbnails import png_data_uri
 from .verdict import fmt_threshold
 
@@ -95,7 +95,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
             "recall": _pct((report.get(st.student_id) or {}).get("recall")),
             "precision": _pct((report.get(st.student_id) or {}).get("precision")),
         }
-        for st in s.index.students
+        for st in students_in_order(s.index)
     ]
     gate = s.gate
     headline = s.verdict.headline()
@@ -136,6 +136,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
             for a, b, n in confusion_pairs(s)
         ],
         "students": students,
+        "rename": [{"folder": folder, "why": why} for folder, why in folders_to_rename(s.index)],
         "plots": [
             {"name": p.name, "uri": png_data_uri(path.parent / p)} for p in s.plots if (path.parent / p).is_file()
         ],

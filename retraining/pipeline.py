@@ -8,15 +8,21 @@ artifact is touched, and publishing itself is an atomic swap (:func:`publish.pub
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from backend.recognizer import weights as weight_files
 from backend.recognizer.backends import BackendConfig, build_detector
 from backend.recognizer.bundle import ModelBundle
-from backend.recognizer.errors import ModelLoadError
+from backend.recognizer.errors import ImageError, ModelLoadError, WeightsNotFoundError
+from backend.recognizer.hashing import sha256_bytes, sha256_file
+from backend.recognizer.images import read_photo
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
 from backend.recognizer.manifest import verify_manifest
 from backend.recognizer.metadata import (
@@ -26,11 +32,12 @@ from backend.recognizer.metadata import (
     Metrics,
     ModelMetadata,
 )
-from backend.recognizer.paths import DEFAULT_DATA_DIR, ModelFolder, OutputPaths
+from backend.recognizer.paths import DEFAULT_DATA_DIR, PROJECT_ROOT, ModelFolder, OutputPaths
 from backend.recognizer.session import PresenceRule
 from backend.recognizer.weights import unofficial_weights
 
 from . import publish
+from .cache import FINGERPRINT_LIBRARIES
 from .dataset import DatasetIndex, index_dataset, refuse_overlap
 from .errors import ModelRefusedError, PublishError, TrainingError
 from .evaluate import DEFAULT_MAX_FAR, evaluate
@@ -41,16 +48,16 @@ from .files import SHARED_DIR_MODE, estimate_output_bytes, private_mkdir, requir
 from .gate import GateSettings, candidate_from_folder, candidate_from_run, decide
 from .html_report import photos_to_show, write_html_report
 from .lock import RetrainLock
-from .plots import write_plots
+from .plots import PLOT_NAMES, write_plots
 from .quality import data_quality, duplicate_groups, embeddings_distinct, student_similarity
-from .report import RunSummary, write_reports
+from .report import RunSummary, new_models_files, write_reports
 from .retention import Cleared, clear_set_aside, prune_cache, recorded_data_dir, refuse_gone_students
 from .session_rates import summarize_sessions
 from .subfolders import subfolder_findings
 from .thumbnails import face_thumbnails
 from .train import fit_model
 from .verdict import stranger_verdict
-from .versions import library_versions
+from .versions import MODEL_LIBRARIES, library_versions
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,9 @@ class RunOptions:
     review: bool = False  # build, check and keep the model as a candidate for --promote; publish nothing
     photos_in_report: bool = True  # False (--no-photos-in-report): report.html holds no face thumbnails
     keep_unpublished: bool = False  # True (--keep-unpublished): a publish leaves candidate/ and rejected/ models
+    #: False (--force, and --erase's retraining): retrain even when the photos, options and code are
+    #: those the model in service was trained from (see :func:`run_fingerprint`)
+    skip_unchanged: bool = True
 
     def resolved_paths(self) -> tuple[Path, OutputPaths]:
         paths = OutputPaths.at(self.output_root)
@@ -105,21 +115,211 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class Unchanged:
+    """A run that found nothing to do: the model in service was trained from exactly these photos,
+    options, face models and code (the same :func:`run_fingerprint`)."""
+
+    version: str  # the model in service
+    data_dir: Path
+
+    @property
+    def reason(self) -> str:
+        return f"the same photos in {self.data_dir}, the same options and the same program"
+
+    def message(self) -> str:
+        """What the CLI prints (exit code 0)."""
+        return (
+            f"Nothing changed since model {self.version}: {self.reason}, so no new model was trained and the model "
+            "in service stays. Add, remove or replace photos and run again, or pass --force to retrain anyway."
+        )
+
+
+@dataclass(frozen=True)
 class DryRunResult:
+    """What a real run with the same options would do, found without loading a model or writing a file."""
+
     data_dir: Path
     index: DatasetIndex
-    would_replace: list[Path]
+    would_replace: list[Path]  # published files the swap moves away (publish.swap_plan: what the swap uses)
+    keeps_previous: bool  # the replaced model is kept for --rollback (False: --keep-versions 0, or none)
+    would_clear: list[Path]  # --review candidates and rejected models a publish removes
+    unchanged: Unchanged | None = None  # nothing changed: the real run would stop there, publishing nothing
+    interrupted_publish: bool = False  # the real run first finishes a publish that was interrupted
 
 
 def dry_run(options: RunOptions) -> DryRunResult:
-    """Index the data folder and list what a real run would replace; writes nothing."""
+    """Do every check a real run does before it loads the face models (data folder, output layout, free
+    space, weight files), and list exactly what it would replace; writes nothing, downloads nothing."""
     data_dir, paths = options.resolved_paths()
     refuse_overlap(data_dir, paths)
-    return DryRunResult(data_dir, index_dataset(data_dir), publish.prior_artifacts(paths))
+    index = index_dataset(data_dir)
+    publish.refuse_links(paths)
+    require_free_space(_existing(paths.backend_models), estimate_output_bytes(len(index.records), len(index.students)))
+    try:
+        located = local_weights(options.backend)
+    except WeightsNotFoundError:
+        if options.backend.allow_download:
+            log.warning("A real run would first try to download the missing weight file; --dry-run downloads nothing.")
+        raise
+    interrupted = paths.journal_file.exists()
+    if options.skip_unchanged and not interrupted:
+        fingerprint = run_fingerprint(options, data_dir, photo_digests(index), weight_hashes(located))
+        version = unchanged_since(paths, fingerprint)
+        if version is not None:
+            return DryRunResult(data_dir, index, [], False, [], Unchanged(version, data_dir))
+    plan = publish.swap_plan(paths, new_models_files([Path(paths.plots_dir.name) / n for n in PLOT_NAMES]))
+    clear = [] if options.keep_unpublished else _set_aside_models(paths)
+    removed = plan.removed
+    return DryRunResult(
+        data_dir, index, removed, bool(removed) and options.keep_versions > 0, clear, interrupted_publish=interrupted
+    )
 
 
-def run(options: RunOptions) -> RunResult:
-    """Retrain from the student folders and publish the new model. Raises RetrainError subclasses."""
+def _existing(folder: Path) -> Path:
+    """``folder``, or the nearest folder above it that exists (whose disk it will be on)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return candidate
+    return folder
+
+
+def _set_aside_models(paths: OutputPaths) -> list[Path]:
+    """The --review candidates and rejected models kept now (what a publish removes, retention.clear_set_aside)."""
+    return [
+        folder
+        for parent in (paths.candidate_dir, paths.rejected_dir)
+        if parent.is_dir() and not parent.is_symlink()
+        for folder in sorted(parent.iterdir())
+    ]
+
+
+# --------------------------------------------------------------------------- has anything changed?
+
+#: Bump when the fingerprint's content changes meaning.
+FINGERPRINT_FORMAT = 1
+#: The code whose every line can change a model or its reports: the training and serving packages.
+CODE_FOLDERS = (Path(__file__).resolve().parent, PROJECT_ROOT / "backend" / "recognizer")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """SHA-256 over the source files (and report templates) of :data:`CODE_FOLDERS`: another release,
+    or any edit, is another program."""
+    parts = []
+    for folder in CODE_FOLDERS:
+        for path in sorted(p for p in folder.rglob("*") if p.suffix in (".py", ".j2") and p.is_file()):
+            parts.append(f"{path.relative_to(folder.parent).as_posix()} {sha256_file(path)}")
+    return sha256_bytes("\n".join(parts).encode("utf-8"))
+
+
+def photo_digests(index: DatasetIndex) -> list[tuple[str, str, str, str]]:
+    """(student id, name, path in the data folder, SHA-256 of the bytes) of every photo, and
+    ("", "", path, why) of every entry the index skipped. A photo that cannot be read counts by its reason."""
+    out: list[tuple[str, str, str, str]] = []
+    for record in index.records:
+        try:
+            digest = sha256_bytes(read_photo(record.path))
+        except ImageError as err:
+            digest = f"unreadable: {err}"
+        out.append((record.student_id, record.student_name, _relative(record.path, index.data_dir), digest))
+    out += [("", "", _relative(path, index.data_dir), why) for path, why in index.skipped]
+    return sorted(out)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def local_weights(backend: BackendConfig) -> dict[str, Path | None]:
+    """The detector's and embedder's weight files, found where a run finds them, never downloaded
+    (MTCNN: None, its weights ship inside facenet-pytorch). Raises the run's own
+    :class:`~backend.recognizer.errors.WeightsNotFoundError` when one is missing."""
+    detector = (
+        weight_files.scrfd_weights(backend.detector_model, backend.weights_dir, allow_download=False)
+        if backend.detector == "scrfd"
+        else None
+    )
+    if backend.embedder == "facenet":
+        embedder: Path | None = weight_files.facenet_weights(backend.weights_dir, allow_download=False)
+    elif backend.embedder == "dlib":
+        embedder = weight_files.dlib_weights()
+    else:
+        embedder = None
+    return {"detector": detector, "embedder": embedder}
+
+
+def weight_hashes(located: Mapping[str, Path | None]) -> dict[str, str | None]:
+    """SHA-256 of each located weight file (memoised: a 100 MB file is read once per process)."""
+    return {part: None if path is None else weight_files.weights_sha256(path) for part, path in located.items()}
+
+
+def run_fingerprint(
+    options: RunOptions, data_dir: Path, photos: list[tuple[str, str, str, str]], weights: Mapping[str, str | None]
+) -> str:
+    """SHA-256 of everything that decides what a run publishes: the photos (content, student, folder,
+    file name), the options that change the model or its reports, the face models' names and weight
+    hashes, the library versions and this program's code. Two runs with the same fingerprint train
+    the same model; the model records it (``model.json``: ``run_fingerprint``)."""
+    b = options.backend
+    record = {
+        "format": FINGERPRINT_FORMAT,
+        "data_dir": str(_resolved(data_dir)),
+        "photos": photos,
+        "options": {
+            "threshold": options.threshold,
+            "test_size": options.test_size,
+            "max_far": options.max_far,
+            "seed": options.seed,
+            "photos_in_report": options.photos_in_report,
+            "gate": {"min_accuracy": options.gate.min_accuracy, "max_regression": options.gate.max_regression},
+        },
+        "face_models": {
+            "detector": b.detector,
+            "embedder": b.embedder,
+            "device": b.device,
+            "embedder_runtime": b.embedder_runtime,
+            "weights_sha256": dict(weights),
+        },
+        "libraries": library_versions(dict.fromkeys([*MODEL_LIBRARIES, *FINGERPRINT_LIBRARIES])),
+        "code": code_version(),
+    }
+    return sha256_bytes(json.dumps(record, sort_keys=True, ensure_ascii=True).encode("ascii"))
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def unchanged_since(paths: OutputPaths, fingerprint: str) -> str | None:
+    """The version of the model in service if it was trained with this ``fingerprint`` and its files
+    are intact (its manifest checks); None otherwise, or while an erasure is unfinished."""
+    if paths.erasure_intent.exists() or paths.journal_file.exists():
+        return None
+    try:
+        metadata = ModelMetadata.from_dict(json.loads(paths.model_json.read_text(encoding="utf-8")))
+    except (OSError, ValueError):  # no model, an old one, or damaged: MetadataError is a ValueError
+        return None
+    if metadata.run_fingerprint != fingerprint:
+        return None
+    try:
+        verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)
+    except ModelLoadError as err:
+        log.info("The model in service was trained from these photos, but its files fail their check (%s)", err)
+        return None
+    return metadata.model_version
+
+
+def run(options: RunOptions) -> RunResult | Unchanged:
+    """Retrain from the student folders and publish the new model. Raises RetrainError subclasses.
+
+    Returns :class:`Unchanged` (nothing published) when the model in service was trained from the same
+    photos, options, face models and code, unless ``options.skip_unchanged`` is False or it is a --review run."""
     timings: dict[str, float] = {}
     started = t = time.perf_counter()
     data_dir, paths = options.resolved_paths()
@@ -143,6 +343,13 @@ def run(options: RunOptions) -> RunResult:
     with RetrainLock(paths, timeout=options.lock_timeout):
         for note in publish.recover(paths):
             log.warning("%s", note)
+        t = time.perf_counter()
+        photos = photo_digests(index)  # every photo's bytes, read once more: cheap next to finding faces
+        timings["index"] += time.perf_counter() - t
+        if options.skip_unchanged and not options.review:  # --review builds a model to look at, whatever happens
+            same = _unchanged(options, paths, data_dir, photos)
+            if same is not None:
+                return same  # the CLI says so
         t = time.perf_counter()
         log.info("Finding and embedding the faces (%s, %s)", options.backend.detector, options.backend.embedder)
         extracted = extract_with_models(
@@ -218,6 +425,9 @@ def run(options: RunOptions) -> RunResult:
         candidate = candidate_from_run(evaluation, separated, face_models, X, verdict.target_met)
         decision = decide(candidate, published_model(paths), options.gate)
         log.info("Quality gate: %s", "passed" if decision.passed else ("FORCED" if decision.forced else "REFUSED"))
+        plots = [
+            p.relative_to(stage.models_dir) for p in write_plots(stage.folder.plots_dir, evaluation, float(threshold))
+        ]
         summary = RunSummary(
             version=stage.version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -232,10 +442,10 @@ def run(options: RunOptions) -> RunResult:
             excluded_students=excluded,
             duplicate_groups=duplicates,
             timings={**timings, "total": time.perf_counter() - started},  # reports show the time up to publishing
-            prior_artifacts=publish.prior_artifacts(paths),
+            prior_artifacts=publish.swap_plan(paths, new_models_files(plots)).removed,  # what the swap replaces
             library_versions=library_versions(),
             findings=findings,
-            plots=[p.relative_to(stage.models_dir) for p in write_plots(stage.folder.plots_dir, evaluation)],
+            plots=plots,
             gate=decision,
             weights_warnings=weights_warnings(face_models),
             verdict=verdict,
@@ -248,7 +458,10 @@ def run(options: RunOptions) -> RunResult:
             str(extracted.detector_file) if extracted.detector_file else None,
         )
         names = index.names()
-        metadata = model_metadata(summary, face_models, backend, {sid: names[sid] for sid in model.classes}, separated)
+        fingerprint = run_fingerprint(options, data_dir, photos, _recorded_weights(face_models))
+        metadata = model_metadata(
+            summary, face_models, backend, {sid: names[sid] for sid in model.classes}, separated, fingerprint
+        )
         bundle = ModelBundle(model.model, metadata)
         publish.save_bundle(stage, bundle, model)
         artifacts = write_reports(stage, paths, summary)
@@ -272,8 +485,31 @@ def run(options: RunOptions) -> RunResult:
     return RunResult(summary, artifacts, published.removed, archived, cleared=cleared, not_enrolled=not_enrolled)
 
 
+def _unchanged(
+    options: RunOptions, paths: OutputPaths, data_dir: Path, photos: list[tuple[str, str, str, str]]
+) -> Unchanged | None:
+    """:class:`Unchanged` when the model in service was trained from exactly this; checked before any
+    face model is loaded. Weights that are not on this computer yet cannot be compared: then None."""
+    try:
+        located = local_weights(options.backend)
+    except WeightsNotFoundError:
+        return None  # the run downloads them, or stops with the message
+    version = unchanged_since(paths, run_fingerprint(options, data_dir, photos, weight_hashes(located)))
+    return None if version is None else Unchanged(version, data_dir)
+
+
+def _recorded_weights(face_models: FaceModels) -> dict[str, str | None]:
+    """The weight hashes of the models the run used, as :func:`weight_hashes` gives them before loading."""
+    return {"detector": face_models.detector.weights_sha256, "embedder": face_models.embedder.weights_sha256}
+
+
 def model_metadata(
-    s: RunSummary, face_models: FaceModels, backend: BackendChoice, students: dict[str, str], separated: bool
+    s: RunSummary,
+    face_models: FaceModels,
+    backend: BackendChoice,
+    students: dict[str, str],
+    separated: bool,
+    run_fingerprint: str | None = None,
 ) -> ModelMetadata:
     """What the new model records about itself: models, data summary, scores, gate (model.json)."""
     ev = s.evaluation
@@ -305,6 +541,7 @@ def model_metadata(
         forced=bool(s.gate is not None and s.gate.forced),
         weights_warnings=tuple(s.weights_warnings),
         session_rule=s.sessions.rule if s.sessions is not None else PresenceRule(),
+        run_fingerprint=run_fingerprint,
     )
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .evaluate import Evaluation
+from .evaluate import FINE_THRESHOLDS, THRESHOLDS, Evaluation
 from .files import atomic_write_bytes, private_mkdir
+from .report import natural_order
+from .verdict import fmt_threshold
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,9 @@ def confusion_png(path: Path, ev: Evaluation) -> Path | None:
     """Row-normalised confusion heat map; with many students only rows/columns with errors."""
     if ev.confusion.size == 0:
         return None
-    cm = ev.confusion.astype(float)
-    labels = list(ev.labels)
+    order = natural_order(list(ev.labels))
+    cm = ev.confusion.astype(float)[np.ix_(order, order)]
+    labels = [ev.labels[i] for i in order]
     title = "Confusion matrix (row-normalised, held-out photos)"
     if len(labels) > FULL_MATRIX_MAX:
         off = cm - np.diag(np.diag(cm))
@@ -69,29 +72,50 @@ def confusion_png(path: Path, ev: Evaluation) -> Path | None:
     return path
 
 
-def threshold_png(path: Path, ev: Evaluation) -> Path | None:
-    """Recognition vs stranger false-accept vs rejection across the threshold sweep."""
+def plotted_range(ev: Evaluation, threshold: float | None = None) -> tuple[float, float]:
+    """The thresholds the curves cover: the table's (0.50-0.98), widened to show the threshold in use
+    and the recommended one with some curve on each side."""
+    marks = [t for t in (threshold, ev.recommended_threshold) if t is not None]
+    low = min([THRESHOLDS[0], *(t - 0.05 for t in marks)])
+    high = max([THRESHOLDS[-1], *(t + 0.01 for t in marks)])
+    return max(FINE_THRESHOLDS[0], float(np.floor(low * 20)) / 20), min(FINE_THRESHOLDS[-1], high)
+
+
+def threshold_png(path: Path, ev: Evaluation, threshold: float | None = None) -> Path | None:
+    """Recognition vs stranger false-accept vs rejection across the thresholds, the one in use marked."""
+    low, high = plotted_range(ev, threshold)
+    grid = [t for t in FINE_THRESHOLDS if low - 1e-9 <= t <= high + 1e-9]
     fig, ax = _figure(7, 4.5)
     if ev.open_set is not None:
-        rows = ev.open_set.sweep
+        rows = [r for r in ev.open_set.fine_sweep if low - 1e-9 <= r.threshold <= high + 1e-9] or ev.open_set.sweep
         t = [r.threshold for r in rows]
-        ax.plot(t, [r.recognition_rate for r in rows], "o-", label="enrolled students recognised")
-        ax.plot(
-            t, [r.false_accept_rate for r in rows], "s-", color="crimson", label="strangers accepted (false accept)"
-        )
-        ax.plot(t, [r.rejection_rate for r in rows], "^-", color="gray", label="enrolled students rejected")
+        ax.plot(t, [r.recognition_rate for r in rows], "-", label="enrolled students recognised")
+        ax.plot(t, [r.false_accept_rate for r in rows], "-", color="crimson", label="strangers accepted (false accept)")
+        ax.plot(t, [r.rejection_rate for r in rows], "--", color="gray", label="enrolled students rejected")
         ax.axhline(
             ev.open_set.max_far, color="crimson", ls=":", lw=1, label=f"stranger target {ev.open_set.max_far:.0%}"
         )
     elif ev.sweep:
-        t = [r.threshold for r in ev.sweep]
-        ax.plot(t, [r.recognition_rate for r in ev.sweep], "o-", label="recognised")
-        ax.plot(t, [r.rejection_rate for r in ev.sweep], "^-", color="gray", label="rejected")
+        closed = ev.sweep_with(*grid)
+        t = [r.threshold for r in closed]
+        ax.plot(t, [r.recognition_rate for r in closed], "-", label="recognised")
+        ax.plot(t, [r.rejection_rate for r in closed], "--", color="gray", label="rejected")
     else:
         return None
-    ax.axvline(
-        ev.recommended_threshold, color="green", ls="--", lw=1, label=f"recommended {ev.recommended_threshold:.2f}"
-    )
+    if threshold is not None and abs(threshold - ev.recommended_threshold) > 1e-9:
+        ax.axvline(threshold, color="black", lw=1.2, label=f"in use {fmt_threshold(threshold)}")
+        ax.axvline(
+            ev.recommended_threshold, color="green", ls="--", lw=1, label=f"recommended {ev.recommended_threshold:.2f}"
+        )
+    else:
+        ax.axvline(
+            ev.recommended_threshold,
+            color="green",
+            ls="--",
+            lw=1,
+            label=f"in use (recommended) {ev.recommended_threshold:.2f}",
+        )
+    ax.set_xlim(low - 0.01, high + 0.01)
     ax.set_xlabel("confidence threshold")
     ax.set_ylabel("share of photos")
     ax.set_ylim(-0.02, 1.02)
@@ -102,7 +126,7 @@ def threshold_png(path: Path, ev: Evaluation) -> Path | None:
     return path
 
 
-def confidence_png(path: Path, ev: Evaluation) -> Path | None:
+def confidence_png(path: Path, ev: Evaluation, threshold: float | None = None) -> Path | None:
     """Histograms of the confidence given to enrolled students' and strangers' photos."""
     if ev.open_set is None:
         return None
@@ -120,6 +144,8 @@ def confidence_png(path: Path, ev: Evaluation) -> Path | None:
         )
     ax.hist(os_.unknown_confidence, bins=bins, alpha=0.6, color="crimson", label="strangers (not enrolled)")
     ax.axvline(ev.recommended_threshold, color="green", ls="--", lw=1, label="recommended threshold")
+    if threshold is not None and abs(threshold - ev.recommended_threshold) > 1e-9:
+        ax.axvline(threshold, color="black", lw=1.2, label="threshold in use")
     ax.set_xlabel("confidence")
     ax.set_ylabel("photos")
     ax.set_title("Confidence: enrolled students vs strangers (held-out folds)")
@@ -129,17 +155,23 @@ def confidence_png(path: Path, ev: Evaluation) -> Path | None:
     return path
 
 
-def write_plots(folder: Path, ev: Evaluation) -> list[Path]:
-    """All plots into ``folder``; a plot that fails is logged, never fatal."""
+#: The pictures a run draws (the ones that apply), in ``models/plots/``.
+PLOT_NAMES = ("confusion_matrix.png", "threshold_curves.png", "confidence_histogram.png")
+
+
+def write_plots(folder: Path, ev: Evaluation, threshold: float | None = None) -> list[Path]:
+    """All plots into ``folder``, ``threshold`` (the one in use; None: the recommended) marked; a plot
+    that fails is logged, never fatal."""
     private_mkdir(folder)
     written = []
-    for name, fn in (
-        ("confusion_matrix.png", confusion_png),
-        ("threshold_curves.png", threshold_png),
-        ("confidence_histogram.png", confidence_png),
-    ):
+    drawers = (
+        lambda p: confusion_png(p, ev),
+        lambda p: threshold_png(p, ev, threshold),
+        lambda p: confidence_png(p, ev, threshold),
+    )
+    for name, draw in zip(PLOT_NAMES, drawers):
         try:
-            out = fn(folder / name, ev)
+            out = draw(folder / name)
         except Exception as err:  # a plotting problem must not lose a trained model
             log.warning("Could not draw %s (%s: %s)", name, type(err).__name__, err)
             log.debug("Plot %s failed", name, exc_info=True)

@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,15 +351,7 @@ def _swap_in(
     _check(stage, verify, models_check=models_check, discard_on_failure=discard_stage_on_failure)
 
     new_models = files_under(stage.models_dir)
-    old_models = sorted(
-        {
-            rel
-            for rel in set(new_models)
-            | set(_manifest_models_files(paths.classifier_dir))
-            | set(_legacy_models_files(paths))
-            if (paths.models_dir / rel).is_file()
-        }
-    )
+    old_models = list(swap_plan(paths, new_models).old_models)
     has_current = paths.classifier_dir.exists() or bool(old_models)
     archive = paths.versions_dir / _archive_name(paths) if has_current else None
     journal = PublishJournal(
@@ -470,13 +462,9 @@ def _run_journal(paths: OutputPaths, journal: PublishJournal) -> PublishResult:
     if paths.models_dir.exists():
         fsync_dir(paths.models_dir)
     # 3. leftovers of the original recipe that nothing replaces (models/temp/, the old embeddings cache)
-    keep = set(published)
-    for path in paths.legacy_artifacts():
-        if path.parent == paths.classifier_dir or path in keep:
-            continue
-        if path.exists() or path.is_symlink():
-            remove(path)
-            removed.append(path)
+    for path in _leftovers(paths, journal.new_models):
+        remove(path)
+        removed.append(path)
     # 4. clean up: stage, old versions, journal
     shutil.rmtree(stage.root, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -583,12 +571,46 @@ def recover(paths: OutputPaths) -> list[str]:
     return actions
 
 
-def prior_artifacts(paths: OutputPaths) -> list[Path]:
-    """Published files that a new model will replace (kept as the rollback version)."""
-    found = {p for p in paths.legacy_artifacts() if p.exists()}
-    if paths.classifier_dir.is_dir():
-        found.update(p for p in paths.classifier_dir.iterdir())
-    for p in (paths.metrics_json, paths.skipped_csv, paths.plots_dir):
-        if p.exists():
-            found.add(p)
-    return sorted(found)
+@dataclass(frozen=True)
+class SwapPlan:
+    """What swapping a new model in takes away from the published places, worked out before anything
+    moves: :func:`_swap_in` archives exactly these files, and ``--dry-run`` and the report list them."""
+
+    models_dir: Path
+    old_models: tuple[str, ...]  # files in models/ (relative) moved into versions/<old>/models
+    classifier_files: tuple[Path, ...]  # the published Classifier/'s files, moved into versions/<old>/Classifier
+    leftovers: tuple[Path, ...]  # files of the original recipe that nothing replaces: deleted
+
+    @property
+    def removed(self) -> list[Path]:
+        """Every published file the swap takes away, in the order the swap reports them."""
+        return [*(self.models_dir / rel for rel in self.old_models), *self.classifier_files, *self.leftovers]
+
+
+def swap_plan(paths: OutputPaths, new_models: Iterable[str]) -> SwapPlan:
+    """What publishing a model whose ``models/`` files are ``new_models`` (relative POSIX paths, as
+    :func:`files_under` gives them) replaces or removes: the one derivation the swap itself uses."""
+    new = set(new_models)
+    old_models = sorted(
+        rel
+        for rel in new | set(_manifest_models_files(paths.classifier_dir)) | set(_legacy_models_files(paths))
+        if (paths.models_dir / rel).is_file()
+    )
+    classifier = tuple(paths.classifier_dir / rel for rel in files_under(paths.classifier_dir))
+    return SwapPlan(paths.models_dir, tuple(old_models), classifier, tuple(_leftovers(paths, new)))
+
+
+def _leftovers(paths: OutputPaths, new_models: Iterable[str]) -> list[Path]:
+    """Files and folders of the original recipe (models/temp/, the old embeddings cache) that a model
+    with these ``models/`` files does not replace: the swap deletes them."""
+    keep = {paths.models_dir / rel for rel in new_models}
+    return [
+        path
+        for path in paths.legacy_artifacts()
+        if path.parent != paths.classifier_dir and path not in keep and (path.exists() or path.is_symlink())
+    ]
+
+
+def prior_artifacts(paths: OutputPaths, new_models: Iterable[str] = ()) -> list[Path]:
+    """Published files that a new model with these ``models/`` files replaces (see :func:`swap_plan`)."""
+    return swap_plan(paths, new_models).removed

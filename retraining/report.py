@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,9 +14,9 @@ from typing import Literal
 import numpy as np
 
 from backend.recognizer.metadata import FaceModels
-from backend.recognizer.paths import OutputPaths
+from backend.recognizer.paths import ModelFolder, OutputPaths
 
-from .dataset import DatasetIndex, write_labels_csv
+from .dataset import DatasetIndex, Student, write_labels_csv
 from .evaluate import Evaluation, OpenSet
 from .extract import Extraction
 from .face_data import FaceDataKept
@@ -109,13 +110,42 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def sweep_table(evaluation: Evaluation) -> list[str]:
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
+    """Sort key that orders the numbers inside names by value: s1, s2, s10 (not s1, s10, s2);
+    STU9 before STU10. Every list of students that people read is sorted with it."""
+    parts = tuple(
+        (0, int(part), "") if _DIGITS.fullmatch(part) else (1, 0, part.casefold()) for part in _DIGITS.split(text)
+    )
+    return parts, text
+
+
+def _row_mark(threshold: float, in_use: float | None, recommended: float | None) -> str:
+    """The note after a threshold table's row: which threshold is in use, which is recommended."""
+    marks = []
+    if in_use is not None and abs(threshold - in_use) < 1e-9:
+        marks.append("in use")
+    if recommended is not None and abs(threshold - recommended) < 1e-9:
+        marks.append("recommended")
+    return f"  <- {', '.join(marks)}" if marks else ""
+
+
+def _threshold_cell(threshold: float, width: int) -> str:
+    return f"{fmt_threshold(threshold):<{width}}"
+
+
+def sweep_table(evaluation: Evaluation, in_use: float | None = None) -> list[str]:
+    """THRESHOLD SWEEP: the table's thresholds, plus a marked row at the threshold in use (and the recommended)."""
+    recommended = evaluation.recommended_threshold
+    extra = [t for t in (in_use, recommended) if t is not None]
     lines = ["threshold  accepted  rejected  acc.of.accepted  recognised  misidentified"]
-    for r in evaluation.sweep:
+    for r in evaluation.sweep_with(*extra):
         lines.append(
-            f"   {r.threshold:.2f}     {_pct(r.accepted_rate):>6}    {_pct(r.rejection_rate):>6}"
+            f"   {_threshold_cell(r.threshold, 5)}    {_pct(r.accepted_rate):>6}    {_pct(r.rejection_rate):>6}"
             f"          {_pct(r.accuracy_of_accepted):>6}      {_pct(r.recognition_rate):>6}"
-            f"         {_pct(r.misidentification_rate):>6}"
+            f"         {_pct(r.misidentification_rate):>6}{_row_mark(r.threshold, in_use, recommended)}"
         )
     return lines
 
@@ -129,10 +159,11 @@ def open_set_lines(ev: Evaluation, verdict: Verdict) -> list[str]:
         f"{os_.n_known_photos} enrolled test photos, {os_.n_unknown_photos} stranger photos scored",
         "  threshold  recognised  strangers.accepted  misidentified  rejected",
     ]
-    for r in os_.sweep:
+    for r in os_.sweep_with(verdict.threshold, ev.recommended_threshold):
         lines.append(
-            f"     {r.threshold:.2f}      {_pct(r.recognition_rate):>6}              {_pct(r.false_accept_rate):>6}"
-            f"         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}"
+            f"     {_threshold_cell(r.threshold, 5)}     {_pct(r.recognition_rate):>6}              "
+            f"{_pct(r.false_accept_rate):>6}         {_pct(r.misidentification_rate):>6}    {_pct(r.rejection_rate):>6}"
+            f"{_row_mark(r.threshold, verdict.threshold, ev.recommended_threshold)}"
         )
     lines.append(
         f"  Strangers accepted are carried over to the published model's {len(ev.labels)} students (each fold's "
@@ -188,10 +219,18 @@ def stranger_sentence(verdict: Verdict, n_unknown: int) -> str:
     return text + "."
 
 
+def natural_order(labels: list[str]) -> list[int]:
+    """Positions of ``labels`` in natural order (:func:`natural_key`)."""
+    return sorted(range(len(labels)), key=lambda i: natural_key(labels[i]))
+
+
 def confusion_lines(evaluation: Evaluation) -> list[str]:
-    labels, cm = evaluation.labels, evaluation.confusion
+    order = natural_order(list(evaluation.labels))
+    labels = [evaluation.labels[i] for i in order]
+    cm = np.asarray(evaluation.confusion)
     if cm.size == 0:
         return ["(no held-out photos)"]
+    cm = cm[np.ix_(order, order)]
     if len(labels) <= FULL_CONFUSION_MAX:
         width = max(6, *(len(s) for s in labels))
         out = ["rows = true student, columns = predicted", " " * width + " " + " ".join(f"{s[-6:]:>6}" for s in labels)]
@@ -289,14 +328,14 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
         "",
         "  student_id   photos  embedded  name",
     ]
-    for st in idx.students:
+    for st in students_in_order(idx):
         lines.append(f"  {st.student_id:<12} {st.num_images:>6}  {counts.get(st.student_id, 0):>8}  {st.student_name}")
     if idx.nonconforming_folders:
         lines += ["", "  Folders not named like STU001_First_Last (folder name used as the id):"]
-        lines += [f"    - {f}" for f in idx.nonconforming_folders]
+        lines += [f"    - {f}" for f in sorted(idx.nonconforming_folders, key=natural_key)]
     if idx.renamed:
         lines += ["", "  Folder names that had to be cleaned (control characters, bytes that are not text):"]
-        lines += [f"    - {p.name}: {why}" for p, why in idx.renamed]
+        lines += [f"    - {p.name}: {why}" for p, why in sorted(idx.renamed, key=lambda e: natural_key(e[0].name))]
     lines += ["", "NEEDS ATTENTION (details under DATA QUALITY)"]
     attention = []
     for sid in s.excluded_students:
@@ -335,12 +374,12 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
             )
         else:
             lines.append(f"    {kind:<8} n=0")
-    lines += ["", "  Classification report:", *("    " + x for x in ev.report_text.splitlines())]
+    lines += ["", "  Classification report:", *("    " + x for x in classification_lines(ev))]
     lines += ["", "  Confusion matrix:", *("    " + x for x in confusion_lines(ev))]
     lines += [
         "",
         "THRESHOLD SWEEP - known faces (held-out photos of enrolled students)",
-        *("  " + x for x in sweep_table(ev)),
+        *("  " + x for x in sweep_table(ev, s.threshold)),
     ]
     lines += ["", "STRANGER SAFETY (open-set: whole students held out as strangers)", *open_set_lines(ev, verdict)]
     lines += ["", "ATTENDANCE SESSIONS (each person seen in many frames)", *session_report_lines(s)]
@@ -375,6 +414,39 @@ def write_training_report(path: Path, s: RunSummary, artifact_paths: list[Path])
     if not s.prior_artifacts:
         lines.append("  none")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors=ESCAPE)
+
+
+#: Why a folder not named like STU001_First_Last should be renamed (report.html says it beside each).
+NONCONFORMING_ADVICE = (
+    "not named like STU001_First_Last: the whole folder name is used as the student id and name; "
+    "rename it to the student's id and name (e.g. STU012_Alice_Smith)"
+)
+
+
+def folders_to_rename(index: DatasetIndex) -> list[tuple[str, str]]:
+    """(folder name, why and how to rename it): folders not named like STU001_First_Last, and folder
+    names that had to be cleaned, in natural order."""
+    out = {folder: NONCONFORMING_ADVICE for folder in index.nonconforming_folders}
+    for path, why in index.renamed:
+        out[path.name] = f"{why}; {out[path.name]}" if path.name in out else why
+    return sorted(out.items(), key=lambda e: natural_key(e[0]))
+
+
+def students_in_order(index: DatasetIndex) -> list[Student]:
+    """The data folder's students in natural order of their ids (s1, s2, s10)."""
+    return sorted(index.students, key=lambda st: natural_key(st.student_id))
+
+
+def classification_lines(ev: Evaluation) -> list[str]:
+    """scikit-learn's classification report with its per-student rows in natural order.
+
+    Its rows follow ``ev.labels`` (header, blank line, one row per label, then the averages)."""
+    lines = ev.report_text.splitlines()
+    n = len(ev.labels)
+    if len(lines) < n + 2 or lines[1].strip():  # not the layout above ("no held-out photos"): as it is
+        return lines
+    rows = lines[2 : 2 + n]
+    return [*lines[:2], *(rows[i] for i in natural_order(list(ev.labels))), *lines[2 + n :]]
 
 
 def face_data_lines(f: FaceDataKept) -> list[str]:
@@ -598,6 +670,22 @@ Higher values accept fewer strangers and ask more students to retry. See the swe
     path.write_text(text, encoding="utf-8", errors=ESCAPE)
 
 
+def report_files(folder: ModelFolder) -> list[Path]:
+    """The ``models/`` files every run writes besides its plots, in the order the report lists them."""
+    return [
+        *(folder.X, folder.y, folder.heldout, folder.labels_csv, folder.report_txt, folder.report_html),
+        *(folder.model_readme, folder.metrics_json, folder.skipped_csv, folder.inputs_csv),
+    ]
+
+
+def new_models_files(plots: list[Path]) -> list[str]:
+    """The ``models/`` files (relative POSIX paths) a run with these plots publishes: what its swap replaces."""
+    folder = ModelFolder.under(Path())
+    return [p.relative_to(folder.models_dir).as_posix() for p in report_files(folder)] + [
+        Path(p).as_posix() for p in plots
+    ]
+
+
 def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]:
     """Write the run's ``models/`` outputs into the stage; return every artifact's final path
     (model files first), in the order the report and the summary list them."""
@@ -610,10 +698,7 @@ def write_reports(stage: Stage, paths: OutputPaths, s: RunSummary) -> list[Path]
     final = [
         *(paths.classifier_dir / name for name in files_under(stage.classifier_dir)),
         paths.manifest,
-        *(paths.X, paths.y, paths.heldout, paths.labels_csv, paths.report_txt, paths.report_html),
-        *(paths.model_readme, paths.metrics_json),
-        paths.skipped_csv,
-        paths.inputs_csv,
+        *report_files(paths.published),
         *(paths.models_dir / p for p in s.plots),
     ]
     write_training_report(out / paths.report_txt.name, s, final)

@@ -323,6 +323,9 @@ class ModelMetadata:
     #: when a class session counts a student present, as the training run chose it (None: a model
     #: from before class sessions, which AttendanceSession gives the default PresenceRule())
     session_rule: PresenceRule | None = None
+    #: SHA-256 of what the training run read (photos, options, face models, code): an identical
+    #: re-run publishes nothing (None: a model from before it was recorded)
+    run_fingerprint: str | None = None
     format: int = MODEL_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -343,6 +346,7 @@ class ModelMetadata:
             "forced": self.forced,
             "weights_warnings": list(self.weights_warnings),
             "session_rule": None if self.session_rule is None else self.session_rule.to_dict(),
+            "run_fingerprint": self.run_fingerprint,
         }
 
     @classmethod
@@ -371,6 +375,7 @@ class ModelMetadata:
                 forced=bool(d.get("forced", False)),
                 weights_warnings=tuple(str(w) for w in d.get("weights_warnings") or ()),
                 session_rule=None if d.get("session_rule") is None else PresenceRule.from_dict(d["session_rule"]),
+                run_fingerprint=_opt_str(d.get("run_fingerprint")),
                 format=_opt_int(d.get("format")) or 2,
             )
         except (TypeError, ValueError) as err:

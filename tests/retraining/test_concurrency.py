@@ -42,11 +42,11 @@ def test_second_run_is_refused_clearly_then_waits_with_wait(
         assert "without changing anything" in err and "--wait" in err
         assert tree_digest(paths.backend_models / "Classifier") == before
         assert json.loads(paths.lock_owner_file.read_text())["pid"] == a.pid  # B did not take or drop A's lock
-        # run B with --wait: waits for A to publish, then publishes its own model on top
+        # run B with --wait: waits for A to publish, then publishes its own model on top (--force: A's model
+        # was trained from the same photos, and an identical re-run publishes nothing)
         release_file(a_marker).touch()  # A carries on only now, whatever time B's first attempt took
-        code = retrain_model.main(
-            ["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", "--wait", "300", *OFFLINE_ARGS]
-        )
+        argv = ["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", "--wait", "300", "--force"]
+        code = retrain_model.main([*argv, *OFFLINE_ARGS])
         assert code == 0, capsys.readouterr().err[-3000:]
     finally:
         release_file(a_marker).touch()

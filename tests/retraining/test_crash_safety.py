@@ -194,8 +194,10 @@ def test_sigkill_leaves_a_loadable_model_and_the_next_run_succeeds(
     assert tree_digest(data) == k.photos
     capsys.readouterr()
 
-    # the next run: takes the lock at once, recovers, publishes, and everything verifies
-    code = retrain_model.main(["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", *OFFLINE_ARGS])
+    # the next run: takes the lock at once, recovers, publishes, and everything verifies (--force: where the
+    # killed run's model is in place, it was trained from these very photos, and an identical re-run publishes nothing)
+    argv = ["--data-dir", str(data), "--output-root", str(copy_root), "--quiet", "--force", *OFFLINE_ARGS]
+    code = retrain_model.main(argv)
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     manifest.verify_manifest(paths.classifier_dir, models_dir=paths.models_dir)

@@ -128,7 +128,7 @@ def leaver_enrolled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     blurred.save(data / LEAVER_FOLDER / "blurred.png")
     root = base / "root"
     assert run(data, root) == 0
-    assert run(data, root) == 0  # a second publish: the first is kept for --rollback
+    assert run(data, root, "--force") == 0  # a second publish (forced: nothing changed): the first is kept
     assert run(data, root, "--review") == 0
     paths = OutputPaths.at(root)
     (candidate,) = list(paths.candidate_dir.iterdir())

@@ -179,10 +179,13 @@ def test_missing_weights_stop_before_anything_is_touched(
 
 def test_dry_run_touches_nothing(copy_root: Path, orl_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = tree_digest(copy_root)
-    assert retrain_model.main(["--data-dir", str(orl_tree), "--output-root", str(copy_root), "--dry-run"]) == 0
+    argv = ["--data-dir", str(orl_tree), "--output-root", str(copy_root), "--dry-run", *OFFLINE_ARGS]
+    assert retrain_model.main(argv) == 0
     out = capsys.readouterr().out
     assert "12 students, 120 photos" in out
-    assert str(OutputPaths.at(copy_root).bundle) in out
+    assert "nothing changed since model" in out  # the published model's own photos: a real run publishes nothing
+    assert retrain_model.main([*argv, "--force"]) == 0
+    assert str(OutputPaths.at(copy_root).bundle) in capsys.readouterr().out
     assert tree_digest(copy_root) == before
 
 
