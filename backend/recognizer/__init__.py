@@ -12,10 +12,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily (below)
-    from .errors import ImageError, ModelLoadError, RetrainError, WeightsNotFoundError
+    from .errors import (
+        ImageError,
+        ModelLoadError,
+        RetrainError,
+        SessionEndedError,
+        SessionModelError,
+        SessionStateError,
+        WeightsNotFoundError,
+    )
     from .images import decode_upload
     from .loader import Candidate, FaceRecognizer, Recognition, verify_model_dir
-    from .session import AttendanceSession, Presence, PresenceRule, SessionReport
+    from .session import AttendanceSession, FrameResult, Presence, PresenceRule, SessionReport
 
 _EXPORTS = {
     "FaceRecognizer": ".loader",
@@ -26,10 +34,14 @@ _EXPORTS = {
     "Presence": ".session",
     "PresenceRule": ".session",
     "SessionReport": ".session",
+    "FrameResult": ".session",
     "ModelLoadError": ".errors",
     "RetrainError": ".errors",
     "WeightsNotFoundError": ".errors",
     "ImageError": ".errors",
+    "SessionEndedError": ".errors",
+    "SessionModelError": ".errors",
+    "SessionStateError": ".errors",
     "decode_upload": ".images",
 }
 

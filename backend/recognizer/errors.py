@@ -21,3 +21,15 @@ class ModelLoadError(RetrainError, ValueError):
 
 class ImageError(ValueError):
     """One photo cannot be used. Per-image: caught by the pipeline and reported, never fatal."""
+
+
+class SessionEndedError(RuntimeError):
+    """A frame was given to a class session that has ended: it is not counted (start a new session)."""
+
+
+class SessionStateError(ValueError):
+    """A saved class session cannot be restored: its state is malformed, or of another model."""
+
+
+class SessionModelError(SessionStateError):
+    """A class session would mix two models in one count (a frame or a restore with another model)."""

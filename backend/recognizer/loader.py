@@ -420,6 +420,7 @@ class FaceRecognizer:
         self._init_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._refused_stamp: tuple[Any, ...] | None = None
+        self._origin: FaceRecognizer | None = None  # set on a pinned() copy: whose face models it may share
 
     @classmethod
     def load(
@@ -497,6 +498,27 @@ class FaceRecognizer:
     @property
     def classifier_dir(self) -> Path:
         return self._state.loaded.classifier_dir
+
+    def pinned(self) -> FaceRecognizer:
+        """This recognizer fixed to the model it serves now, for work that must use one model throughout.
+
+        A class session counts every frame with one model: a hot reload of this instance
+        (:meth:`reload_if_changed`) leaves the copy on its model, and the copy's own
+        ``reload_if_changed`` does nothing. It shares this instance's model and face models (no
+        copy, nothing read): it holds them as long as it lives, the old model after a reload.
+        """
+        state = self._state  # one immutable state: the copy sees one model, never half of two
+        pin = FaceRecognizer(
+            state.loaded,
+            device=self.device,
+            weights_dir=self.weights_dir,
+            threshold=self.threshold_override,
+            allow_download=self.allow_download,
+            allow_pickle=self.allow_pickle,
+        )
+        pin._state = state
+        pin._origin = self._origin or self
+        return pin
 
     # ---- recognition
     def classify(self, embeddings: np.ndarray, threshold: float | None = None, top_k: int = 3) -> list[Recognition]:
@@ -596,11 +618,20 @@ class FaceRecognizer:
         with self._init_lock:
             state = self._state
             if state.engines is None:
-                state = _State(
-                    state.loaded, _build_engines(state.loaded, self.device, self.weights_dir, self.allow_download)
-                )
+                engines = self._origin._engines_for(state.loaded) if self._origin is not None else None
+                if engines is None:
+                    engines = _build_engines(state.loaded, self.device, self.weights_dir, self.allow_download)
+                state = _State(state.loaded, engines)
                 self._state = state
         return state
+
+    def _engines_for(self, loaded: LoadedModel) -> _Engines | None:
+        """This instance's face models if they suit ``loaded`` (a pinned copy uses them: one copy in memory)."""
+        current = self._ensure_engines()
+        engines = current.engines
+        if engines is None or engines.key != _engine_key(loaded.bundle):
+            return None
+        return engines if current.loaded.embedding_dim == loaded.embedding_dim else None
 
     # ---- hot reload
     def reload_if_changed(self) -> bool:
@@ -609,8 +640,10 @@ class FaceRecognizer:
         Cheap when nothing changed (one ``stat``). A new model is fully loaded and checked
         (and its face models started, if this instance already uses them) before the
         switch, which is atomic for concurrent callers. A broken new model is refused and
-        logged; the current model keeps answering.
+        logged; the current model keeps answering. A :meth:`pinned` copy never switches.
         """
+        if self._origin is not None:  # a pinned() copy stays on its model
+            return False
         with self._reload_lock:
             current = self._state
             directory = self._paths.classifier_dir if self._paths is not None else current.loaded.classifier_dir

@@ -120,7 +120,12 @@ def two_models(tmp_path_factory: pytest.TempPathFactory, published_root: Path) -
 def server(two_models: tuple[Path, str, str]):
     root, _, _ = two_models
     port = free_port()
-    env = {**os.environ, "SMARTATTENDANCE_OUTPUT_ROOT": str(root), "SMARTATTENDANCE_RELOAD_S": "0.5"}
+    env = {
+        **os.environ,
+        "SMARTATTENDANCE_OUTPUT_ROOT": str(root),
+        "SMARTATTENDANCE_RELOAD_S": "0.5",
+        "SMARTATTENDANCE_SESSIONS_DB": str(root.parent / "sessions.sqlite3"),
+    }
     cmd = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -275,9 +280,13 @@ def test_burst_with_bad_requests_and_a_publish_in_the_middle(server, two_models)
     assert serving == model_a and set(models_seen) <= {model_a, model_b}
 
 
-def test_flask_example_answers_and_refuses_bad_uploads(two_models, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flask_example_answers_refuses_bad_uploads_and_keeps_sessions(
+    two_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Flask app has what the FastAPI app has: the same session store (SQLite, a token per session)."""
     root, _, _ = two_models
     monkeypatch.setenv("SMARTATTENDANCE_OUTPUT_ROOT", str(root))
+    monkeypatch.setenv("SMARTATTENDANCE_SESSIONS_DB", str(tmp_path / "flask.sqlite3"))
     sys.modules.pop("examples.flask_app", None)
     from examples import flask_app
 
@@ -285,15 +294,39 @@ def test_flask_example_answers_and_refuses_bad_uploads(two_models, monkeypatch: 
     photo = (ORL / "s1" / "2.pgm").read_bytes()
     ok = client.post("/recognize", data={"photo": (io.BytesIO(photo), "a.pgm")})
     assert ok.status_code == 200 and ok.json["faces"][0]["student_id"] == "STU001"
+    assert ok.json["faces"][0]["accepted"] is True and "present" not in ok.json["faces"][0]
     for data in ({"photo": (io.BytesIO(b""), "empty.jpg")}, {"photo": (io.BytesIO(full_png_bomb(20000)), "b.png")}, {}):
         bad = client.post("/recognize", data=data)
         assert bad.status_code == 400, bad.json
 
+    started = client.post("/sessions", json={"roster": ["STU001"]})
+    assert started.status_code == 201, started.json
+    sid, auth = started.json["session"], {"Authorization": f"Bearer {started.json['token']}"}
+    for i in (1, 2, 2):  # the last one a repeat
+        frame = client.post(
+            f"/sessions/{sid}/frames",
+            data={"photo": (io.BytesIO((ORL / "s1" / f"{i}.pgm").read_bytes()), "f.pgm")},
+            headers=auth,
+        )
+        assert frame.status_code == 200, frame.json
+    assert frame.json["outcome"] == "repeat" and frame.json["present"][0]["frames"] == 2
+    assert client.get(f"/sessions/{sid}").status_code == 401
+    assert client.delete(f"/sessions/{sid}", headers={"Authorization": "Bearer wrong"}).status_code == 404
+    assert client.post("/sessions", json={"roster": "STU001"}).status_code == 400
+    big = client.post("/sessions", data=b" " * (2 * 1024 * 1024), content_type="application/json")
+    assert big.status_code == 413 and "roster" in big.json["error"]
+    final = client.delete(f"/sessions/{sid}", headers=auth)
+    assert final.status_code == 200 and final.json["ended"] and final.json["present"][0]["student_id"] == "STU001"
+    assert client.get(f"/sessions/{sid}", headers=auth).json == final.json
+
 
 def _call(
-    conn: http.client.HTTPConnection, method: str, path: str, body: bytes = b"", kind: str = ""
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes = b"", kind: str = "", token: str = ""
 ) -> tuple[int, dict]:
-    conn.request(method, path, body=body, headers={"Content-Type": kind} if kind else {})
+    headers = {"Content-Type": kind} if kind else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
     return response.status, json.loads(response.read() or b"{}")
 
@@ -307,11 +340,11 @@ def test_a_class_session_over_http_marks_present_only_the_roster_students_seen_i
     status, started = _call(conn, "POST", "/sessions", roster, "application/json")
     assert status == 201 and started["roster"] == ["STU001", "STU002", "STU999"], started
     assert started["not_enrolled"] == ["STU999"] and started["rule"]["min_frames"] >= 2
-    sid = started["session"]
+    sid, token = started["session"], started["token"]
 
     def frame(path: Path) -> tuple[int, dict]:
         body, kind = multipart("photo", path.name, path.read_bytes())
-        return _call(conn, "POST", f"/sessions/{sid}/frames", body, kind)
+        return _call(conn, "POST", f"/sessions/{sid}/frames", body, kind, token)
 
     frames = [ORL / "s1" / f"{i}.pgm" for i in (1, 2, 3)] + [ORL / "s2" / "1.pgm"]  # STU001 3x, STU002 once
     frames += [ORL / "s3" / f"{i}.pgm" for i in (1, 2, 3)]  # enrolled, but not in this class
@@ -319,17 +352,20 @@ def test_a_class_session_over_http_marks_present_only_the_roster_students_seen_i
     for path in frames:
         status, answer = frame(path)
         assert status == 200 and len(answer["faces"]) == 1, answer
-    status, answer = _call(conn, "POST", f"/sessions/{sid}/frames", *multipart("photo", "x.jpg", b"junk"))
+    status, answer = _call(conn, "POST", f"/sessions/{sid}/frames", *multipart("photo", "x.jpg", b"junk"), token)
     assert status == 400, answer  # and the session goes on
-    status, report = _call(conn, "GET", f"/sessions/{sid}")
+    status, report = _call(conn, "GET", f"/sessions/{sid}", token=token)
     assert status == 200 and report["frames"] == len(frames)  # the junk upload is not a frame
     assert [p["student_id"] for p in report["present"]] == ["STU001"], report
     assert report["present"][0]["frames"] == 3 and "STU002" in report["seen_not_present"]
     assert report["not_in_class"] >= 2 and report["unknown_faces"] >= 2, report
-    status, final = _call(conn, "DELETE", f"/sessions/{sid}")
-    assert status == 200 and final["present"] == report["present"]
-    assert _call(conn, "GET", f"/sessions/{sid}")[0] == 404
-    assert _call(conn, "POST", "/sessions/nope/frames", *multipart("photo", "a.pgm", frames[0].read_bytes()))[0] == 404
+    status, final = _call(conn, "DELETE", f"/sessions/{sid}", token=token)
+    assert status == 200 and final["present"] == report["present"] and final["ended"]
+    assert _call(conn, "GET", f"/sessions/{sid}", token=token)[1] == final  # the final list stays readable
+    assert _call(conn, "GET", f"/sessions/{sid}")[0] == 401  # not without the token
+    body, kind = multipart("photo", "a.pgm", (ORL / "s1" / "9.pgm").read_bytes())
+    assert _call(conn, "POST", f"/sessions/{sid}/frames", body, kind, token)[0] == 409  # ended
+    assert _call(conn, "POST", "/sessions/nope/frames", body, kind, token)[0] == 404
     status, everyone = _call(conn, "POST", "/sessions")  # no body: every enrolled student counts
     assert status == 201 and everyone["roster"] is None
     conn.close()
