@@ -62,6 +62,7 @@ import numpy as np
 
 from .errors import ImageError, SessionEndedError, SessionModelError, SessionStateError
 from .images import MIN_SIDE, decode_upload, read_photo
+from .metadata import PresenceRule
 
 if TYPE_CHECKING:
     from .loader import FaceRecognizer, Recognition
@@ -81,80 +82,6 @@ DIGEST_HEX = 32
 STATE_FORMAT = 1
 #: How long :meth:`AttendanceSession.end` waits for frames being recognised at that moment.
 END_WAIT_S = 30.0
-
-
-@dataclass(frozen=True)
-class PresenceRule:
-    """When a student counts as present: accepted in at least ``required_frames`` frames.
-
-    ``required_frames(n) = max(min_frames, ceil(min_share * n))`` for a session of ``n``
-    frames so far. ``min_frames=2``: one chance acceptance of a stranger never marks anybody
-    present. ``min_share=0.3``: a student in class is recognised in most frames (96-98 % of
-    LFW photos), a stranger who resembles a student in some (Venus Williams as Serena: 7-11 of
-    17), and a long session gives a stranger many more chances, so the count grows with the
-    session (20 frames → 6, 100 → 30). On LFW sessions, pooled over 3 splits (474 strangers,
-    762 students seen in 4 or more frames): strangers marking somebody 10.8 % (once) → 2.7 %
-    (2 frames, 30 %) at the threshold, 4.2 % with 10 % of the frames; those students 100 % →
-    99.9 % (99.9 %).
-    A student hidden for most of the lesson is listed under ``seen_not_present``; lower
-    ``min_share`` for such classrooms, at that cost in strangers.
-    ``min_confidence``: a stricter per-face bar for counting towards presence (None: a face
-    counts when it is accepted at the threshold). The training run chooses one when the
-    threshold alone lets strangers (twins and look-alikes of students included) mark somebody
-    present in more than its target share of 20-frame sessions, never so strict that fewer
-    than 95 % of students seen in 4 frames would be marked present, and records it in the
-    model (``ModelMetadata.session_rule``); on LFW that takes strangers marking somebody to
-    1.1 % of sessions, students seen in 4 or more frames to 99.5 %.
-    Measured: bench/README.md, "Attendance sessions".
-    """
-
-    min_frames: int = 2
-    min_share: float = 0.3
-    min_confidence: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.min_frames < 1:
-            raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
-        if not 0.0 <= self.min_share <= 1.0:
-            raise ValueError(f"min_share must be between 0 and 1, got {self.min_share}")
-        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be between 0 and 1, got {self.min_confidence}")
-
-    @classmethod
-    def from_dict(cls, data: object) -> PresenceRule:
-        """The rule a model records as ``session_rule`` (chosen by its training run, read by
-        :class:`~backend.recognizer.metadata.ModelMetadata`); the default for one this version
-        cannot read (logged: the per-face answers do not depend on it)."""
-        if not isinstance(data, Mapping):
-            log.warning("The model's session rule %r is unusable; using the default rule", data)
-            return cls()
-        try:
-            bar = data.get("min_confidence")
-            return cls(
-                int(data.get("min_frames", cls.min_frames)),
-                float(data.get("min_share", cls.min_share)),
-                None if bar is None else float(bar),
-            )
-        except (TypeError, ValueError) as err:
-            log.warning("The model's session rule %r is unusable (%s); using the default rule", data, err)
-            return cls()
-
-    def to_dict(self) -> dict[str, Any]:
-        """What a model records as ``session_rule`` (read back by :meth:`from_dict`)."""
-        return asdict(self)
-
-    def counts(self, recognition: Recognition) -> bool:
-        """Whether this face may count for its student (accepted, and sure enough)."""
-        return bool(recognition.accepted) and (
-            self.min_confidence is None or recognition.confidence >= self.min_confidence
-        )
-
-    def required_frames(self, session_frames: int) -> int:
-        """Frames in which a student must be accepted, in a session of ``session_frames`` frames."""
-        return max(self.min_frames, math.ceil(self.min_share * max(session_frames, 0) - 1e-9))
-
-    def is_present(self, accepted_frames: int, session_frames: int) -> bool:
-        return accepted_frames >= self.required_frames(session_frames)
 
 
 class FaceKind(str, Enum):
