@@ -25,10 +25,10 @@ from backend.recognizer.embedder import RUNTIMES
 from backend.recognizer.images import silence_decompression_warning
 from backend.recognizer.paths import PROJECT_ROOT, ModelFolder, OutputPaths
 from backend.recognizer.weights import WEIGHTS_ENV
-from retraining import erasure, outcome, pipeline, publish, upgrade
-from retraining.console import format_dry_run, format_erasure, format_summary
+from retraining import erasure, outcome, pipeline, upgrade
 from retraining.gate import GateSettings
-from retraining.lock import RetrainLock
+from retraining.lock import locked
+from retraining.presentation.console import format_dry_run, format_erasure, format_summary
 
 #: Every default is the options dataclass's own, so the help and the library cannot disagree.
 DEFAULTS = pipeline.RunOptions()
@@ -44,7 +44,7 @@ def default_workers() -> int:
 
 
 #: Loggers whose INFO lines a teacher sees: the stages of a run, and weight downloads (they take a while).
-STAGE_LOGGERS = ("retraining.pipeline", "backend.recognizer.weights")
+STAGE_LOGGERS = ("retraining.pipeline", "retraining.erasure", "backend.recognizer.weights")
 
 
 class _ConsoleFormat(logging.Formatter):
@@ -375,9 +375,7 @@ def _act(args: argparse.Namespace, options: pipeline.RunOptions) -> int:
 def _upgrade(options: pipeline.RunOptions, wait: float) -> int:
     """--upgrade-model: every model folder converted; exit 1 (one ERROR line) if the published one was not."""
     _, paths = options.resolved_paths()
-    with RetrainLock(paths, timeout=wait):  # refuses a link in the output layout first
-        for note in publish.recover(paths):
-            logging.getLogger("retrain_model").warning("%s", note)
+    with locked(paths, wait, logging.getLogger("retrain_model")):  # refuses a link in the output layout first
         results = upgrade.upgrade_all(paths)
     if not results:
         print(

@@ -21,7 +21,7 @@ import numpy as np
 
 from backend.recognizer.errors import ImageError, ModelLoadError, RetrainError
 from backend.recognizer.images import is_image_name, silence_decompression_warning
-from backend.recognizer.loader import FaceRecognizer
+from backend.recognizer.loader import FaceRecognizer, pickle_refused_message
 from backend.recognizer.manifest import verify_manifest
 from backend.recognizer.paths import OutputPaths
 
@@ -73,10 +73,7 @@ def check_files(checks: Checks, paths: OutputPaths) -> bool:
     required = [paths.model_npz, paths.model_json, paths.manifest]
     missing = [p for p in required if not p.is_file()]
     if missing and paths.bundle.is_file() and paths.manifest.is_file() and not paths.model_npz.exists():
-        checks.fail(
-            f"{paths.classifier_dir} holds a model in the old pickle format (no {paths.model_npz.name}), which the "
-            "backend no longer loads by default. Convert it: python retrain_model.py --upgrade-model"
-        )
+        checks.fail(pickle_refused_message(paths.classifier_dir))  # the loader's own words
         return False
     if missing:
         checks.fail(

@@ -41,8 +41,7 @@ from .dataset import parse_folder_name
 from .errors import ErasureError
 from .face_data import ModelPlace, PlaceKind, erased_ids, model_places
 from .files import atomic_write_json, files_under, fsync_dir
-from .lock import RetrainLock
-from .publish import recover
+from .lock import locked
 from .retention import enrolled_folders, prune_cache
 
 log = logging.getLogger(__name__)
@@ -109,9 +108,7 @@ def erase(
             "nothing was erased. Move the folder out of the data folder (or delete it) first, then run --erase again."
         )
     started = _now()
-    with RetrainLock(paths, timeout=lock_timeout):
-        for note in recover(paths):
-            log.warning("%s", note)
+    with locked(paths, lock_timeout, log):
         pending = _pending(paths)
         known = set().union(*(p.students for p in model_places(paths))) | erased_ids(paths)
         unknown = [sid for sid in ids if sid not in known]
@@ -136,9 +133,7 @@ def erase(
                 "--force if the quality gate refused the retrained model). Until then the ids count as erased."
             ) from err
         actions.append(ErasureAction("backend/models/Classifier", "retrained", f"model {version} is live without them"))
-    with RetrainLock(paths, timeout=lock_timeout):
-        for note in recover(paths):
-            log.warning("%s", note)
+    with locked(paths, lock_timeout, log):
         actions += _purge(paths, data_dir, set(ids))
         live = next((p for p in model_places(paths) if p.kind is PlaceKind.LIVE), None)
         leftovers = _files_naming(paths, ids)

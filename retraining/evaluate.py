@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
@@ -20,6 +20,16 @@ from backend.recognizer.openset import features
 
 from .evidence import StrangerEvidence, merge_groups
 from .stats import upper95
+from .thresholds import (  # noqa: F401  (re-exported: the decisions and their constants live there)
+    DEFAULT_THRESHOLD,
+    MAX_REJECTION,
+    MIN_TEST_PHOTOS,
+    MIN_USEFUL_RECOGNITION,
+    TARGET_ACCEPTED_ACCURACY,
+    Recommendation,
+    recommend_closed_set,
+)
+from .thresholds import recommend_open_set as choose_open_set
 from .train import class_centres, fit_calibrator, fit_model
 
 log = logging.getLogger(__name__)
@@ -31,19 +41,10 @@ THRESHOLDS: tuple[float, ...] = (0.50, 0.60, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95,
 #: the nine rows left 0.98 and 6 % recognition; this grid finds the threshold where strangers are
 #: just kept out).
 FINE_THRESHOLDS: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))
-DEFAULT_THRESHOLD = 0.70
-#: Fewer held-out photos than this and the sweep cannot justify moving off the default.
-MIN_TEST_PHOTOS = 30
-#: A threshold must keep at least this share of accepted answers correct …
-TARGET_ACCEPTED_ACCURACY = 0.99
-#: … while turning away at most this share of enrolled students' photos.
-MAX_REJECTION = 0.10
 #: Default target: at most this share of strangers' photos accepted as some student.
 DEFAULT_MAX_FAR = 0.01
 #: Open-set folds: each holds out this share of the students as strangers.
 UNKNOWN_FRACTION = 0.2
-#: A threshold that keeps strangers out by turning away most students is not a solution.
-MIN_USEFUL_RECOGNITION = 0.5
 MAX_OPEN_SET_FOLDS = 5
 #: A held-out student is taken for an enrolled one (see repeatedly_accepted) when at least this many ...
 REPEATED_MIN = 3
@@ -155,14 +156,24 @@ class Evaluation:
     report_dict: dict
     confidence: dict[str, dict[str, float]]
     sweep: list[SweepRow]
-    recommended_threshold: float
-    recommendation_reason: str
+    recommendation: Recommendation  # the recommended threshold and what it rests on (thresholds.py decides)
     train_only_students: list[str] = field(default_factory=list)
     test_true: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     test_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     test_conf: np.ndarray = field(default_factory=lambda: np.zeros(0))
     open_set: OpenSet | None = None
     test_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of X held out
+
+    @property
+    def recommended_threshold(self) -> float:
+        return self.recommendation.threshold
+
+    @property
+    def recommendation_reason(self) -> str:
+        """Why that threshold, in words (:func:`~retraining.presentation.words.recommendation_reason`)."""
+        from .presentation.words import recommendation_reason
+
+        return recommendation_reason(self.recommendation)
 
     def sweep_with(self, *thresholds: float) -> list[SweepRow]:
         """The known-faces table: the :data:`THRESHOLDS` rows and a row at each of ``thresholds`` (the one
@@ -227,36 +238,11 @@ def sweep_thresholds(
 
 
 def recommend_threshold(sweep: list[SweepRow], n_test: int) -> tuple[float, str]:
-    """Pick the strictest threshold that still recognises enrolled students reliably.
+    """(threshold, reason in words) of :func:`~retraining.thresholds.recommend_closed_set`."""
+    from .presentation.words import recommendation_reason
 
-    Known-student photos cannot show how often a stranger is accepted, so among the
-    thresholds that keep accepted answers ≥ 99 % correct and reject ≤ 10 % of enrolled
-    photos we take the highest. Too little evidence → the default 0.70.
-    """
-    if n_test < MIN_TEST_PHOTOS:
-        return DEFAULT_THRESHOLD, (
-            f"only {n_test} held-out photos (< {MIN_TEST_PHOTOS}): too few to tune, so the default "
-            f"{DEFAULT_THRESHOLD:.2f} is used. Add photos to get a tuned threshold."
-        )
-    good = [
-        r
-        for r in sweep
-        if r.accuracy_of_accepted is not None
-        and r.accuracy_of_accepted >= TARGET_ACCEPTED_ACCURACY
-        and r.rejection_rate <= MAX_REJECTION
-    ]
-    if good:
-        best = max(good, key=lambda r: r.threshold)
-        return best.threshold, (
-            f"highest threshold at which accepted answers are ≥ {TARGET_ACCEPTED_ACCURACY:.0%} correct "
-            f"({best.accuracy_of_accepted:.1%}) while rejecting ≤ {MAX_REJECTION:.0%} of enrolled photos "
-            f"({best.rejection_rate:.1%}); stricter is safer against strangers."
-        )
-    return DEFAULT_THRESHOLD, (
-        f"inconclusive: no threshold keeps accepted answers ≥ {TARGET_ACCEPTED_ACCURACY:.0%} correct while "
-        f"rejecting ≤ {MAX_REJECTION:.0%}; the default {DEFAULT_THRESHOLD:.2f} is used. "
-        "Add more, clearer photos per student (see the data-quality notes)."
-    )
+    rec = recommend_closed_set(sweep, n_test)
+    return rec.threshold, recommendation_reason(rec)
 
 
 def _confidence_stats(values: np.ndarray) -> dict[str, float]:
@@ -350,35 +336,11 @@ def _people_bootstrap_upper95(
 
 
 def recommend_open_set(sweep: list[OpenSetRow], max_far: float) -> tuple[float, str, bool]:
-    """The threshold with the best recognition among those whose stranger false-accept rate
-    is ≤ ``max_far`` and that still recognise at least half of the enrolled photos (ties →
-    the stricter one). Returns (threshold, reason, target reached)."""
-    ok = [r for r in sweep if r.false_accept_rate <= max_far and r.recognition_rate >= MIN_USEFUL_RECOGNITION]
-    if ok:
-        best = max(ok, key=lambda r: (round(r.recognition_rate, 9), r.threshold))
-        return (
-            best.threshold,
-            (
-                f"strangers accepted at this threshold: {best.false_accept_rate:.1%} (target ≤ {max_far:.1%}); "
-                f"enrolled students recognised: {best.recognition_rate:.1%} - the best recognition among "
-                "thresholds that meet the stranger target."
-            ),
-            True,
-        )
-    if not sweep:
-        return DEFAULT_THRESHOLD, "no stranger measurement possible; default used.", False
-    safest = min(sweep, key=lambda r: (r.false_accept_rate, -r.threshold))
-    return (
-        safest.threshold,
-        (
-            f"NO threshold keeps strangers' false accepts ≤ {max_far:.1%} while recognising at least "
-            f"{MIN_USEFUL_RECOGNITION:.0%} of enrolled students: the safest, {safest.threshold:.2f}, "
-            f"accepts {safest.false_accept_rate:.1%} of strangers (recognising {safest.recognition_rate:.1%} of "
-            "students). Add more and clearer photos per student (5-20, front-facing, good light), fix the photos "
-            "listed under data quality, then retrain."
-        ),
-        False,
-    )
+    """(threshold, reason in words, target reached) of :func:`~retraining.thresholds.recommend_open_set`."""
+    from .presentation.words import recommendation_reason
+
+    rec = choose_open_set(sweep, max_far)
+    return rec.threshold, recommendation_reason(rec), rec.target_reached
 
 
 def _open_set_folds(people: np.ndarray, seed: int) -> list[np.ndarray]:
@@ -585,7 +547,7 @@ def evaluate(
     train_idx, test_idx, train_only = split_per_student(labels, test_size, seed)
     students = sorted(np.unique(labels).tolist())
     if len(test_idx) == 0 or len(np.unique(labels[train_idx])) < 2:
-        threshold, reason = recommend_threshold([], 0)
+        recommendation = recommend_closed_set([], 0)
         return Evaluation(
             len(train_idx),
             0,
@@ -596,8 +558,7 @@ def evaluate(
             {},
             {},
             [],
-            threshold,
-            reason,
+            recommendation,
             train_only,
             open_set=open_set,
         )
@@ -608,10 +569,9 @@ def evaluate(
     correct = pred == true
     sweep = sweep_thresholds(true, pred, conf)
     if open_set is not None and open_set.calibrator is not None:
-        threshold, reason, _ = recommend_open_set(open_set.fine_sweep, max_far)
+        recommendation = choose_open_set(open_set.fine_sweep, max_far)
     else:
-        threshold, reason = recommend_threshold(sweep, len(test_idx))
-        reason += " (Stranger safety could not be measured: it needs at least 3 students.)"
+        recommendation = replace(recommend_closed_set(sweep, len(test_idx)), strangers_unmeasured=True)
     present = sorted(set(true) | set(pred))
     return Evaluation(
         n_train=len(train_idx),
@@ -623,8 +583,7 @@ def evaluate(
         report_dict=classification_report(true, pred, labels=present, zero_division=0, output_dict=True),
         confidence={"correct": _confidence_stats(conf[correct]), "wrong": _confidence_stats(conf[~correct])},
         sweep=sweep,
-        recommended_threshold=threshold,
-        recommendation_reason=reason,
+        recommendation=recommendation,
         train_only_students=train_only,
         test_true=true,
         test_pred=pred,

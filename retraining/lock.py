@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import filelock
@@ -30,7 +31,7 @@ from backend.recognizer.paths import OutputPaths
 from .errors import LockError
 from .files import PRIVATE_FILE_MODE, SHARED_DIR_MODE, atomic_write_json, private_mkdir
 from .modes import restrict_modes
-from .publish import refuse_links
+from .publish import recover, refuse_links
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,18 @@ class RetrainLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def locked(paths: OutputPaths, timeout: float, logger: logging.Logger | None = None) -> Iterator[list[str]]:
+    """``with locked(paths, timeout) as notes:`` takes :class:`RetrainLock`, first finishes or undoes an
+    interrupted publish (:func:`~retraining.publish.recover`), logs each of its notes as a warning (on
+    ``logger``, this module's by default) and yields them."""
+    with RetrainLock(paths, timeout=timeout):
+        notes = recover(paths)
+        for note in notes:
+            (logger or log).warning("%s", note)
+        yield notes
 
 
 def lock_owner(paths: OutputPaths) -> dict[str, Any] | None:

@@ -31,9 +31,9 @@ from backend.recognizer.metadata import (
     FaceModels,
     Metrics,
     ModelMetadata,
+    PresenceRule,
 )
 from backend.recognizer.paths import DEFAULT_DATA_DIR, PROJECT_ROOT, ModelFolder, OutputPaths
-from backend.recognizer.session import PresenceRule
 from backend.recognizer.weights import unofficial_weights
 
 from . import publish
@@ -46,14 +46,15 @@ from .extract import extract_with_models, save_cache
 from .face_data import FaceDataKept, erased_ids, not_enrolled_elsewhere
 from .files import SHARED_DIR_MODE, estimate_output_bytes, private_mkdir, require_free_space
 from .gate import GateSettings, candidate_from_folder, candidate_from_run, decide
-from .html_report import photos_to_show, write_html_report
-from .lock import RetrainLock
+from .lock import locked
 from .plots import PLOT_NAMES, write_plots
+from .presentation.html import photos_to_show, write_html_report
 from .quality import data_quality, duplicate_groups, embeddings_distinct, student_similarity
-from .report import RunSummary, new_models_files, write_reports
+from .report import new_models_files, write_reports
 from .retention import Cleared, clear_set_aside, prune_cache, recorded_data_dir, refuse_gone_students
 from .session_rates import summarize_sessions
 from .subfolders import subfolder_findings
+from .summary import RunSummary, Timings
 from .thumbnails import face_thumbnails
 from .train import fit_model
 from .verdict import stranger_verdict
@@ -340,9 +341,7 @@ def run(options: RunOptions) -> RunResult | Unchanged:
     private_mkdir(paths.backend_models, SHARED_DIR_MODE)
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
-    with RetrainLock(paths, timeout=options.lock_timeout):
-        for note in publish.recover(paths):
-            log.warning("%s", note)
+    with locked(paths, options.lock_timeout, log):
         t = time.perf_counter()
         photos = photo_digests(index)  # every photo's bytes, read once more: cheap next to finding faces
         timings["index"] += time.perf_counter() - t
@@ -433,24 +432,25 @@ def run(options: RunOptions) -> RunResult | Unchanged:
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             data_dir=data_dir,
             output_root=paths.root,
-            models=extracted.models,
+            models=face_models,
             index=index,
             extraction=extraction,
             evaluation=evaluation,
             threshold=float(threshold),
             threshold_source="set with --threshold" if options.threshold is not None else "recommended",
-            excluded_students=excluded,
-            duplicate_groups=duplicates,
-            timings={**timings, "total": time.perf_counter() - started},  # reports show the time up to publishing
-            prior_artifacts=publish.swap_plan(paths, new_models_files(plots)).removed,  # what the swap replaces
-            library_versions=library_versions(),
-            findings=findings,
-            plots=plots,
+            excluded_students=tuple(excluded),
+            duplicate_groups=tuple(tuple(g) for g in duplicates),
+            timings=Timings((*timings.items(), ("total", time.perf_counter() - started))),  # up to publishing
+            prior_artifacts=tuple(publish.swap_plan(paths, new_models_files(plots)).removed),  # what the swap replaces
+            library_versions=tuple(library_versions().items()),
+            findings=tuple(findings),
+            plots=tuple(plots),
             gate=decision,
-            weights_warnings=weights_warnings(face_models),
+            weights_warnings=tuple(weights_warnings(face_models)),
             verdict=verdict,
             sessions=sessions,
             face_data=face_data,
+            photos_reused=extracted.cache.reused,
         )
         backend = BackendChoice(
             options.backend.detector,
@@ -537,8 +537,8 @@ def model_metadata(
             stranger_target_met=s.verdict.target_met,
             embeddings_distinct=separated,
         ),
-        quality_gate=s.gate.record() if s.gate is not None else None,
-        forced=bool(s.gate is not None and s.gate.forced),
+        quality_gate=s.gate.record(),
+        forced=s.gate.forced,
         weights_warnings=tuple(s.weights_warnings),
         session_rule=s.sessions.rule if s.sessions is not None else PresenceRule(),
         run_fingerprint=run_fingerprint,
@@ -590,7 +590,7 @@ def _set_aside(
         return RunResult(summary, moved, [], None, candidate=where)
     gate = summary.gate
     raise ModelRefusedError(
-        f"The new model was NOT published: {gate.verdict() if gate else 'refused'}. The model in service is "
+        f"The new model was NOT published: {gate.verdict()}. The model in service is "
         f"unchanged. Read the refused model's report, {where / 'models' / paths.report_txt.name}, fix the photos "
         "it lists and retrain, or publish it anyway with --force."
     )
@@ -599,10 +599,7 @@ def _set_aside(
 def promote(options: RunOptions) -> publish.PublishResult:
     """Publish the candidate left by --review: checked again, and gated again (unless --force)."""
     _, paths = options.resolved_paths()
-    with RetrainLock(paths, timeout=options.lock_timeout):
-        notes = publish.recover(paths)
-        for note in notes:
-            log.warning("%s", note)
+    with locked(paths, options.lock_timeout, log) as notes:
         candidate = publish.waiting_candidate(paths)
         if candidate is None:
             done = f" (First this command {'; '.join(notes)}: that model is now in service.)" if notes else ""
@@ -641,9 +638,7 @@ def promote(options: RunOptions) -> publish.PublishResult:
 def rollback(options: RunOptions) -> publish.PublishResult:
     """Restore the newest kept version, unless it holds a student who was erased or whose folder is gone."""
     _, paths = options.resolved_paths()
-    with RetrainLock(paths, timeout=options.lock_timeout):
-        for note in publish.recover(paths):  # an interrupted publish is finished first
-            log.warning("%s", note)
+    with locked(paths, options.lock_timeout, log):  # an interrupted publish is finished first
         target = ModelFolder.under(publish.rollback_target(paths))
         refuse_gone_students(
             target,

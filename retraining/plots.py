@@ -16,8 +16,7 @@ import numpy as np
 
 from .evaluate import FINE_THRESHOLDS, THRESHOLDS, Evaluation
 from .files import atomic_write_bytes, private_mkdir
-from .report import natural_order
-from .verdict import fmt_threshold
+from .presentation.words import fmt_threshold, natural_order
 
 log = logging.getLogger(__name__)
 

@@ -24,30 +24,23 @@ rate is an upper estimate (the rule needs the SAME student in k frames).
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy.stats import binom
 
-from backend.recognizer.session import PresenceRule
+from backend.recognizer.metadata import PresenceRule
 
 from .evaluate import OpenSet, for_more_students
 from .stats import upper95
+from .thresholds import MIN_SESSION_RECOGNITION, SHORT_FRAMES, session_bar
 
 #: The session the report describes: each person in this many frames (a lesson with a frame
 #: every few minutes, or a few minutes of a camera at one frame per 10 s).
 TYPICAL_FRAMES = 20
 #: Session lengths of the report's table.
 TABLE_FRAMES: tuple[int, ...] = (5, 20, 100)
-#: A stricter per-face bar for the session rule is never chosen if it would leave fewer than this
-#: share of enrolled students marked present in a short session (SHORT_FRAMES frames of them).
-MIN_SESSION_RECOGNITION = 0.95
-SHORT_FRAMES = 4
-#: Per-face bars the run tries above the threshold (hundredths, then the top of the scale where a
-#: calibrated model puts most of its right answers).
-_FINE_TOP = (0.995, 0.998, 0.999)
 #: Width the report's sentences are wrapped at.
 REPORT_WIDTH = 110
 
@@ -206,12 +199,6 @@ def session_rates(
     return scores.rates(threshold, frames=frames, rule=rule)
 
 
-def _bars(threshold: float) -> list[float]:
-    """The per-face bars tried, lowest first: the threshold itself, then stricter ones."""
-    steps = [step / 100 for step in range(int(np.floor(threshold * 100 + 1e-9)) + 1, 100)]
-    return [float(threshold), *(b for b in (*steps, *_FINE_TOP) if b > threshold)]
-
-
 @dataclass(frozen=True)
 class SessionSummary:
     """The run's session figures, computed once: the rule the model records and what it gives.
@@ -259,85 +246,6 @@ class SessionSummary:
             "lookalikes_counted": list(self.lookalikes),
         }
 
-    def sentence(self) -> str:
-        """One sentence for report.html: what a typical class session means under the model's rule."""
-        r = self.typical
-        bar = f", counting faces at confidence {r.threshold:.3g} or more" if self.stricter else ""
-        return (
-            f" Over a class session ({r.frames} frames of each person; present when recognised in {r.required_frames} "
-            f"or more{bar}): an enrolled student in class is marked present in {r.enrolled_marked_present:.1%} of "
-            f"sessions, and a stranger in class marks somebody present in {r.stranger_marks_present:.1%} "
-            f"(95% bound {r.stranger_upper95:.1%})."
-        )
-
-    def lines(self) -> list[str]:
-        """The report's lines: per-frame vs per-session rates, the rule chosen and why."""
-        first, rule = self.with_rule[0], self.rule
-        counted = f"confidence >= {first.threshold:.3g}"
-        if self.stricter:
-            counted += f", stricter than the threshold {self.threshold:.2f}"
-        lines = [
-            *self._wrap(
-                f"rule: present when accepted ({counted}) in at least max({rule.min_frames}, "
-                f"{rule.min_share:.0%} of the session's frames) frames"
-            ),
-            f"  one frame: {first.per_frame_recognition:.1%} of enrolled photos recognised, "
-            f"{first.per_frame_false_accept:.1%} of strangers' photos accepted",
-            "  frames per person  needed  enrolled student marked present  stranger marks somebody present (95% bound)",
-        ]
-        for r in self.with_rule:
-            lines.append(
-                f"  {r.frames:>17}  {r.required_frames:>6}  {r.enrolled_marked_present:>31.1%}  "
-                f"{r.stranger_marks_present:>22.1%} ({r.stranger_upper95:.1%})"
-            )
-        basis = (
-            f"per person ({first.students} students, {first.strangers} held out as strangers"
-            + (f", {len(self.lookalikes)} of them taken for another student in most photos" if self.lookalikes else "")
-            + ")"
-            if first.per_person
-            else "frames treated as independent (the run did not record whose each photo is)"
-        )
-        prose = [
-            f"Computed from the open-set scores above, {basis}; a stranger's accepted frames are counted whoever "
-            "they were accepted as, so the stranger column is an upper estimate."
-        ]
-        plain = self.at_threshold[TABLE_FRAMES.index(TYPICAL_FRAMES)]
-        t = self.typical
-        if not self.stricter:
-            prose.append(
-                f"=> sessions of {TYPICAL_FRAMES} frames meet the stranger target (<= {self.max_far:.1%}; "
-                f"95% bound {t.stranger_upper95:.1%}, narrower with more students)."
-            )
-        elif self.target_met:
-            prose.append(
-                f"=> at the threshold alone strangers would mark somebody present in {plain.stranger_marks_present:.1%} "
-                f"of {TYPICAL_FRAMES}-frame sessions; to keep them under {self.max_far:.1%}, the model's session rule "
-                f"counts only faces with confidence >= {t.threshold:.3g} (AttendanceSession uses it): enrolled "
-                f"students then marked present in {t.enrolled_marked_present:.1%} of sessions "
-                f"({self.short.enrolled_marked_present:.1%} of {SHORT_FRAMES}-frame ones), strangers "
-                f"{t.stranger_marks_present:.1%}."
-            )
-        else:
-            prose.append(
-                f"=> NO confidence keeps strangers under {self.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions while "
-                f"{MIN_SESSION_RECOGNITION:.0%} of students seen in {SHORT_FRAMES} frames are still marked present: some "
-                "held-out students look like an enrolled one in most photos (the same person enrolled twice, or "
-                f"relatives). The model's session rule counts only faces with confidence >= {t.threshold:.3g}, as "
-                f"strict as the students allow: strangers {t.stranger_marks_present:.1%}, enrolled students "
-                f"{t.enrolled_marked_present:.1%}."
-            )
-        if self.lookalikes:
-            prose.append(
-                f"Counted as strangers here (left out of the per-photo estimate): {', '.join(self.lookalikes)}."
-            )
-        for paragraph in prose:
-            lines += self._wrap(paragraph)
-        return lines
-
-    @staticmethod
-    def _wrap(paragraph: str) -> list[str]:
-        return textwrap.wrap(paragraph, REPORT_WIDTH, initial_indent="  ", subsequent_indent="     ")
-
 
 def summarize_sessions(open_set: OpenSet | None, threshold: float) -> SessionSummary | None:
     """The run's :class:`SessionSummary` at ``threshold`` (None when the open set was not measured)."""
@@ -345,16 +253,13 @@ def summarize_sessions(open_set: OpenSet | None, threshold: float) -> SessionSum
         return None
     scores = SessionScores.of(open_set)
     plain = PresenceRule()
-    allowed: list[tuple[float, SessionRates]] = []
-    for bar in _bars(threshold):
-        short = scores.rates(bar, frames=SHORT_FRAMES, rule=plain)
-        if allowed and short.enrolled_marked_present < MIN_SESSION_RECOGNITION:
-            break  # stricter bars only lose more students
-        typical = scores.rates(bar, frames=TYPICAL_FRAMES, rule=plain)
-        allowed.append((bar, short))
-        if typical.stranger_marks_present <= open_set.max_far:
-            break
-    bar, short = allowed[-1]
+    bar = session_bar(
+        threshold,
+        open_set.max_far,
+        lambda b: scores.rates(b, frames=SHORT_FRAMES, rule=plain).enrolled_marked_present,
+        lambda b: scores.rates(b, frames=TYPICAL_FRAMES, rule=plain).stranger_marks_present,
+    )
+    short = scores.rates(bar, frames=SHORT_FRAMES, rule=plain)
     rule = replace(plain, min_confidence=bar if bar > threshold else None)
     at_threshold = tuple(scores.rates(threshold, frames=n, rule=plain) for n in TABLE_FRAMES)
     return SessionSummary(

@@ -17,14 +17,8 @@ from backend.recognizer.weights import WEIGHTS_ENV
 from retraining.dataset import index_dataset
 from retraining.evaluate import THRESHOLDS, evaluate
 from retraining.plots import plotted_range, threshold_png
-from retraining.report import (
-    classification_lines,
-    confusion_lines,
-    folders_to_rename,
-    natural_key,
-    open_set_lines,
-    sweep_table,
-)
+from retraining.presentation.text_report import classification_lines, confusion_lines, open_set_lines, sweep_table
+from retraining.presentation.words import folders_to_rename, natural_key
 from retraining.verdict import stranger_verdict
 
 #: Every option of earlier releases: scripts and the double-click wrappers pass them.

@@ -149,7 +149,7 @@ def test_near_duplicates_are_one_per_photo_and_degenerate_embeddings_one_finding
 
 
 def test_report_lists_at_most_a_hundred_findings_of_a_kind() -> None:
-    from retraining.report import finding_lines
+    from retraining.presentation.words import finding_lines
 
     findings = [Finding("blurry", f"{i}.jpg", "blurry") for i in range(250)] + [Finding("few_photos", "S1", "2")]
     lines = finding_lines(findings)

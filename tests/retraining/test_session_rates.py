@@ -12,6 +12,7 @@ from conftest import OLD_RELEASE_FIXTURE
 from backend.recognizer import AttendanceSession, FaceRecognizer, PresenceRule, Recognition
 from backend.recognizer.paths import OutputPaths
 from retraining.evaluate import evaluate_open_set
+from retraining.presentation.words import session_lines, session_sentence
 from retraining.session_rates import (
     MIN_SESSION_RECOGNITION,
     SHORT_FRAMES,
@@ -129,7 +130,7 @@ def test_the_model_rule_is_the_lowest_bar_that_meets_the_target(open_set) -> Non
         below = scores.rates(round(bar - 0.01, 2), frames=TYPICAL_FRAMES)
         assert bar == pytest.approx(start, abs=0.01) or below.stranger_marks_present > open_set.max_far
     assert summary.short.enrolled_marked_present >= MIN_SESSION_RECOGNITION
-    assert "confidence >=" in summary.lines()[0] and f"{bar:.3g}" in summary.sentence()
+    assert "confidence >=" in session_lines(summary)[0] and f"{bar:.3g}" in session_sentence(summary)
 
 
 def test_a_student_enrolled_twice_counts_as_a_stranger_for_sessions_within_the_students_floor() -> None:
@@ -160,7 +161,7 @@ def test_a_student_enrolled_twice_counts_as_a_stranger_for_sessions_within_the_s
     if stricter:
         short = scores.rates(stricter[0], frames=SHORT_FRAMES)
         assert short.enrolled_marked_present < MIN_SESSION_RECOGNITION
-    text = "\n".join(summary.lines())
+    text = "\n".join(session_lines(summary))
     assert "NO confidence keeps strangers" in text and "STU00" in text
 
 

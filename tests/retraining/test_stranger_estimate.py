@@ -32,10 +32,10 @@ from retraining.evaluate import (
     repeatedly_accepted,
 )
 from retraining.evidence import StrangerEvidence, merge_groups, stranger_evidence
+from retraining.presentation.words import one_in
 from retraining.quality import Finding, FindingKind
 from retraining.stats import rate_upper95, upper95
 from retraining.train import fit_model
-from retraining.verdict import one_in
 
 # ----------------------------------------------------------------------------- small, exact rules
 

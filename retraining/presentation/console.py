@@ -1,4 +1,4 @@
-"""What the CLI prints at the end of a run: a short summary a teacher can read."""
+"""What the CLI prints at the end of a run: a short summary a teacher can read, rendered from the run's records."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ from pathlib import Path
 
 from backend.recognizer.paths import ModelFolder
 
-from .erasure import ErasureResult
-from .pipeline import DryRunResult, RunResult
-from .report import confusion_lines, students_in_order
-from .verdict import fmt_threshold
+from ..erasure import ErasureResult
+from ..pipeline import DryRunResult, RunResult
+from .text_report import confusion_lines
+from .words import (
+    fmt_threshold,
+    key_figures,
+    students_in_order,
+    verdict_cause_text,
+    verdict_headline,
+    verdict_tradeoff_text,
+)
 
 
 def format_summary(result: RunResult) -> str:
@@ -18,7 +25,7 @@ def format_summary(result: RunResult) -> str:
     ev = s.evaluation
     title = "Retraining finished" if result.published else "Retraining finished: model NOT published (--review)"
     verdict = s.verdict
-    headline = verdict.headline()
+    headline = verdict_headline(verdict)
     skipped_folders = len(s.index.skipped_student_folders())
     folders = len(s.index.students) + skipped_folders
     lines = [
@@ -26,9 +33,9 @@ def format_summary(result: RunResult) -> str:
         f"{title}. ATTENTION: {headline}" if headline else title,
     ]
     if headline:
-        lines.append(f"  likely cause       : {verdict.cause_text()}")
+        lines.append(f"  likely cause       : {verdict_cause_text(verdict)}")
         if verdict.tradeoffs:
-            lines.append(f"  trade-off          : {verdict.tradeoff_text()}")
+            lines.append(f"  trade-off          : {verdict_tradeoff_text(verdict)}")
         lines.append("  what to do         : fix the photos listed in the report and retrain (or choose --threshold)")
     lines += [
         f"  students           : {len(s.extraction.counts())} trained ({folders} folders"
@@ -36,11 +43,12 @@ def format_summary(result: RunResult) -> str:
         + ")",
         f"  photos             : {len(s.index.records)} found, {len(s.extraction.records)} embedded, "
         f"{len(s.all_skipped)} skipped",
+        *(f"  {label:<19}: {value} {detail}" for label, value, detail in key_figures(s)),
         f"  held-out accuracy  : {'n/a' if ev.accuracy is None else f'{ev.accuracy:.1%}'} on {ev.n_test} photos",
         f"  threshold          : {fmt_threshold(s.threshold)} ({s.threshold_source}"
         + ("" if s.threshold_source == "recommended" else f"; recommended {ev.recommended_threshold:.2f}")
         + ")",
-        f"  time               : {s.timings.get('total', 0):.1f} s",
+        f"  time               : {s.timings.total:.1f} s",
     ]
     if s.excluded_students:
         lines.append(f"  EXCLUDED (no usable photo): {', '.join(s.excluded_students)}")
@@ -67,14 +75,12 @@ def format_summary(result: RunResult) -> str:
         )
     if s.findings:
         lines.append(f"  data quality       : {len(s.findings)} photo(s)/student(s) to check (see the report)")
-    if s.gate is not None:
-        lines.append(f"  quality gate       : {s.gate.verdict()}")
+    lines.append(f"  quality gate       : {s.gate.verdict()}")
     lines += [f"  WARNING            : {w}" for w in s.weights_warnings]
-    if s.face_data is not None:
-        lines += [
-            f"  RE-ENROLLED        : {sid} was erased on request before; enrolled again from their folder"
-            for sid in s.face_data.reenrolled
-        ]
+    lines += [
+        f"  RE-ENROLLED        : {sid} was erased on request before; enrolled again from their folder"
+        for sid in s.face_data.reenrolled
+    ]
     lines += [
         f"  NOT ENROLLED       : {sid} has no folder, but {', '.join(places)} still hold(s) their face data; "
         f"erase it: python retrain_model.py --erase {sid}"

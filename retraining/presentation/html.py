@@ -14,11 +14,22 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from .files import ESCAPE, atomic_write_bytes
-from .quality import Finding, FindingKind
-from .report import MAX_LISTED_PER_KIND, RunSummary, folders_to_rename, stranger_sentence, students_in_order
-from .thumbnails import png_data_uri
-from .verdict import fmt_threshold
+from ..files import ESCAPE, atomic_write_bytes
+from ..quality import Finding, FindingKind
+from ..summary import RunSummary
+from ..thumbnails import png_data_uri
+from .words import (
+    MAX_LISTED_PER_KIND,
+    fmt_threshold,
+    folders_to_rename,
+    key_figures,
+    session_sentence,
+    stranger_sentence,
+    students_in_order,
+    verdict_cause_text,
+    verdict_headline,
+    verdict_tradeoff_text,
+)
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
 
@@ -69,6 +80,12 @@ def photos_to_show(s: RunSummary) -> list[Path]:
 
 def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | None) -> None:
     """Write the page; ``thumbs`` (``str(photo path)`` → data URI) None: no faces in the page."""
+    page = html_page(s, thumbs, path.parent)
+    atomic_write_bytes(path, page.encode("utf-8", errors=ESCAPE))  # owner-only: it shows students' faces
+
+
+def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path) -> str:
+    """report.html's text from the run's record, the face thumbnails and the plots in ``models_dir``."""
     t = dict(thumbs or {})
     typical = {sid: t.get(str(p)) for sid, p in typical_photos(s).items()}
     student_of = {str(r.path): r.student_id for r in s.extraction.records}
@@ -98,10 +115,10 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         for st in students_in_order(s.index)
     ]
     gate = s.gate
-    headline = s.verdict.headline()
-    if headline and (gate is None or gate.publish):
+    headline = verdict_headline(s.verdict)
+    if headline and gate.publish:
         verdict, verdict_class = headline + " " + _advice(s), "poor"
-    elif gate is None or gate.passed:
+    elif gate.passed:
         verdict, verdict_class = "The new model is good enough to use: it passed the quality gate.", "ok"
     elif gate.forced:
         verdict, verdict_class = (
@@ -119,15 +136,16 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         "n_students": len(counts),
         "n_found": len(s.index.records),
         "n_embedded": len(s.extraction.records),
+        "figures": key_figures(s),
         "accuracy": _pct(ev.accuracy),
         "threshold": f"{fmt_threshold(s.threshold)}",
         "stranger": (
             "Not measured: at least 3 students are needed."
             if ev.open_set is None
             else stranger_sentence(s.verdict, ev.open_set.n_unknown_photos)
-            + (s.sessions.sentence() if s.sessions is not None else "")
+            + (session_sentence(s.sessions) if s.sessions is not None else "")
         ),
-        "gate": list(gate.checks) if gate is not None else [],
+        "gate": list(gate.checks),
         "fixes": fixes,
         "hidden": max(0, len(s.findings) - len(fixes)),
         "skipped": [{"path": p, "reason": r, "thumb": t.get(str(p)) if thumbs else None} for p, r in s.all_skipped],
@@ -137,9 +155,7 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         ],
         "students": students,
         "rename": [{"folder": folder, "why": why} for folder, why in folders_to_rename(s.index)],
-        "plots": [
-            {"name": p.name, "uri": png_data_uri(path.parent / p)} for p in s.plots if (path.parent / p).is_file()
-        ],
+        "plots": [{"name": p.name, "uri": png_data_uri(models_dir / p)} for p in s.plots if (models_dir / p).is_file()],
         "photos_note": (
             "Face thumbnails are small copies of the students' photos: keep this file as private as the photos."
             if thumbs
@@ -147,16 +163,15 @@ def write_html_report(path: Path, s: RunSummary, thumbs: Mapping[str, str] | Non
         ),
     }
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    page = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
-    atomic_write_bytes(path, page.encode("utf-8", errors=ESCAPE))  # owner-only: it shows students' faces
+    return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
 
 
 def _advice(s: RunSummary) -> str:
     """Likely cause, trade-off and what to do, after a headline that says something is wrong."""
     v = s.verdict
-    text = f"Likely cause: {v.cause_text()}."
+    text = f"Likely cause: {verdict_cause_text(v)}."
     if v.tradeoffs:
-        text += f" Trade-off: {v.tradeoff_text()}."
+        text += f" Trade-off: {verdict_tradeoff_text(v)}."
     return text + " Fix the photos listed below and retrain."
 
 
