@@ -20,6 +20,8 @@ from ..summary import RunSummary
 from ..thumbnails import png_data_uri
 from .words import (
     MAX_LISTED_PER_KIND,
+    face_data_notes,
+    face_data_rows,
     fmt_threshold,
     folders_to_rename,
     key_figures,
@@ -155,6 +157,8 @@ def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path)
         ],
         "students": students,
         "rename": [{"folder": folder, "why": why} for folder, why in folders_to_rename(s.index)],
+        "face_data": face_data_rows(s.face_data),
+        "face_data_notes": face_data_notes(s.face_data),
         "plots": [{"name": p.name, "uri": png_data_uri(models_dir / p)} for p in s.plots if (models_dir / p).is_file()],
         "photos_note": (
             "Face thumbnails are small copies of the students' photos: keep this file as private as the photos."

@@ -15,6 +15,8 @@ from ..summary import RunSummary, inventory
 from ..verdict import Verdict
 from .words import (
     MAX_LISTED_PER_KIND,
+    face_data_notes,
+    face_data_rows,
     finding_lines,
     fmt_threshold,
     key_figures,
@@ -319,24 +321,10 @@ def classification_lines(ev: Evaluation) -> list[str]:
 
 def face_data_lines(f: FaceDataKept) -> list[str]:
     """Where this model's face data lives once it is published, with counts; who must be erased."""
-    versions = f"up to {f.keep_versions} earlier model(s)" if f.keep_versions else "none (--keep-versions 0)"
-    lines = [
-        f"  this model (Classifier/, models/X.npy)  : {f.students} students, {f.embeddings} face embeddings",
-        f"  embedding cache (models/cache)          : {f.cache_photos} photos, only those in the data folder now",
-        "  report.html                             : "
-        + ("face thumbnails of the photos it lists" if f.thumbnails else "no face thumbnails (--no-photos-in-report)"),
-        f"  kept for --rollback (versions/)         : {versions}, with their own embeddings",
-        "  waiting and rejected models             : "
-        + ("kept (--keep-unpublished)" if f.keep_unpublished else "removed when a model is published"),
+    width = max(len(place) for place, _ in face_data_rows(f)) + 1
+    return [f"  {place:<{width}} : {what}" for place, what in face_data_rows(f)] + [
+        f"  {note}" for note in face_data_notes(f)
     ]
-    for sid in f.reenrolled:
-        lines.append(f"  {sid}: was erased on request before; enrolled again from their folder now (a new enrollment)")
-    if f.not_enrolled:  # counted, not named: this report outlives their erasure
-        lines.append(
-            f"  {len(f.not_enrolled)} student(s) without a folder are still held by kept models: the console summary "
-            "names them; erase each with python retrain_model.py --erase ID"
-        )
-    return lines
 
 
 def inventory_lines(s: RunSummary, limit: int = MAX_LISTED_PER_KIND) -> list[str]:

@@ -25,6 +25,7 @@ from ..thresholds import (
 )
 
 if TYPE_CHECKING:  # records sit below their words: nothing there imports this module back
+    from ..face_data import FaceDataKept
     from ..session_rates import SessionSummary
     from ..summary import RunSummary
     from ..verdict import Verdict
@@ -294,3 +295,35 @@ def key_figures(s: RunSummary) -> list[tuple[str, str, str]]:
     if s.photos_reused:
         figures.append(("photos reused", str(s.photos_reused), "from the embedding cache (embedded by an earlier run)"))
     return figures
+
+
+def face_data_rows(f: FaceDataKept) -> list[tuple[str, str]]:
+    """FACE DATA KEPT: each place this model's face data lives once it is published, and what it holds."""
+    versions = f"up to {f.keep_versions} earlier model(s)" if f.keep_versions else "none (--keep-versions 0)"
+    return [
+        ("this model (Classifier/, models/X.npy)", f"{f.students} students, {f.embeddings} face embeddings"),
+        ("embedding cache (models/cache)", f"{f.cache_photos} photos, only those in the data folder now"),
+        (
+            "report.html",
+            "face thumbnails of the photos it lists" if f.thumbnails else "no face thumbnails (--no-photos-in-report)",
+        ),
+        ("kept for --rollback (versions/)", f"{versions}, with their own embeddings"),
+        (
+            "waiting and rejected models",
+            "kept (--keep-unpublished)" if f.keep_unpublished else "removed when a model is published",
+        ),
+    ]
+
+
+def face_data_notes(f: FaceDataKept) -> list[str]:
+    """Re-enrolled students by id; students still held elsewhere only counted (the report outlives their erasure)."""
+    notes = [
+        f"{sid}: was erased on request before; enrolled again from their folder now (a new enrollment)"
+        for sid in f.reenrolled
+    ]
+    if f.not_enrolled:
+        notes.append(
+            f"{len(f.not_enrolled)} student(s) without a folder are still held by kept models: the console summary "
+            "names them; erase each with python retrain_model.py --erase ID"
+        )
+    return notes

@@ -231,8 +231,10 @@ def test_a_student_erased_and_enrolled_again_is_said_to_be(leaver_enrolled, tmp_
     assert run(data2, root) == 0
     out = capsys.readouterr().out
     assert f"RE-ENROLLED        : {LEAVER}" in out
-    report = OutputPaths.at(root).report_txt.read_text()
-    assert f"{LEAVER}: was erased on request before" in report
+    paths = OutputPaths.at(root)
+    assert f"{LEAVER}: was erased on request before" in paths.report_txt.read_text()
+    page = paths.report_html.read_text()
+    assert "<h2>Face data kept</h2>" in page and f"{LEAVER}: was erased on request before" in page
 
 
 def test_erase_refuses_while_the_folder_is_there_and_an_unknown_id(leaver_enrolled, tmp_path, capsys) -> None:
