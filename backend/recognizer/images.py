@@ -304,7 +304,8 @@ def to_rgb(
     """Accept what a caller has (a path, or an OpenCV BGR / grey array) and return RGB uint8.
 
     OpenCV frames are BGR; pass ``bgr=False`` for arrays that are already RGB. An array of
-    more than ``max_megapixels`` is refused (:class:`ImageError`) before any copy is made.
+    more than ``max_megapixels`` is refused (:class:`ImageError`) before any copy is made, and so
+    is one with a side under :data:`MIN_SIDE` pixels (the face models would fail on it).
     """
     if isinstance(image, (str, Path)):
         return decode_image(image)
@@ -320,6 +321,8 @@ def to_rgb(
             arr = (arr // 257).astype(np.uint8)
         else:
             raise ImageError(f"expected a uint8 image array, got {arr.dtype}")
+    if min(arr.shape[0], arr.shape[1]) < MIN_SIDE:  # as for a decoded photo: no face fits, and the models need room
+        raise _too_small(arr.shape[1], arr.shape[0])
     arr = arr[..., :3]
     if bgr:
         arr = arr[..., ::-1]

@@ -356,6 +356,8 @@ def test_to_rgb_grey_bgra_uint16_and_path(tmp_path: Path) -> None:
         to_rgb(rgb.astype(np.float32))
     with pytest.raises(ImageError):
         to_rgb(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ImageError, match="too small"):  # a 10x10 frame: no face fits, the models would fail
+        to_rgb(np.zeros((10, 10, 3), np.uint8))
     path = tmp_path / "p.png"
     Image.fromarray(rgb).save(path)
     np.testing.assert_array_equal(to_rgb(path), rgb)  # paths are decoded as RGB, never flipped

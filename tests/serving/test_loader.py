@@ -19,7 +19,7 @@ from conftest import ORL, ROOT
 from fakes import DIM, make_model_bundle, publish_fake, seed_pickle_dict, write_classifier
 
 from backend.recognizer import FaceRecognizer, ModelLoadError, loader, manifest
-from backend.recognizer.errors import WeightsNotFoundError
+from backend.recognizer.errors import ImageError, WeightsNotFoundError
 from backend.recognizer.loader import verify_model_dir
 from backend.recognizer.metadata import BackendChoice
 from backend.recognizer.paths import PICKLED_FILES, OutputPaths
@@ -476,6 +476,8 @@ def test_identify_accepts_bgr_frames_and_reports_every_face(live: FaceRecognizer
         assert r.box is not None and r.detection_score is not None
         assert (r.student_id == r.top_k[0].student_id) == r.accepted
     assert live.identify(np.zeros((120, 120, 3), np.uint8)) == []
+    with pytest.raises(ImageError, match="too small"):  # the documented error, not the face models' own
+        live.identify(np.zeros((10, 10, 3), np.uint8))
 
 
 def test_threads_identify_same_as_serial(live: FaceRecognizer) -> None:
