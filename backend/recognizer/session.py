@@ -386,7 +386,8 @@ class AttendanceSession:
     # ---- information
     @property
     def model_version(self) -> str | None:
-        """The model every frame of this session is recognised with (None: not known yet)."""
+        """The model every frame of this class session is recognised with (None: a session without a
+        recognizer, until its first frame names one)."""
         with self._cond:
             return self._model_version
 

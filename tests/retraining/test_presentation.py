@@ -1,10 +1,10 @@
 """One record, four outputs: the console summary, training_report.txt, MODEL_README.md and report.html
 are rendered from the one RunSummary a real run (the demo photos) returns, without recomputing.
 
-The goldens in tests/fixtures/presentation/ were written by the demo run BEFORE the presentation
-package existed (``--demo --seed 42``), normalised by bench/compare_outputs.py (timestamps, version
-ids, durations, paths): the refactor changed no word. bench/compare_outputs.py diffs every artifact
-of two whole runs the same way.
+The reference outputs in tests/fixtures/presentation/ are those of the demo run (``--demo --seed 42``),
+normalised by bench/compare_outputs.py (timestamps, version ids, durations, paths): a change to the
+renderers that alters a word fails here. bench/compare_outputs.py diffs every artifact of two whole
+runs the same way.
 """
 
 from __future__ import annotations
