@@ -254,9 +254,8 @@ def rewrite_cache(directory: Path, keep: set[str]) -> int:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         fingerprint = meta["fingerprint"]
-        with np.load(directory / DATA_NAME, allow_pickle=False) as npz:
-            dim = int(npz["vectors"].shape[1])
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        dim = int(fingerprint["embedder"]["dim"])  # the pipeline that wrote it says its vectors' size
+    except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("Embedding cache in %s unreadable (%s): deleted", directory, err)
         for name in (META_NAME, DATA_NAME):
             (directory / name).unlink(missing_ok=True)

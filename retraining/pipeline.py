@@ -20,9 +20,8 @@ from pathlib import Path
 from backend.recognizer import weights as weight_files
 from backend.recognizer.backends import BackendConfig, build_detector
 from backend.recognizer.bundle import ModelBundle
-from backend.recognizer.errors import ImageError, ModelLoadError, WeightsNotFoundError
+from backend.recognizer.errors import ModelLoadError, WeightsNotFoundError
 from backend.recognizer.hashing import sha256_bytes, sha256_file
-from backend.recognizer.images import read_photo
 from backend.recognizer.loader import LoadedModel, load_model_files, verify_model_dir
 from backend.recognizer.manifest import verify_manifest
 from backend.recognizer.metadata import (
@@ -51,7 +50,14 @@ from .plots import PLOT_NAMES, write_plots
 from .presentation.html import photos_to_show, write_html_report
 from .quality import data_quality, duplicate_groups, embeddings_distinct, student_similarity
 from .report import new_models_files, write_reports
-from .retention import Cleared, clear_set_aside, prune_cache, recorded_data_dir, refuse_gone_students
+from .retention import (
+    Cleared,
+    clear_set_aside,
+    photo_digests,
+    prune_cache,
+    recorded_data_dir,
+    refuse_gone_students,
+)
 from .session_rates import summarize_sessions
 from .subfolders import subfolder_findings
 from .summary import RunSummary, Timings
@@ -211,27 +217,6 @@ def code_version() -> str:
         for path in sorted(p for p in folder.rglob("*") if p.suffix in (".py", ".j2") and p.is_file()):
             parts.append(f"{path.relative_to(folder.parent).as_posix()} {sha256_file(path)}")
     return sha256_bytes("\n".join(parts).encode("utf-8"))
-
-
-def photo_digests(index: DatasetIndex) -> list[tuple[str, str, str, str]]:
-    """(student id, name, path in the data folder, SHA-256 of the bytes) of every photo, and
-    ("", "", path, why) of every entry the index skipped. A photo that cannot be read counts by its reason."""
-    out: list[tuple[str, str, str, str]] = []
-    for record in index.records:
-        try:
-            digest = sha256_bytes(read_photo(record.path))
-        except ImageError as err:
-            digest = f"unreadable: {err}"
-        out.append((record.student_id, record.student_name, _relative(record.path, index.data_dir), digest))
-    out += [("", "", _relative(path, index.data_dir), why) for path, why in index.skipped]
-    return sorted(out)
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def local_weights(backend: BackendConfig) -> dict[str, Path | None]:
@@ -405,7 +390,8 @@ def run(options: RunOptions) -> RunResult | Unchanged:
         separated = embeddings_distinct(findings)
         face_models = FaceModels.from_dict(extracted.models)
         enrolled = {s.student_id for s in index.students}
-        reenrolled = tuple(sorted(enrolled & erased_ids(paths)))
+        erased = erased_ids(paths)
+        reenrolled = tuple(sorted(enrolled & erased))
         for sid in reenrolled:
             log.warning("%s was erased on request before and is enrolled again from their folder now", sid)
         face_data = FaceDataKept(
@@ -416,7 +402,7 @@ def run(options: RunOptions) -> RunResult | Unchanged:
             keep_versions=options.keep_versions,
             keep_unpublished=options.keep_unpublished,
             reenrolled=reenrolled,
-            not_enrolled=not_enrolled_elsewhere(paths, enrolled | erased_ids(paths)),
+            not_enrolled=not_enrolled_elsewhere(paths, enrolled | erased),
         )
         excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
@@ -479,7 +465,7 @@ def run(options: RunOptions) -> RunResult | Unchanged:
         published = publish.publish_sealed(paths, stage, keep_versions=options.keep_versions)
         save_cache(extracted.cache, paths.cache_dir, prune=True)  # only now drop photos that are gone
         cleared = () if options.keep_unpublished else tuple(clear_set_aside(paths))
-        not_enrolled = not_enrolled_elsewhere(paths, enrolled | erased_ids(paths))
+        not_enrolled = not_enrolled_elsewhere(paths, enrolled | erased)
     log.info("Published model %s", stage.version)
     archived = published.archived_to if published.archived_to and published.archived_to.is_dir() else None
     return RunResult(summary, artifacts, published.removed, archived, cleared=cleared, not_enrolled=not_enrolled)

@@ -22,7 +22,7 @@ from backend.recognizer.images import read_photo
 from backend.recognizer.paths import ModelFolder, OutputPaths
 
 from .cache import rewrite_cache
-from .dataset import HIDDEN_JUNK, index_dataset, parse_folder_name
+from .dataset import HIDDEN_JUNK, DatasetIndex, index_dataset, parse_folder_name
 from .errors import DatasetError, PublishError
 from .face_data import erased_ids, students_in
 from .files import remove
@@ -89,19 +89,34 @@ def refuse_gone_students(
         )
 
 
+def photo_digests(index: DatasetIndex) -> list[tuple[str, str, str, str]]:
+    """(student id, name, path in the data folder, SHA-256 of the bytes) of every photo, and
+    ("", "", path, why) of every entry the index skipped. A photo that cannot be read counts by its reason."""
+    out: list[tuple[str, str, str, str]] = []
+    for record in index.records:
+        try:
+            digest = sha256_bytes(read_photo(record.path))
+        except ImageError as err:
+            digest = f"unreadable: {err}"
+        out.append((record.student_id, record.student_name, _relative(record.path, index.data_dir), digest))
+    out += [("", "", _relative(path, index.data_dir), why) for path, why in index.skipped]
+    return sorted(out)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def current_photo_keys(data_dir: Path) -> set[str]:
     """The cache keys (SHA-256 of the bytes) of every photo in the data folder now (empty when there is none)."""
     try:
         index = index_dataset(data_dir)
     except DatasetError:
         return set()
-    keys: set[str] = set()
-    for record in index.records:
-        try:
-            keys.add(sha256_bytes(read_photo(record.path)))
-        except ImageError:
-            continue
-    return keys
+    return {digest for student_id, _, _, digest in photo_digests(index) if student_id}
 
 
 def prune_cache(paths: OutputPaths, data_dir: Path) -> int:

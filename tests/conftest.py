@@ -55,6 +55,20 @@ def make_orl_tree(dst: Path, n_students: int = 12, n_images: int = 10, first: in
     return dst
 
 
+def rollback_in_a_child(root: Path) -> None:
+    """``retrain_model.py --rollback`` in its own process, as an admin would run it beside a live server."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "retrain_model.py", "--rollback", "--output-root", str(root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """relative path → SHA-256 of every file under ``root`` (links not followed)."""
     out: dict[str, str] = {}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LFW, OFFLINE_ARGS, ORL, ROOT, make_orl_tree, require_shared_data
+from conftest import LFW, OFFLINE_ARGS, ORL, ROOT, make_orl_tree, require_shared_data, rollback_in_a_child
 
 pytestmark = pytest.mark.slow
 
@@ -231,14 +231,7 @@ def test_burst_with_bad_requests_and_a_publish_in_the_middle(server, two_models)
         for n, future in enumerate(futures):
             results.append(future.result())
             if n == BURST // 2 and published_at is None:  # the publish in the middle: model A back in service
-                done = subprocess.run(
-                    [sys.executable, "retrain_model.py", "--rollback", "--output-root", str(root)],
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                )
-                assert done.returncode == 0, done.stderr
+                rollback_in_a_child(root)
                 published_at = time.perf_counter() - started
     wall = time.perf_counter() - started
     after = memory_kib(proc.pid)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE_ARGS, ORL, ROOT, require_shared_data
+from conftest import OFFLINE_ARGS, ORL, ROOT, require_shared_data, rollback_in_a_child
 
 pytestmark = pytest.mark.slow
 
@@ -226,14 +226,7 @@ def test_a_model_published_mid_session_does_not_mix_and_a_delete_racing_frames_l
         sid, token, _ = server.start()
         for i in (1, 2):
             assert server.frame(sid, token, ORL / "s1" / f"{i}.pgm")[0] == 200
-        done = subprocess.run(
-            [sys.executable, "retrain_model.py", "--rollback", "--output-root", str(root)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
+        rollback_in_a_child(root)
         deadline = time.monotonic() + 30
         while server.call("GET", "/model")[1]["model"] != model_a:
             assert time.monotonic() < deadline, "the server did not pick up the published model"
