@@ -50,26 +50,6 @@ class ModelPlace:
         return self.kind.value if self.root is None else f"{self.kind.value} {self.root.name}"
 
 
-@dataclass(frozen=True)
-class FaceDataInventory:
-    """Every place under one output root that holds face data, with counts."""
-
-    places: tuple[ModelPlace, ...]
-    cache_entries: int  # photos in models/cache/embeddings.npz
-    erased: frozenset[str]  # ids erased before (or being erased now)
-
-    def holding(self, student_ids: set[str] | frozenset[str]) -> list[ModelPlace]:
-        return [p for p in self.places if p.students & student_ids]
-
-    def kept_but_not_enrolled(self, enrolled: set[str]) -> dict[str, list[ModelPlace]]:
-        """Students that a kept, waiting or rejected model still holds although no folder enrols them."""
-        out: dict[str, list[ModelPlace]] = {}
-        for place in self.places:
-            for sid in sorted(place.students - enrolled):
-                out.setdefault(sid, []).append(place)
-        return out
-
-
 def students_in(folder: ModelFolder) -> frozenset[str]:
     """The student ids a model folder holds: from ``model.json``, ``y.npy`` and ``labels.csv`` (no pickle)."""
     found: set[str] = set()
@@ -118,15 +98,6 @@ def model_places(paths: OutputPaths) -> list[ModelPlace]:
     return places
 
 
-def cache_entries(paths: OutputPaths) -> int:
-    """Photos in the embedding cache, as its description counts them (0 when there is none)."""
-    try:
-        meta = json.loads((paths.cache_dir / "cache.json").read_text(encoding="utf-8"))
-        return int(meta.get("entries", 0)) if isinstance(meta, dict) else 0
-    except (OSError, ValueError, TypeError):
-        return 0
-
-
 def erased_ids(paths: OutputPaths) -> frozenset[str]:
     """Every student id erased under this output root: the erasure records, and an erasure in progress."""
     ids: set[str] = set()
@@ -142,10 +113,6 @@ def erased_ids(paths: OutputPaths) -> frozenset[str]:
         if isinstance(data, dict):
             ids.update(str(s) for s in data.get("student_ids") or ())
     return frozenset(ids)
-
-
-def take_inventory(paths: OutputPaths) -> FaceDataInventory:
-    return FaceDataInventory(tuple(model_places(paths)), cache_entries(paths), erased_ids(paths))
 
 
 @dataclass(frozen=True)
@@ -166,5 +133,8 @@ class FaceDataKept:
 
 def not_enrolled_elsewhere(paths: OutputPaths, enrolled: set[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Students no folder enrols whom a model folder under ``paths`` still holds, with the places' labels."""
-    kept = take_inventory(paths).kept_but_not_enrolled(enrolled)
-    return tuple((sid, tuple(p.label for p in places)) for sid, places in sorted(kept.items()))
+    kept: dict[str, list[str]] = {}
+    for place in model_places(paths):
+        for sid in place.students - enrolled:
+            kept.setdefault(sid, []).append(place.label)
+    return tuple((sid, tuple(labels)) for sid, labels in sorted(kept.items()))

@@ -407,12 +407,6 @@ class AttendanceSession:
         with self._cond:
             return self._frames
 
-    def has_seen(self, frame: np.ndarray | bytes | str | Path) -> bool:
-        """Whether this frame (same bytes or pixels) was already given to the session."""
-        digest = frame_digest(frame)
-        with self._cond:
-            return digest in self._digests
-
     # ---- frames
     def add(
         self, frame: np.ndarray | bytes | str | Path, *, at: float | None = None, bgr: bool = True
