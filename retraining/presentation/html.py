@@ -11,20 +11,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
 from ..files import ESCAPE, atomic_write_bytes
 from ..quality import Finding, FindingKind
 from ..summary import RunSummary
 from ..thumbnails import png_data_uri
+from .formats import fmt_threshold, pct
+from .templating import render
 from .words import (
     MAX_LISTED_PER_KIND,
     face_data_notes,
     face_data_rows,
-    fmt_threshold,
     folders_to_rename,
     key_figures,
+    listed_findings,
     session_sentence,
     stranger_sentence,
     students_in_order,
@@ -32,8 +33,6 @@ from .words import (
     verdict_headline,
     verdict_tradeoff_text,
 )
-
-TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
 
 
 def typical_photos(s: RunSummary) -> dict[str, Path]:
@@ -48,18 +47,15 @@ def typical_photos(s: RunSummary) -> dict[str, Path]:
 
 
 def shown_findings(s: RunSummary) -> list[Finding]:
-    per_kind: dict[str, int] = {}
-    shown = []
-    for f in s.findings:
-        per_kind[f.kind] = per_kind.get(f.kind, 0) + 1
-        if per_kind[f.kind] <= MAX_LISTED_PER_KIND:
-            shown.append(f)
-    return shown
+    """The findings the page lists: as many of each kind as the text report lists."""
+    return listed_findings(s.findings)[0]
 
 
 def confusion_pairs(s: RunSummary) -> list[tuple[str, str, int]]:
     """(true student, taken for, held-out photos), most frequent first."""
     labels, cm = s.evaluation.labels, np.asarray(s.evaluation.confusion)
+    if cm.shape != (len(labels), len(labels)):  # no held-out photos: nothing was confused
+        return []
     pairs = [(labels[i], labels[j], int(cm[i, j])) for i in range(len(labels)) for j in range(len(labels))]
     return sorted([p for p in pairs if p[0] != p[1] and p[2] > 0], key=lambda p: -p[2])[:MAX_LISTED_PER_KIND]
 
@@ -111,8 +107,8 @@ def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path)
             "name": st.student_name,
             "photos": st.num_images,
             "used": counts.get(st.student_id, 0),
-            "recall": _pct((report.get(st.student_id) or {}).get("recall")),
-            "precision": _pct((report.get(st.student_id) or {}).get("precision")),
+            "recall": pct((report.get(st.student_id) or {}).get("recall")),
+            "precision": pct((report.get(st.student_id) or {}).get("precision")),
         }
         for st in students_in_order(s.index)
     ]
@@ -139,7 +135,7 @@ def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path)
         "n_found": len(s.index.records),
         "n_embedded": len(s.extraction.records),
         "figures": key_figures(s),
-        "accuracy": _pct(ev.accuracy),
+        "accuracy": pct(ev.accuracy),
         "threshold": f"{fmt_threshold(s.threshold)}",
         "stranger": (
             "Not measured: at least 3 students are needed."
@@ -166,8 +162,7 @@ def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path)
             else "This page holds no photos of students (--no-photos-in-report)."
         ),
     }
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**context)
+    return render("report.html.j2", **context)
 
 
 def _advice(s: RunSummary) -> str:
@@ -177,7 +172,3 @@ def _advice(s: RunSummary) -> str:
     if v.tradeoffs:
         text += f" Trade-off: {verdict_tradeoff_text(v)}."
     return text + " Fix the photos listed below and retrain."
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"

@@ -1,20 +1,19 @@
-"""Shared words of the reports: formatters and the sentences every output says the same way.
+"""Shared words of the reports: the sentences every output says the same way, and the order lists are read in.
 
 Everything here reads a record (:class:`~retraining.summary.RunSummary` and the records it holds)
-and returns text; nothing here measures, recomputes or decides.
+and returns text; nothing here measures, recomputes or decides. Numbers are written by formats.py.
 """
 
 from __future__ import annotations
 
 import re
-import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..dataset import DatasetIndex, Student
 from ..quality import Finding
-from ..session_rates import MIN_SESSION_RECOGNITION, REPORT_WIDTH, SHORT_FRAMES, TABLE_FRAMES, TYPICAL_FRAMES
+from ..session_rates import MIN_SESSION_RECOGNITION, SHORT_FRAMES, TABLE_FRAMES, TYPICAL_FRAMES
 from ..thresholds import (
     DEFAULT_THRESHOLD,
     MAX_REJECTION,
@@ -23,6 +22,8 @@ from ..thresholds import (
     TARGET_ACCEPTED_ACCURACY,
     Recommendation,
 )
+from .formats import fmt_threshold, one_in, pct, strangers_in_words
+from .templating import render_lines
 
 if TYPE_CHECKING:  # records sit below their words: nothing there imports this module back
     from ..face_data import FaceDataKept
@@ -31,52 +32,31 @@ if TYPE_CHECKING:  # records sit below their words: nothing there imports this m
     from ..verdict import Verdict
 
 
-def strangers_in_words(rate: float | None) -> str:
-    """ "about 1 in 150 strangers accepted", or "no stranger accepted in the test"."""
-    if rate is not None and rate <= 0:
-        return "no stranger accepted in the test"
-    return f"about {one_in(rate)} strangers accepted"
-
-
-def one_in(rate: float | None) -> str:
-    """A share of strangers in words a teacher reads: "1 in 100", "1 in 30", "3 in 10", "none"."""
-    if rate is None:
-        return "an unknown share of"
-    if rate <= 0:
-        return "none of the"
-    if rate >= 0.95:
-        return "almost all"
-    if rate >= 0.1:
-        return f"{round(rate * 10):.0f} in 10"
-    return f"1 in {float(f'{1 / rate:.2g}'):.0f}"
-
-
-def fmt_threshold(t: float) -> str:
-    """0.8 → "0.80"; a threshold set with more digits keeps them (0.995 → "0.995")."""
-    return f"{t:.2f}" if abs(round(t, 2) - t) < 1e-9 else f"{t:.4g}"
-
-
 #: Findings of one kind listed in the report; the rest are counted (metrics.json has all).
 MAX_LISTED_PER_KIND = 100
 
 
-def finding_lines(findings: Sequence[Finding], limit: int = MAX_LISTED_PER_KIND) -> list[str]:
-    """Report lines for the findings, at most ``limit`` of each kind (a bad run can flag every photo)."""
-    lines: list[str] = []
-    shown: Counter[str] = Counter()
+def listed_findings(
+    findings: Sequence[Finding], limit: int = MAX_LISTED_PER_KIND
+) -> tuple[list[Finding], list[tuple[str, int]]]:
+    """The findings a report lists, at most ``limit`` of each kind (a bad run can flag every photo),
+    and how many of each kind are left out."""
+    shown: list[Finding] = []
+    listed: Counter[str] = Counter()
     hidden: Counter[str] = Counter()
     for f in findings:
-        if shown[f.kind] < limit:
-            shown[f.kind] += 1
-            lines.append(f"  - [{f.kind}] {f.path}: {f.reason}")
+        if listed[f.kind] < limit:
+            listed[f.kind] += 1
+            shown.append(f)
         else:
             hidden[f.kind] += 1
-    lines += [f"  ... and {n} more [{kind}] findings (all in metrics.json)" for kind, n in hidden.items()]
-    return lines
+    return shown, list(hidden.items())
 
 
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
+def finding_lines(findings: Sequence[Finding], limit: int = MAX_LISTED_PER_KIND) -> list[str]:
+    """training_report.txt's DATA QUALITY lines (none when nothing was found)."""
+    shown, hidden = listed_findings(findings, limit)
+    return render_lines("parts/findings.txt.j2", shown=shown, hidden=hidden)
 
 
 _DIGITS = re.compile(r"([0-9]+)")
@@ -137,12 +117,17 @@ def stranger_sentence(verdict: Verdict, n_unknown: int) -> str:
 
 def verdict_headline(v: Verdict) -> str:
     """The first line of the summary and of report.html when something is wrong; "" when nothing is."""
-    if not v.measured or v.recognition_rate is None:
+    if not v.measured:
         return ""
-    if v.target_met is False:
+    if v.target_met is False and v.false_accept_rate is not None:
         return (
             f"Strangers could be marked present: about {one_in(v.false_accept_rate)} strangers would be "
             f"accepted at the threshold {fmt_threshold(v.threshold)} (target: at most {one_in(v.max_far)})."
+        )
+    if v.recognition_rate is None:
+        return (
+            "How well students are recognised could not be measured: no student has a second photo or clip to "
+            "test on. Add a few photos (or a second clip) of each student and retrain."
         )
     if v.recognition_poor:
         return (
@@ -177,70 +162,16 @@ def session_sentence(ss: SessionSummary) -> str:
 
 
 def session_lines(ss: SessionSummary) -> list[str]:
-    """The report's lines: per-frame vs per-session rates, the rule chosen and why."""
-    first, rule = ss.with_rule[0], ss.rule
-    counted = f"confidence >= {first.threshold:.3g}"
-    if ss.stricter:
-        counted += f", stricter than the threshold {ss.threshold:.2f}"
-    lines = [
-        *_wrap(
-            f"rule: present when accepted ({counted}) in at least max({rule.min_frames}, "
-            f"{rule.min_share:.0%} of the session's frames) frames"
-        ),
-        f"  one frame: {first.per_frame_recognition:.1%} of enrolled photos recognised, "
-        f"{first.per_frame_false_accept:.1%} of strangers' photos accepted",
-        "  frames per person  needed  enrolled student marked present  stranger marks somebody present (95% bound)",
-    ]
-    for r in ss.with_rule:
-        lines.append(
-            f"  {r.frames:>17}  {r.required_frames:>6}  {r.enrolled_marked_present:>31.1%}  "
-            f"{r.stranger_marks_present:>22.1%} ({r.stranger_upper95:.1%})"
-        )
-    basis = (
-        f"per person ({first.students} students, {first.strangers} held out as strangers"
-        + (f", {len(ss.lookalikes)} of them taken for another student in most photos" if ss.lookalikes else "")
-        + ")"
-        if first.per_person
-        else "frames treated as independent (the run did not record whose each photo is)"
+    """training_report.txt's ATTENDANCE SESSIONS: per-frame vs per-session rates, the rule chosen and why."""
+    return render_lines(
+        "parts/sessions.txt.j2",
+        ss=ss,
+        first=ss.with_rule[0],
+        plain=ss.at_threshold[TABLE_FRAMES.index(TYPICAL_FRAMES)],
+        typical_frames=TYPICAL_FRAMES,
+        short_frames=SHORT_FRAMES,
+        min_session_recognition=MIN_SESSION_RECOGNITION,
     )
-    prose = [
-        f"Computed from the open-set scores above, {basis}; a stranger's accepted frames are counted whoever "
-        "they were accepted as, so the stranger column is an upper estimate."
-    ]
-    plain = ss.at_threshold[TABLE_FRAMES.index(TYPICAL_FRAMES)]
-    t = ss.typical
-    if not ss.stricter:
-        prose.append(
-            f"=> sessions of {TYPICAL_FRAMES} frames meet the stranger target (<= {ss.max_far:.1%}; "
-            f"95% bound {t.stranger_upper95:.1%}, narrower with more students)."
-        )
-    elif ss.target_met:
-        prose.append(
-            f"=> at the threshold alone strangers would mark somebody present in {plain.stranger_marks_present:.1%} "
-            f"of {TYPICAL_FRAMES}-frame sessions; to keep them under {ss.max_far:.1%}, the model's session rule "
-            f"counts only faces with confidence >= {t.threshold:.3g} (AttendanceSession uses it): enrolled "
-            f"students then marked present in {t.enrolled_marked_present:.1%} of sessions "
-            f"({ss.short.enrolled_marked_present:.1%} of {SHORT_FRAMES}-frame ones), strangers "
-            f"{t.stranger_marks_present:.1%}."
-        )
-    else:
-        prose.append(
-            f"=> NO confidence keeps strangers under {ss.max_far:.1%} of {TYPICAL_FRAMES}-frame sessions while "
-            f"{MIN_SESSION_RECOGNITION:.0%} of students seen in {SHORT_FRAMES} frames are still marked present: some "
-            "held-out students look like an enrolled one in most photos (the same person enrolled twice, or "
-            f"relatives). The model's session rule counts only faces with confidence >= {t.threshold:.3g}, as "
-            f"strict as the students allow: strangers {t.stranger_marks_present:.1%}, enrolled students "
-            f"{t.enrolled_marked_present:.1%}."
-        )
-    if ss.lookalikes:
-        prose.append(f"Counted as strangers here (left out of the per-photo estimate): {', '.join(ss.lookalikes)}.")
-    for paragraph in prose:
-        lines += _wrap(paragraph)
-    return lines
-
-
-def _wrap(paragraph: str) -> list[str]:
-    return textwrap.wrap(paragraph, REPORT_WIDTH, initial_indent="  ", subsequent_indent="     ")
 
 
 def recommendation_reason(rec: Recommendation) -> str:
