@@ -7,7 +7,10 @@ library re-embeds everything) and is replaced by the next run's cache.
 
 What is stored per photo: its embedding (float32) and face info, or the reason it was
 skipped (no face, unreadable…: deterministic for the same bytes and models). Unexpected
-errors are not cached, so they are retried.
+errors are not cached, so they are retried. A clip is stored as its frames (key: the clip's
+hash and the frame's time, :func:`~retraining.video.frame_key`) plus one :class:`CachedClip`
+saying which frames its selection kept, so an unchanged clip is not decoded again. Every key
+starts with the 64 hex digits of its file's hash, which is what pruning compares.
 
 On disk (``<root>/models/cache``): ``embeddings.npz`` plus ``cache.json`` (fingerprint,
 SHA-256 and size of the npz), both written atomically (temp file + fsync + rename). The
@@ -97,6 +100,42 @@ class CachedFace:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class CachedClip:
+    """What one clip gave under one selection: the frame times kept and notes, or the skip reason."""
+
+    seconds: tuple[float, ...]
+    notes: tuple[str, ...] = ()
+    reason: str | None = None
+    sampled: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seconds": list(self.seconds),
+            "notes": list(self.notes),
+            "reason": self.reason,
+            "sampled": self.sampled,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CachedClip:
+        return cls(
+            tuple(float(t) for t in data["seconds"]),
+            tuple(str(n) for n in data.get("notes", ())),
+            data.get("reason"),
+            int(data.get("sampled", 0)),
+        )
+
+
+def file_digest_of(key: str) -> str:
+    """The hash of the file a cache key belongs to (a photo's key is that hash; a frame's and a clip's begin with it)."""
+    return key[:64]
+
+
+def _kept(key: str, keep: set[str] | None) -> bool:
+    return keep is None or key in keep or file_digest_of(key) in keep
+
+
 @dataclass
 class EmbeddingCache:
     """In-memory view of the cache of one fingerprint (see the module docstring)."""
@@ -112,6 +151,7 @@ class EmbeddingCache:
     #: added in this run is the same photo twice in this run)
     loaded_keys: frozenset[str] = frozenset()
     reused: int = 0
+    clips: dict[str, CachedClip] = field(default_factory=dict)  # clip hash + selection id → what it gave
 
     @property
     def id(self) -> str:
@@ -131,9 +171,29 @@ class EmbeddingCache:
         self.entries[key] = value
         self.used.add(key)
 
+    def get_clip(self, key: str) -> CachedClip | None:
+        """The frames a clip gave before, when all of them are still cached."""
+        found = self.clips.get(key)
+        self.used.add(key)
+        if found is None or any(k not in self.entries for k in self.frame_keys(key, found)):
+            return None
+        self.reused += key in self.loaded_keys
+        return found
+
+    def put_clip(self, key: str, value: CachedClip) -> None:
+        self.clips[key] = value
+        self.used.add(key)
+
+    @staticmethod
+    def frame_keys(clip_key: str, clip: CachedClip) -> list[str]:
+        from .video import frame_key
+
+        return [frame_key(file_digest_of(clip_key), t) for t in clip.seconds]
+
     # ------------------------------------------------------------------ disk
     def to_bytes(self, keep: set[str] | None = None) -> bytes:
-        keys = sorted(k for k in self.entries if keep is None or k in keep)
+        keys = sorted(k for k in self.entries if _kept(k, keep))
+        clips = {k: v.to_json() for k, v in sorted(self.clips.items()) if _kept(k, keep)}
         ok = [k for k in keys if self.entries[k].vector is not None]
         bad = [k for k in keys if self.entries[k].vector is None]
         vectors = (
@@ -145,11 +205,12 @@ class EmbeddingCache:
         buf = io.BytesIO()
         np.savez(
             buf,
-            keys=np.array(ok, dtype="U64"),
+            keys=np.array(ok, dtype=str),
             vectors=vectors,
             info=info,
-            skipped_keys=np.array(bad, dtype="U64"),
+            skipped_keys=np.array(bad, dtype=str),
             skipped_reasons=np.array([self.entries[k].reason or "" for k in bad], dtype=str),
+            clips=np.array(json.dumps(clips, sort_keys=True)),
         )
         return buf.getvalue()
 
@@ -166,7 +227,7 @@ class EmbeddingCache:
                 "fingerprint": self.fingerprint,
                 "sha256": sha256_bytes(data),
                 "size": len(data),
-                "entries": len(self.entries) if keep is None else len(keep & self.entries.keys()),
+                "entries": sum(1 for k in self.entries if _kept(k, keep)),
             },
         )
         return directory / DATA_NAME
@@ -219,6 +280,8 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             keys, vectors, info = npz["keys"], npz["vectors"], npz["info"]
             skipped_keys, reasons = npz["skipped_keys"], npz["skipped_reasons"]
+            clips = json.loads(str(npz["clips"])) if "clips" in npz.files else {}
+            cache.clips = {str(k): CachedClip.from_json(v) for k, v in clips.items()}
     except Exception as err:  # any parse error means: do not trust it
         log.warning("Embedding cache %s unreadable (%s): ignored", directory / DATA_NAME, err)
         return cache
@@ -238,7 +301,7 @@ def load_cache(directory: Path, fingerprint: dict[str, Any], dim: int) -> Embedd
         cache.entries[str(k)] = CachedFace(None, None, str(r))
     cache.loaded_from = directory
     log.debug("Embedding cache: %d photos known (%s)", len(cache.entries), directory)
-    cache.loaded_keys = frozenset(cache.entries)
+    cache.loaded_keys = frozenset(cache.entries) | frozenset(cache.clips)
     return cache
 
 
@@ -265,7 +328,7 @@ def rewrite_cache(directory: Path, keep: set[str]) -> int:
         for name in (META_NAME, DATA_NAME):
             (directory / name).unlink(missing_ok=True)
         return int(meta.get("entries", 0) or 0)
-    dropped = len(cache.entries.keys() - keep)
-    if dropped:
+    dropped = sum(1 for k in cache.entries if not _kept(k, keep))
+    if dropped or any(not _kept(k, keep) for k in cache.clips):
         cache.save(directory, keep=keep)
     return dropped

@@ -25,6 +25,7 @@ from backend.recognizer.paths import OutputPaths
 
 from .errors import DatasetError
 from .files import shown, write_csv
+from .video import VIDEO_EXTENSIONS, is_video_name
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,28 @@ MAX_PATH_BYTES = 4095
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One photo file that belongs to one student."""
+    """One photo file that belongs to one student, a clip file, or one frame taken from a clip.
+
+    A frame's ``path`` is its name in every report (``clip.mov#t=3.20s``, :func:`~retraining.video.frame_name`);
+    ``clip`` is the file it came from and ``seconds`` its time there.
+    """
 
     path: Path
     student_id: str
     student_name: str
+    clip: Path | None = None
+    seconds: float | None = None
+
+    @property
+    def source(self) -> Path:
+        """The file this record's face came from: the photo, or the clip of a frame. Held-out
+        evaluation and the data-quality checks treat one source as one piece of evidence."""
+        return self.clip if self.clip is not None else self.path
+
+    @property
+    def is_clip(self) -> bool:
+        """A clip file, not yet turned into frames."""
+        return self.clip is None and is_video_name(self.path)
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,7 @@ class Student:
     student_name: str
     folder: str
     follows_pattern: bool
-    num_images: int
+    num_images: int  # photos and clips
 
 
 @dataclass
@@ -59,7 +77,7 @@ class DatasetIndex:
     data_dir: Path
     students: list[Student]
     records: list[ImageRecord]
-    ignored_files: list[Path] = field(default_factory=list)  # not photos (by extension) or hidden
+    ignored_files: list[Path] = field(default_factory=list)  # not photos or clips (by extension) or hidden
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unusable entries, with reasons
     loose_files: list[Path] = field(default_factory=list)  # files directly in data_dir
     subfolders: list[Path] = field(default_factory=list)  # folders inside student folders (their photos count)
@@ -77,7 +95,7 @@ class DatasetIndex:
             elif p.name.lower() in HIDDEN_JUNK:
                 out.append((p, "system file"))
             else:
-                out.append((p, f"not a photo type ({p.suffix.lower() or 'no extension'})"))
+                out.append((p, f"not a photo or video type ({p.suffix.lower() or 'no extension'})"))
         return sorted(out, key=lambda e: str(e[0]))
 
     def ignored_by_extension(self) -> Counter[str]:
@@ -178,8 +196,8 @@ def index_dataset(data_dir: str | Path) -> DatasetIndex:
         )
         raise DatasetError(
             f"The student folders in {data_dir} contain no photos.{found} Accepted photo types: "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Put each student's photos (e.g. JPEG or HEIC from a "
-            "phone, not videos) in their folder and run again."
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}, and videos {', '.join(sorted(VIDEO_EXTENSIONS))} (any case). Put each "
+            "student's photos (e.g. JPEG or HEIC from a phone) or a short video in their folder and run again."
         )
     log.debug("Indexed %d photos of %d students in %s", len(index.records), len(index.students), data_dir)
     return index
@@ -305,20 +323,20 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
                 index.skipped.append((Path(dirpath) / d, why))
             elif (Path(dirpath) / d).is_symlink():  # os.walk lists it but (followlinks=False) never enters it
                 index.skipped.append((Path(dirpath) / d, "is a link to a folder; links to folders are not followed"))
-            elif is_image_name(Path(d)):
-                index.skipped.append((Path(dirpath) / d, "is a folder named like a photo, not a photo"))
+            elif _usable_name(Path(d)):
+                index.skipped.append((Path(dirpath) / d, "is a folder named like a photo or video, not one"))
         dirnames[:] = sorted(
             d
             for d in dirnames
             if not d.startswith(".")
             and d not in unreachable
-            and not is_image_name(Path(d))
+            and not _usable_name(Path(d))
             and not (Path(dirpath) / d).is_symlink()
         )
         index.subfolders.extend(Path(dirpath) / d for d in dirnames)
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
-            if filename.startswith(".") or filename.lower() in HIDDEN_JUNK or not is_image_name(path):
+            if filename.startswith(".") or filename.lower() in HIDDEN_JUNK or not _usable_name(path):
                 index.ignored_files.append(path)
                 continue
             why = _unreachable(path)
@@ -342,6 +360,11 @@ def _photos_in(folder: Path, root_real: Path, student_id: str, name: str, index:
                 continue
             photos.append(ImageRecord(path, student_id, name))
     return photos
+
+
+def _usable_name(path: Path) -> bool:
+    """Named like a photo or a clip: the files a student folder is read for."""
+    return is_image_name(path) or is_video_name(path)
 
 
 def _unfollowable(err: OSError | RuntimeError) -> str:

@@ -122,6 +122,14 @@ class OpenSet:
     #: or look-alike sitting in a class is one for the session rule (session_rates.py)
     lookalike_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lookalike_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    #: enrolled test photos that are frames of the second half of a clip whose first half trained
+    #: (:func:`calibration_sources`): they teach the calibrator, but no recognition rate rests on them alone
+    n_known_within_clip: int = 0
+
+    @property
+    def recognition_measured(self) -> bool:
+        """Whether any enrolled test photo came from a source the fold's model never saw."""
+        return self.n_known_photos > self.n_known_within_clip
 
     def row_at(self, threshold: float) -> OpenSetRow:
         """Recognition, false accepts and their 95 % upper bound at any threshold (the fine sweep's
@@ -194,15 +202,25 @@ def _missing(thresholds: Sequence[float], present: Sequence[float]) -> tuple[flo
     return tuple(out)
 
 
-def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def split_per_student(
+    labels: np.ndarray, test_size: float, seed: int, sources: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Stratified split done per student: ⌈test_size·n⌉ photos (at least one) of each student
-    with ≥ 2 photos go to the test part. Returns (train_idx, test_idx, train-only students)."""
+    with ≥ 2 photos go to the test part. Returns (train_idx, test_idx, train-only students).
+
+    ``sources``: each row's source file. The frames of one clip are near copies of each other,
+    so a source is never split: whole sources go to the test part, and a student with one
+    source (one clip and nothing else) is trained on only."""
     rng = np.random.default_rng(seed)
     train: list[int] = []
     test: list[int] = []
     train_only: list[str] = []
     for student in np.unique(labels):
         idx = np.flatnonzero(labels == student)
+        own = None if sources is None else np.asarray(sources)[idx]
+        if own is not None and len(np.unique(own)) < len(idx):
+            _split_sources(idx, own, test_size, rng, train, test, train_only, str(student))
+            continue
         if len(idx) < 2:
             train_only.append(str(student))
             train.extend(idx)
@@ -212,6 +230,56 @@ def split_per_student(labels: np.ndarray, test_size: float, seed: int) -> tuple[
         test.extend(idx[:n_test])
         train.extend(idx[n_test:])
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64)), train_only
+
+
+def calibration_sources(labels: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sources the stranger measurement splits by, and which rows are cut from one clip.
+
+    A student whose rows all come from one clip (enrolled from a clip and nothing else) could
+    never have an enrolled test photo, so the calibrator would learn what a right answer looks
+    like from nobody, and a model of such students would take strangers for them. Their clip
+    is cut in two by time (rows are in time order) for the stranger measurement only: the
+    second half tests a model trained on the first. Those answers look surer than a photo of
+    another day would, so the calibrator they teach is on the strict side; the held-out accuracy
+    never uses them, and no recognition rate is reported from them alone."""
+    out = np.asarray(sources).astype(str).astype(object)
+    within = np.zeros(len(out), dtype=bool)
+    for student in np.unique(labels):
+        idx = np.flatnonzero(labels == student)
+        if len(idx) >= 4 and len(np.unique(out[idx])) == 1:
+            half = len(idx) // 2
+            out[idx[:half]] = out[idx[:half]] + "#first-half"
+            out[idx[half:]] = out[idx[half:]] + "#second-half"
+            within[idx] = True
+    return out.astype(str), within
+
+
+def _split_sources(
+    idx: np.ndarray,
+    own: np.ndarray,
+    test_size: float,
+    rng: np.random.Generator,
+    train: list[int],
+    test: list[int],
+    train_only: list[str],
+    student: str,
+) -> None:
+    """One student's rows split by whole sources: about test_size of the rows, at least one source each side."""
+    groups = rng.permutation(np.unique(own))
+    if len(groups) < 2:
+        train_only.append(student)
+        train.extend(idx)
+        return
+    target = max(1, int(round(test_size * len(idx))))
+    taken = 0
+    for group in groups[:-1]:  # the last source always trains
+        rows = idx[own == group]
+        if taken < target and (taken == 0 or taken + len(rows) <= target):
+            test.extend(rows)
+            taken += len(rows)
+        else:
+            train.extend(rows)
+    train.extend(idx[own == groups[-1]])
 
 
 def sweep_thresholds(
@@ -367,7 +435,7 @@ def person_map(students: np.ndarray, groups: Sequence[frozenset[str]]) -> dict[s
 
 
 def repeatedly_accepted(
-    students: np.ndarray, predicted: np.ndarray, confidence: np.ndarray
+    students: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, sources: np.ndarray | None = None
 ) -> list[tuple[str, str, int, int]]:
     """Held-out students whose photos were accepted again and again, confidently, as ONE other student.
 
@@ -376,17 +444,21 @@ def repeatedly_accepted(
     REPEATED_MIN photos and REPEATED_SHARE of its photos were accepted at REPEATED_CONFIDENCE as the
     same other student: a stranger's photos land on different students, rarely and unsurely;
     these are one person enrolled twice (or a student's folder filled with another's photos).
-    Returns (student, the student it was taken for, photos accepted as it, photos scored).
+    ``sources``: each photo's source file; then sources are counted, not photos (the frames of one
+    clip are one piece of evidence, however many). Returns (student, the student it was taken for,
+    photos (sources) accepted as it, photos (sources) scored).
     """
     out = []
+    source = np.arange(len(students)).astype(str) if sources is None else np.asarray(sources).astype(str)
     for student in np.unique(students):
         rows = students == student
         sure = rows & (confidence >= REPEATED_CONFIDENCE)
         if not sure.any():
             continue
-        names, counts = np.unique(predicted[sure], return_counts=True)
+        pairs = np.unique(np.stack([predicted[sure].astype(str), source[sure]]), axis=1)
+        names, counts = np.unique(pairs[0], return_counts=True)
         best = int(np.argmax(counts))
-        n, k = int(rows.sum()), int(counts[best])
+        n, k = len(np.unique(source[rows])), int(counts[best])
         if k >= REPEATED_MIN and k >= REPEATED_SHARE * n:
             out.append((str(student), str(names[best]), k, n))
     return out
@@ -417,6 +489,7 @@ def evaluate_open_set(
     seed: int = 42,
     max_far: float = DEFAULT_MAX_FAR,
     evidence: StrangerEvidence | None = None,
+    sources: np.ndarray | None = None,
 ) -> OpenSet | None:
     """Hold out whole people as strangers, train without them, score their photos.
 
@@ -450,12 +523,17 @@ def evaluate_open_set(
     rows_fold: list[np.ndarray] = []
     rows_known: list[np.ndarray] = []
     folds = _open_set_folds(person, seed)
+    split_by, within_clip = (
+        calibration_sources(labels, sources) if sources is not None else (None, np.zeros(len(labels), dtype=bool))
+    )
     held_as = person  # who was held out with whom (person_of may merge more people below)
     enrolled_per_fold: list[int] = []
     for k, unknown in enumerate(folds):
         is_unknown = np.isin(person, unknown)
         known_idx = np.flatnonzero(~is_unknown)
-        train, test, _ = split_per_student(labels[known_idx], test_size, seed + k)
+        train, test, _ = split_per_student(
+            labels[known_idx], test_size, seed + k, None if split_by is None else split_by[known_idx]
+        )
         train, test = known_idx[train], known_idx[test]
         model = fit_model(embeddings[train], labels[train], seed=seed)
         enrolled_per_fold.append(len(model.classes))
@@ -483,7 +561,9 @@ def evaluate_open_set(
 
     correct = correct_under(person_of)
     first = _cross_fitted(F, correct.astype(int), fold, seed)
-    taken = repeatedly_accepted(labels[row][~known], pred[~known], first[~known])
+    taken = repeatedly_accepted(
+        labels[row][~known], pred[~known], first[~known], None if sources is None else np.asarray(sources)[row][~known]
+    )
     if taken:
         person_of = person_map(students, (*evidence.groups, *(frozenset((a, b)) for a, b, _, _ in taken)))
         correct = correct_under(person_of)
@@ -511,6 +591,7 @@ def evaluate_open_set(
         n_folds=len(folds),
         unknown_students=[sorted(np.unique(labels[np.isin(held_as, u)]).tolist()) for u in folds],
         n_known_photos=int(known.sum()),
+        n_known_within_clip=int((known & within_clip[row[keep]]).sum()),
         n_unknown_photos=int((~known).sum()),
         sweep=sweep,
         known_confidence=conf[known],
@@ -536,15 +617,20 @@ def evaluate(
     seed: int = 42,
     max_far: float = DEFAULT_MAX_FAR,
     evidence: StrangerEvidence | None = None,
+    sources: np.ndarray | None = None,
 ) -> Evaluation:
     """Closed-set evaluation (known students) + open-set stranger measurement + threshold choice.
 
     ``evidence``: what the run's data-quality findings say about who is who (see
     :func:`evaluate_open_set`); without it every student is taken to be a different person.
+    ``sources``: each row's source file, so that one clip's frames are never split between
+    training and testing (:func:`split_per_student`).
     """
     labels = np.asarray(labels).astype(str)
-    open_set = evaluate_open_set(embeddings, labels, test_size=test_size, seed=seed, max_far=max_far, evidence=evidence)
-    train_idx, test_idx, train_only = split_per_student(labels, test_size, seed)
+    open_set = evaluate_open_set(
+        embeddings, labels, test_size=test_size, seed=seed, max_far=max_far, evidence=evidence, sources=sources
+    )
+    train_idx, test_idx, train_only = split_per_student(labels, test_size, seed, sources)
     students = sorted(np.unique(labels).tolist())
     if len(test_idx) == 0 or len(np.unique(labels[train_idx])) < 2:
         recommendation = recommend_closed_set([], 0)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .quality import Finding, FindingKind
+from .video import split_frame_name
 
 #: Photos flagged as one of these are no fair test of recognition or of stranger safety: the
 #: label they carry is probably not the person they show (they still train the model, as published).
@@ -72,7 +73,13 @@ def stranger_evidence(
     for group in duplicate_files:
         for p in group:
             reason.setdefault(str(p), str(FindingKind.DUPLICATE_FILE))
-    return StrangerEvidence(merge_groups(pairs), tuple(reason.get(str(p), "") for p in paths))
+    return StrangerEvidence(merge_groups(pairs), tuple(reason.get(str(p), "") or _of_clip(reason, p) for p in paths))
+
+
+def _of_clip(reason: dict[str, str], path: Path) -> str:
+    """A finding on a clip (:func:`~retraining.quality.one_per_clip`) concerns each of its frames."""
+    frame = split_frame_name(Path(path))
+    return reason.get(str(frame[0]), "") if frame is not None else ""
 
 
 def _is_same_person(f: Finding) -> bool:

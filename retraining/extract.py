@@ -29,6 +29,7 @@ from backend.recognizer.images import read_photo
 
 from . import cache as cache_mod
 from .cache import CachedFace, EmbeddingCache
+from .clip_frames import ClipOutcome, ClipResult, clip_frames
 from .dataset import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,19 @@ class FaceInfo:
 
 @dataclass
 class Extraction:
-    """Embeddings of the usable photos, aligned row by row with ``records`` and ``faces``."""
+    """Embeddings of the usable photos and clip frames, aligned row by row with ``records`` and ``faces``."""
 
     embeddings: np.ndarray
     records: list[ImageRecord]
     faces: list[FaceInfo]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    sha256: list[str] = field(default_factory=list)  # of each record's bytes, as read for its embedding
+    sha256: list[str] = field(default_factory=list)  # each record's cache key: its bytes' hash (+ a frame's time)
+    clips: list[ClipOutcome] = field(default_factory=list)  # what each usable clip gave
+
+    @property
+    def sources(self) -> np.ndarray:
+        """Each row's source file (a frame's clip): rows of one source are one piece of evidence."""
+        return np.array([str(r.source) for r in self.records], dtype=str)
 
     @property
     def student_ids(self) -> np.ndarray:
@@ -146,7 +153,9 @@ def extract_embeddings(
     are not decoded or embedded again, and new results are added to it.
     """
     batch_size = max(1, int(batch_size))
-    records = list(records)
+    given = list(records)
+    records = [r for r in given if not r.is_clip]
+    clips = [r for r in given if r.is_clip]
     n = len(records)
     out = np.zeros((n, embedder.dim), dtype=np.float32)
     done = np.zeros(n, dtype=bool)
@@ -199,7 +208,8 @@ def extract_embeddings(
         if len(crops) >= batch_size:
             flush()
 
-    bar = tqdm(total=n if total is None else total, desc="Extracting faces", unit="photo", disable=not progress)
+    bar = tqdm(total=len(given) if total is None else total, desc="Extracting faces", unit="file", disable=not progress)
+    from_clips: dict[Path, ClipResult] = {}
     try:
         if workers <= 0:
             for i, record in enumerate(records):
@@ -217,15 +227,57 @@ def extract_embeddings(
                     handle(i, queue.popleft().result())
                     bar.update(1)
         flush()
+        for clip in clips:  # after the photos: a clip's own detections and embeddings run in this thread
+            from_clips[clip.path] = clip_frames(clip, detector, embedder, cache)
+            bar.update(1)
     finally:
         bar.close()
-    keep = np.flatnonzero(done)
-    kept = [records[i] for i in keep]
-    skipped = [(records[i].path, reason) for i in range(n) if (reason := reasons[i]) is not None]
-    faces = [info for i in keep if (info := infos[i]) is not None]
-    embeddings = np.ascontiguousarray(out[keep]) if len(keep) else np.zeros((0, embedder.dim), dtype=np.float32)
-    sha256 = [hashes[i] or "" for i in keep]  # a kept photo was read, so it has one
-    return Extraction(embeddings, kept, faces, skipped, sha256)
+    return _assemble(given, out, done, infos, reasons, hashes, from_clips, embedder.dim)
+
+
+def _assemble(
+    given: list[ImageRecord],
+    out: np.ndarray,
+    done: np.ndarray,
+    infos: list[FaceInfo | None],
+    reasons: list[str | None],
+    hashes: list[str | None],
+    from_clips: dict[Path, ClipResult],
+    dim: int,
+) -> Extraction:
+    """One Extraction in the order the files were given, a clip's frames in its place."""
+    rows: list[np.ndarray] = []
+    kept: list[ImageRecord] = []
+    faces: list[FaceInfo] = []
+    sha256: list[str] = []
+    skipped: list[tuple[Path, str]] = []
+    outcomes: list[ClipOutcome] = []
+    i = -1  # the photo's row in the photo arrays
+    for record in given:
+        if record.is_clip:
+            result = from_clips[record.path]
+            if result.reason is not None:
+                log.warning("Skipped %s: %s", record.path, result.reason)
+                skipped.append((record.path, result.reason))
+                continue
+            for frame in result.frames:
+                rows.append(np.asarray(frame.vector, dtype=np.float32))
+                kept.append(frame.record)
+                faces.append(FaceInfo(*frame.info))
+                sha256.append(frame.key)
+            if result.outcome is not None:
+                outcomes.append(result.outcome)
+            continue
+        i += 1
+        if (reason := reasons[i]) is not None:
+            skipped.append((record.path, reason))
+        elif done[i] and (info := infos[i]) is not None:
+            rows.append(out[i])
+            kept.append(record)
+            faces.append(info)
+            sha256.append(hashes[i] or "")  # a kept photo was read, so it has one
+    embeddings = np.ascontiguousarray(np.stack(rows)) if rows else np.zeros((0, dim), dtype=np.float32)
+    return Extraction(embeddings, kept, faces, skipped, sha256, outcomes)
 
 
 @dataclass(frozen=True)

@@ -366,7 +366,8 @@ def run(options: RunOptions) -> RunResult | Unchanged:
         t = time.perf_counter()
         log.info("Checking the photos (wrong folders, duplicates, blur)")
         duplicates = duplicate_groups(extraction.records, extraction.sha256)
-        similarity = student_similarity(X, y, seed=options.seed)  # every photo to every student, for both checks
+        # every photo to every student, for both checks
+        similarity = student_similarity(X, y, seed=options.seed, sources=extraction.sources)
         findings = [
             *data_quality(extraction, duplicates, seed=options.seed, similarity=similarity),
             *subfolder_findings(extraction, index, similarity=similarity),
@@ -376,7 +377,13 @@ def run(options: RunOptions) -> RunResult | Unchanged:
         t = time.perf_counter()
         log.info("Measuring accuracy and stranger safety on held-out photos")
         evaluation = evaluate(
-            X, y, test_size=options.test_size, seed=options.seed, max_far=options.max_far, evidence=evidence
+            X,
+            y,
+            test_size=options.test_size,
+            seed=options.seed,
+            max_far=options.max_far,
+            evidence=evidence,
+            sources=extraction.sources,
         )
         timings["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -13,8 +13,8 @@ embedders' similarity scales differ, and so do schools' cameras. docs/RETRAINING
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -174,8 +174,14 @@ class StudentSimilarity:
         return float(np.median(own)) if len(own) else float("nan")
 
 
-def student_similarity(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> StudentSimilarity | None:
-    """Each photo's similarity to its own and to the other students (None with fewer than 2 students)."""
+def student_similarity(
+    embeddings: np.ndarray, labels: np.ndarray, seed: int = 0, sources: np.ndarray | None = None
+) -> StudentSimilarity | None:
+    """Each photo's similarity to its own and to the other students (None with fewer than 2 students).
+
+    ``sources``: each row's source file. A clip's frame is compared with its student's OTHER sources
+    (the clip's other frames are near copies of it, and would vouch for a clip of the wrong person);
+    with no other source, with the clip's other frames."""
     X = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
     classes, column = np.unique(labels, return_inverse=True)
@@ -187,6 +193,12 @@ def student_similarity(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0
     sims = X @ centres.T
     own_sum = sums[column] - X
     alone = np.bincount(column)[column] < 2
+    if sources is not None and len(np.unique(sources)) < len(X):
+        source_ids, source_of = np.unique(np.asarray(sources).astype(str), return_inverse=True)
+        source_sums = np.zeros((len(source_ids), X.shape[1]))
+        np.add.at(source_sums, source_of, X)
+        others = np.bincount(column)[column] - np.bincount(source_of)[source_of] > 0
+        own_sum = np.where(others[:, None], sums[column] - source_sums[source_of], own_sum)
     own = np.einsum("ij,ij->i", X, own_sum) / np.maximum(np.linalg.norm(own_sum, axis=1), 1e-12)
     own[alone] = np.nan
     rows = np.arange(len(X))
@@ -337,10 +349,11 @@ def separation_findings(embeddings: np.ndarray, labels: np.ndarray, *, seed: int
     ]
 
 
-def near_identical_cut(embeddings: np.ndarray, labels: np.ndarray) -> float:
+def near_identical_cut(embeddings: np.ndarray, labels: np.ndarray, sources: np.ndarray | None = None) -> float:
     """Similarity above which two photos are the same photo twice: more alike than all but
     NEAR_IDENTICAL_QUANTILE of this run's pairs of photos of one student (at most
-    NEAR_IDENTICAL_SIMILARITY; that value itself when there are too few such pairs)."""
+    NEAR_IDENTICAL_SIMILARITY; that value itself when there are too few such pairs). Two frames
+    of one clip (``sources``) are no such pair: they are alike because they are one recording."""
     X = np.asarray(embeddings, dtype=np.float32)
     labels = np.asarray(labels).astype(str)
     same: list[np.ndarray] = []
@@ -348,7 +361,11 @@ def near_identical_cut(embeddings: np.ndarray, labels: np.ndarray) -> float:
         idx = np.flatnonzero(labels == c)
         if len(idx) > 1:
             sims = X[idx] @ X[idx].T
-            same.append(sims[np.triu_indices(len(idx), 1)])
+            pairs = np.triu_indices(len(idx), 1)
+            if sources is not None:
+                own = np.asarray(sources)[idx]
+                pairs = (pairs[0][own[pairs[0]] != own[pairs[1]]], pairs[1][own[pairs[0]] != own[pairs[1]]])
+            same.append(sims[pairs])
     values = np.concatenate(same) if same else np.zeros(0)
     if len(values) < MIN_SEPARATION_PAIRS:
         return NEAR_IDENTICAL_SIMILARITY
@@ -395,7 +412,9 @@ def near_duplicates(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path
     return near_identical_findings(embeddings, labels, paths) + same_person_findings(embeddings, labels, paths)
 
 
-def near_identical_findings(embeddings: np.ndarray, labels: np.ndarray, paths: list[Path]) -> list[Finding]:
+def near_identical_findings(
+    embeddings: np.ndarray, labels: np.ndarray, paths: list[Path], sources: np.ndarray | None = None
+) -> list[Finding]:
     """Pairs of photos of different students more alike than (almost) any two photos of one student
     in this run (:func:`near_identical_cut`): the same photo twice, resized or re-saved.
 
@@ -407,7 +426,7 @@ def near_identical_findings(embeddings: np.ndarray, labels: np.ndarray, paths: l
     if len(X) > MAX_PAIRWISE:
         log.debug("Near-identical photo check skipped: %d photos > %d", len(X), MAX_PAIRWISE)
         return []
-    cut = near_identical_cut(X, labels)
+    cut = near_identical_cut(X, labels, sources)
     pairs: dict[tuple[int, int], float] = {}
     block = 2048
     for start in range(0, len(X), block):
@@ -603,7 +622,9 @@ def duplicate_groups(records: list[ImageRecord], sha256: list[str] | None = None
     known = sha256 if sha256 is not None and len(sha256) == len(records) else None
     for k, rec in enumerate(records):
         if known is not None and known[k]:
-            by_hash[known[k]].append((rec.student_id, rec.path))
+            entry = (rec.student_id, rec.source)  # a clip's frames: the clip, once
+            if entry not in by_hash[known[k][:64]]:
+                by_hash[known[k][:64]].append(entry)
             continue
         try:  # read_photo: a file swapped for a named pipe since indexing is refused, not waited on
             by_hash[sha256_bytes(read_photo(rec.path))].append((rec.student_id, rec.path))
@@ -629,13 +650,14 @@ def data_quality(
     """
     paths = [r.path for r in extraction.records]
     labels = extraction.student_ids
+    sources = extraction.sources
     student_of = {str(p): str(sid) for p, sid in zip(paths, labels)}
     # the similarities of every photo to every student, computed once for the three checks that use them
     if similarity is None:
-        similarity = student_similarity(extraction.embeddings, labels, seed=seed)
+        similarity = student_similarity(extraction.embeddings, labels, seed=seed, sources=sources)
     labelled = label_findings(extraction.embeddings, labels, paths, similarity=similarity, seed=seed)
     separation = separation_findings(extraction.embeddings, labels, seed=seed)
-    identical = [] if separation else near_identical_findings(extraction.embeddings, labels, paths)
+    identical = [] if separation else near_identical_findings(extraction.embeddings, labels, paths, sources)
     same_person = (
         []
         if separation
@@ -669,5 +691,30 @@ def data_quality(
     findings += separation + identical + same_person
     findings += few_photo_findings(extraction.counts())
     findings += photos
+    findings = one_per_clip(findings, extraction)
     order = {kind: k for k, kind in enumerate(dict.fromkeys(f.kind for f in findings))}
     return sorted(findings, key=lambda f: (order[f.kind], -f.score))  # each kind strongest first
+
+
+def one_per_clip(findings: list[Finding], extraction: Extraction) -> list[Finding]:
+    """A clip is one source: findings of one kind on several of its frames become one finding on
+    the clip, with the strongest frame's reason and how many of the clip's frames it concerns."""
+    clip_of = {str(r.path): r.clip for r in extraction.records if r.clip is not None}
+    if not clip_of:
+        return findings
+    frames_of = Counter(str(c) for c in clip_of.values())
+    out: list[Finding] = []
+    merged: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+    for f in findings:
+        clip = clip_of.get(f.path)
+        if clip is None:
+            out.append(f)
+        else:
+            merged[(str(f.kind), str(clip))].append(f)
+    for (_, clip_name), group in merged.items():
+        best = max(group, key=lambda f: f.score)
+        share = (
+            f"{len(group)} of the {frames_of[clip_name]} frames used from this clip; the clearest case, {best.path}: "
+        )
+        out.append(replace(best, path=clip_name, reason=share + best.reason))
+    return out

@@ -104,6 +104,7 @@ def open_set_dict(ev: Evaluation, verdict: Verdict) -> dict | None:
         "folds": os_.n_folds,
         "unknown_students_per_fold": os_.unknown_students,
         "known_photos": os_.n_known_photos,
+        "known_photos_within_clip": os_.n_known_within_clip,
         "unknown_photos": os_.n_unknown_photos,
         "max_far": os_.max_far,
         "target_reached": verdict.target_met,

@@ -248,8 +248,9 @@ class SessionSummary:
 
 
 def summarize_sessions(open_set: OpenSet | None, threshold: float) -> SessionSummary | None:
-    """The run's :class:`SessionSummary` at ``threshold`` (None when the open set was not measured)."""
-    if open_set is None:
+    """The run's :class:`SessionSummary` at ``threshold`` (None when the open set was not measured,
+    or no enrolled student's photo could be held out: every student enrolled from one clip)."""
+    if open_set is None or not open_set.recognition_measured:
         return None
     scores = SessionScores.of(open_set)
     plain = PresenceRule()

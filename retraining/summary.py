@@ -101,7 +101,19 @@ def inventory(s: RunSummary) -> list[tuple[Path, str, str]]:
         rows.append(
             (folder, "used", f"student folder of {st.student_id}, {counts.get(st.student_id, 0)} photos used{note}")
         )
-    rows += [(r.path, "used", f"photo of {r.student_id}") for r in s.extraction.records]
+    rows += [
+        (r.path, "used", f"photo of {r.student_id}" if r.clip is None else f"frame of {r.student_id}'s clip")
+        for r in s.extraction.records
+    ]
+    rows += [
+        (
+            c.path,
+            "used",
+            f"clip of {c.student_id}: {c.frames} sharp, different frames used of {c.sampled} looked at"
+            + "".join(f"; {note}" for note in c.notes),
+        )
+        for c in s.extraction.clips
+    ]
     in_subfolder = subfolder_counts(s.extraction.records)
     rows += [
         (

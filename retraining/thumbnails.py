@@ -20,6 +20,8 @@ from backend.recognizer.errors import ImageError
 from backend.recognizer.faces import DECODE_MIN_SIDE, Detector, detect_faces
 from backend.recognizer.images import decode_reduced
 
+from .video import frame_at, is_video_name, split_frame_name
+
 log = logging.getLogger(__name__)
 
 #: Thumbnail side in pixels: enough to recognise a face, small enough for hundreds in one page.
@@ -33,7 +35,7 @@ def face_thumbnails(paths: Iterable[Path], detector: Detector | None) -> dict[st
     out: dict[str, str] = {}
     for path in dict.fromkeys(paths):
         try:
-            rgb = decode_reduced(path, min_longest=DECODE_MIN_SIDE).rgb  # ample for a 96 px thumbnail
+            rgb = _pixels(Path(path))
         except ImageError as err:
             log.debug("No thumbnail for %s: %s", path, err)
             continue
@@ -46,6 +48,17 @@ def face_thumbnails(paths: Iterable[Path], detector: Detector | None) -> dict[st
                 log.debug("No face for the thumbnail of %s: %s", path, err)
         out[str(path)] = _data_uri(_square(rgb, box))
     return out
+
+
+def _pixels(path: Path) -> np.ndarray:
+    """A photo decoded reduced (ample for a 96 px thumbnail), or a clip's frame (``clip.mov#t=3.20s``)
+    or its first frame. Raises ImageError."""
+    frame = split_frame_name(path)
+    if frame is not None:
+        return frame_at(*frame)
+    if is_video_name(path):
+        return frame_at(path, 0.0)
+    return decode_reduced(path, min_longest=DECODE_MIN_SIDE).rgb
 
 
 def _square(rgb: np.ndarray, box: tuple[float, float, float, float] | None) -> np.ndarray:

@@ -82,14 +82,15 @@ def stranger_verdict(evaluation: Evaluation, threshold: float, findings: Sequenc
     if os_ is None:
         return Verdict(threshold, False, max_far=0.0)
     at = os_.row_at(threshold)
+    known = os_.recognition_measured  # no: every student enrolled from one clip and nothing else
     verdict = Verdict(
         threshold,
         True,
         os_.max_far,
         at.false_accept_rate,
         at.false_accept_upper95,
-        at.recognition_rate,
-        at.misidentification_rate,
+        at.recognition_rate if known else None,
+        at.misidentification_rate if known else None,
     )
     if not verdict.recognition_poor:
         return verdict

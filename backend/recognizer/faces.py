@@ -256,15 +256,21 @@ class FaceCrops:
 
 
 def face_crops(
-    detector: Detector, rgb: np.ndarray, settings: CropSettings, *, max_faces: int | None = None
+    detector: Detector,
+    rgb: np.ndarray,
+    settings: CropSettings,
+    *,
+    max_faces: int | None = None,
+    max_side: int | None = FRAME_DETECT_MAX_SIDE,
 ) -> FaceCrops:
     """Detect → sort by size → align/crop, for an image array (a camera frame).
 
-    A frame larger than the detector's input is detected at up to
-    :data:`FRAME_DETECT_MAX_SIDE`, so that the small faces at the back of a classroom are
-    found. ``max_faces``: keep only the largest ones.
+    A frame larger than the detector's input is detected at up to ``max_side``
+    (:data:`FRAME_DETECT_MAX_SIDE`), so that the small faces at the back of a classroom are
+    found; None detects at the detector's own input, as for a photo (an enrollment clip, where
+    the face fills the frame). ``max_faces``: keep only the largest ones.
     """
-    faces, retried = detect_faces(detector, rgb, max_side=FRAME_DETECT_MAX_SIDE)
+    faces, retried = detect_faces(detector, rgb, max_side=max_side)
     kept = faces if max_faces is None else faces[:max_faces]
     return FaceCrops(faces, [align_crop(rgb, f, settings) for f in kept], retried)
 

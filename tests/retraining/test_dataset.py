@@ -245,13 +245,14 @@ def test_no_photos_error_counts_what_was_ignored_per_type(tmp_path: Path) -> Non
     folder = tmp_path / "STU001_Alice"
     folder.mkdir()
     for i in range(3):
-        (folder / f"clip{i}.MOV").write_bytes(b"x")
+        (folder / f"clip{i}.WMV").write_bytes(b"x")  # a video type that is not read
     (folder / "notes.txt").write_text("x")
     (folder / ".DS_Store").write_bytes(b"x")
     with pytest.raises(DatasetError) as err:
         index_dataset(tmp_path)
     message = str(err.value)
-    assert "3 .mov files, 1 .txt file" in message and ".heic" in message and ".DS_Store" not in message
+    assert "3 .wmv files, 1 .txt file" in message and ".heic" in message and ".DS_Store" not in message
+    assert ".mov" in message  # the accepted video types are listed too
 
 
 def test_phone_photo_types_are_indexed_in_any_case(tmp_path: Path) -> None:
