@@ -697,8 +697,11 @@ def data_quality(
 
 
 def one_per_clip(findings: list[Finding], extraction: Extraction) -> list[Finding]:
-    """A clip is one source: findings of one kind on several of its frames become one finding on
-    the clip, with the strongest frame's reason and how many of the clip's frames it concerns."""
+    """A clip is one source: findings on several of its frames become one finding on the clip.
+
+    Frames in the wrong folder and frames unlike the student are one cause (who the clip shows):
+    the kind on most frames names it. Other kinds (blurred, small faces…) stay one finding each.
+    The finding keeps its strongest frame's reason and says how many of the clip's frames it concerns."""
     clip_of = {str(r.path): r.clip for r in extraction.records if r.clip is not None}
     if not clip_of:
         return findings
@@ -710,11 +713,17 @@ def one_per_clip(findings: list[Finding], extraction: Extraction) -> list[Findin
         if clip is None:
             out.append(f)
         else:
-            merged[(str(f.kind), str(clip))].append(f)
+            cause = "who" if f.kind in (FindingKind.MISLABEL, FindingKind.OUTLIER) else str(f.kind)
+            merged[(cause, str(clip))].append(f)
     for (_, clip_name), group in merged.items():
-        best = max(group, key=lambda f: f.score)
+        kinds = Counter(f.kind for f in group)
+        kind = kinds.most_common(1)[0][0]
+        best = max((f for f in group if f.kind == kind), key=lambda f: f.score)
+        others = ", ".join(f"{n} {k.value.replace('_', ' ')}" for k, n in kinds.items() if k != kind)
         share = (
-            f"{len(group)} of the {frames_of[clip_name]} frames used from this clip; the clearest case, {best.path}: "
+            f"{kinds[kind]} of the {frames_of[clip_name]} frames used from this clip"
+            + (f" (and {others})" if others else "")
+            + f"; the clearest case, {best.path}: "
         )
         out.append(replace(best, path=clip_name, reason=share + best.reason))
     return out

@@ -196,7 +196,10 @@ def sample_frames(
         try:
             container = av.open(fh, mode="r", metadata_errors="ignore")
         except (av.FFmpegError, ValueError, OSError) as err:
-            raise VideoError(f"not a video FFmpeg can read ({_why(err)}); is it a renamed file?") from err
+            raise VideoError(
+                f"cannot be read as a video ({_why(err)}): a clip damaged or cut off while copying, or not a video "
+                "at all (another file renamed); copy the clip again from the phone"
+            ) from err
         with container:
             if not container.streams.video:
                 raise VideoError("the file holds no video track")

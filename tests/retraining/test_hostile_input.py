@@ -378,3 +378,32 @@ def test_a_command_that_takes_the_lock_refuses_a_linked_output_folder_before_cre
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1 and f"{root / 'backend' / 'models'} is a link" in errors[0]
     assert list(elsewhere.iterdir()) == []  # no lock file (or anything else) written through the link
+
+
+# --------------------------------------------------------------------------- hostile clips
+
+
+def test_hostile_clips_in_student_folders_are_skipped_and_the_run_publishes(tmp_path: Path) -> None:
+    """A renamed text file, an empty clip, a cut-off one and noise behind a video header, next to good
+    photos: each is skipped with its reason in skipped_images.csv, and the run publishes from the photos."""
+    import csv
+
+    from clips import write_clip
+
+    tree = make_orl_tree(tmp_path / "processed", n_students=4, n_images=6)
+    good = write_clip(tmp_path / "good.mp4", [ORL / "s1" / f"{i}.pgm" for i in range(7, 10)], size=(320, 240))
+    data = good.read_bytes()
+    (tree / "STU001_Person_1" / "notes.mp4").write_text("a shopping list\n" * 40)
+    (tree / "STU002_Person_2" / "empty.mov").write_bytes(b"")
+    (tree / "STU003_Person_3" / "cut.mp4").write_bytes(data[: len(data) // 3])
+    (tree / "STU004_Person_4" / "noise.mkv").write_bytes(data[:64] + os.urandom(20000))
+    before = tree_digest(tree)
+    out = tmp_path / "out"
+    assert retrain_model.main(["--data-dir", str(tree), "--output-root", str(out), "--quiet", *OFFLINE_ARGS]) == 0
+    with open(out / "models" / "skipped_images.csv", newline="", encoding="utf-8") as fh:
+        skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(fh)}
+    assert "not a video at all" in skipped["notes.mp4"] and "empty file" in skipped["empty.mov"]
+    assert "damaged or cut off" in skipped["cut.mp4"] and skipped["noise.mkv"]
+    assert not any(reason.startswith("unexpected error") for reason in skipped.values())
+    assert tree_digest(tree) == before  # the photos and clips are untouched
+    assert len(FaceRecognizer.load(out, device="cpu").model_metadata.students) == 4

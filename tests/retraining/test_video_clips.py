@@ -112,9 +112,9 @@ def _hostile(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     good = write_clip(tmp_path / "good.mp4", _photos("Laura_Bush", 3), size=(320, 240))
     data = good.read_bytes()
     cases = {
-        "renamed text file": (tmp_path / "notes.mp4", "not a video"),
+        "renamed text file": (tmp_path / "notes.mp4", "not a video at all"),
         "zero-length clip": (tmp_path / "empty.mov", "empty file"),
-        "truncated container": (tmp_path / "cut.mp4", ""),
+        "truncated container": (tmp_path / "cut.mp4", "cut off"),
         "garbage after a valid header": (tmp_path / "noise.mkv", ""),
     }
     cases["renamed text file"][0].write_text("this is a shopping list, not a video\n" * 50)
@@ -177,3 +177,35 @@ def test_a_frame_named_in_the_report_gets_its_thumbnail(tmp_path: Path, scrfd) -
     thumbs = face_thumbnails([frame, clip, tmp_path / "gone.mp4#t=1.00s"], scrfd)
     assert set(thumbs) == {str(frame), str(clip)}
     assert all(uri.startswith("data:image/jpeg;base64,") for uri in thumbs.values())
+
+
+def test_a_clip_of_another_student_is_one_finding_on_the_clip(tmp_path: Path, lfw_embedding_cache: Path) -> None:
+    """Ten students enrolled from photos; a clip of the second one's face (from photos not in their folder)
+    dropped into the first one's folder. The clip's frames are one source: one mislabel finding names
+    the clip and the student it looks like, and no frame is judged against its own clip's other frames."""
+    import shutil
+
+    from backend.recognizer.backends import BackendConfig
+    from retraining.extract import extract_with_models
+    from retraining.quality import FindingKind, data_quality, duplicate_groups
+
+    require_shared_data(LFW)
+    people = sorted(p.name for p in LFW.iterdir() if len(list(p.glob("*.jpg"))) >= 20)[:10]
+    records = []
+    for k, person in enumerate(people):
+        for p in _photos(person, 14):
+            records.append(ImageRecord(p, f"STU{k + 1:03d}", person))
+    wrong = write_clip(tmp_path / "STU001" / "turning.mp4", sorted((LFW / people[1]).glob("*.jpg"))[14:20])
+    records.append(ImageRecord(wrong, "STU001", people[0]))
+    cache = tmp_path / "cache"
+    if lfw_embedding_cache.exists():
+        shutil.copytree(lfw_embedding_cache, cache)
+    backend = BackendConfig(detector="scrfd", detector_model=str(SCRFD_25G), embedder="dlib", device="cpu")
+    extraction = extract_with_models(records, backend, cache, progress=False).extraction
+    frames = [r for r in extraction.records if r.clip == wrong]
+    assert len(frames) >= 4
+    findings = data_quality(extraction, duplicate_groups(extraction.records, extraction.sha256))
+    on_clip = [f for f in findings if f.path == str(wrong)]
+    assert [f.kind for f in on_clip] == [FindingKind.MISLABEL] and on_clip[0].related == "STU002"
+    assert f"of the {len(frames)} frames used from this clip" in on_clip[0].reason
+    assert not [f for f in findings if "#t=" in f.path]  # frames are never reported one by one
