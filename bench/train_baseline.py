@@ -16,7 +16,7 @@ import scipy.sparse
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.preprocessing import StandardScaler
 
-from backend.recognizer.linear_svm import CLASS_CHUNK, BalancedLinearSVM, _Problems
+from retraining.balanced_svm import CLASS_CHUNK, BalancedLinearSVM, _Problems
 from retraining.train import C_TOTAL, SVM_STEPS, FittedModel, calibration_folds, class_centres, training_rows
 
 

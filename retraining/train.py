@@ -2,7 +2,7 @@
 
 The published model is ``StandardScaler`` → ``CalibratedClassifierCV(BalancedLinearSVM(...),
 method="temperature", ensemble=False, cv=2)``: a one-vs-rest, class-balanced, squared-hinge
-linear SVM (``backend/recognizer/linear_svm.py``) whose scores are turned into probabilities by ONE temperature
+linear SVM (``retraining/balanced_svm.py``) whose scores are turned into probabilities by ONE temperature
 fitted on out-of-fold scores (scikit-learn's documented replacement for the deprecated
 ``SVC(probability=True)``). :func:`fit_model` returns them with the same model as plain arrays
 (:class:`~backend.recognizer.model.TrainedModel`, the serving side's type, published as
@@ -20,7 +20,7 @@ n×d×K products per step instead of K separate solvers.
 
 C: the loss weight is ``C_TOTAL / n_samples`` (total 0.05). Standardised embeddings with
 ~20 photos per student are separable, and a weakly regularised one-vs-rest SVM over-fits
-them. Held-out accuracy (balanced one-vs-rest, see linear_svm.py) at C·n = 0.01 / 0.05 /
+them. Held-out accuracy (balanced one-vs-rest, see balanced_svm.py) at C·n = 0.01 / 0.05 /
 0.2 / 1 / 5: real LFW (158 people, dlib embeddings, 5-fold × 2) 98.50 / 98.60 / 98.54 /
 98.50 / 98.43 % (one-vs-one SVC recipe 98.56 %); synthetic 200 students, hard setting
 84.3 / 84.3 / 83.0 / 80.7 / 77.5 % (SVC 82.1 %), easy 97.9 / 97.7 / 97.4 / 96.6 / 95.8 %
@@ -39,7 +39,7 @@ was 47-64 % of ``fit_model``, which took 27.8 / 18.5 / 28.8 s (33.6-37.6 s in ot
 spread 0.9: over the 30 s goal). :func:`calibrated_classifier` makes the same folds and
 fits and the same fitted object, but finds the temperature by Newton's method in 2-3
 passes (``retraining/temperature.py``), and the SVM's steps cost one n×d×K product
-instead of two (``backend/recognizer/linear_svm.py``). Measured beside the previous
+instead of two (``retraining/balanced_svm.py``). Measured beside the previous
 recipe in one process on the shared 2-core machine (bench/bench_train.py, bench/README.md):
 2000 × 20 in 6.1-7.0 / 5.7-5.9 / 5.2-5.3 s against 21.7-21.9 / 14.0-14.1 / 17.7-18.4 s,
 5000 × 20 in 29-31 s against 128-135 s (spread 0.9); held-out accuracy identical. Where
@@ -67,10 +67,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 from backend.recognizer.legacy import to_arrays
-from backend.recognizer.linear_svm import BalancedLinearSVM
 from backend.recognizer.model import TrainedModel
 from backend.recognizer.openset import OpenSetScorer
 
+from .balanced_svm import BalancedLinearSVM
 from .errors import TrainingError
 from .temperature import fit_temperature
 

@@ -19,8 +19,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 from backend.recognizer.legacy import to_arrays
-from backend.recognizer.linear_svm import BalancedLinearSVM
 from retraining import temperature
+from retraining.balanced_svm import BalancedLinearSVM
 from retraining.temperature import fit_temperature
 from retraining.train import C_TOTAL, SVM_STEPS, calibrated_classifier, fit_model
 

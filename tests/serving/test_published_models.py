@@ -144,3 +144,29 @@ def test_an_upgraded_model_serves_with_no_scikit_learn_imported(upgraded_fixture
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     faces, modules = out.stdout.strip().splitlines()
     assert faces == "1 STU001" and modules == "[]"
+
+
+def test_a_pickle_written_now_names_the_serving_class_and_loads_without_retraining(tmp_path: Path) -> None:
+    """Training code lives in retraining/; the pickled classifier it writes names the class every
+    release's pickles name (backend.recognizer.linear_svm), which holds no training code, so a
+    backend without the retraining package reads it and answers the same."""
+    from retraining.train import fit_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    y = np.repeat(["A", "B", "C"], 20)
+    X[y == "B"] += 0.5
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    fitted = fit_model(X, y, seed=0)
+    path = tmp_path / "classifier.pkl"
+    joblib.dump(fitted.classifier, path)
+    data = path.read_bytes()
+    assert b"backend.recognizer.linear_svm" in data and b"retraining" not in data
+    np.save(tmp_path / "X.npy", X)
+    code = (
+        "import sys, joblib, numpy as np; sys.modules['retraining'] = None  # importing it would fail\n"
+        f"clf = joblib.load({str(path)!r}); X = np.load({str(tmp_path / 'X.npy')!r})\n"
+        f"np.save({str(tmp_path / 'answers.npy')!r}, clf.predict_proba(X))"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    assert np.allclose(np.load(tmp_path / "answers.npy"), fitted.classifier.predict_proba(X), atol=1e-6)
