@@ -117,6 +117,10 @@ class DatasetIndex:
     def names(self) -> dict[str, str]:
         return {s.student_id: s.student_name for s in self.students}
 
+    def without_faces(self, embedded: dict[str, int]) -> tuple[str, ...]:
+        """The students of whom no photo or clip gave a face (``embedded``: faces per student): left out of the model."""
+        return tuple(s.student_id for s in self.students if embedded.get(s.student_id, 0) == 0)
+
 
 def clean_text(text: str) -> str:
     """``text`` safe for an id, a CSV cell or a report line: bytes that are not UTF-8 shown as

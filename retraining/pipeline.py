@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -60,7 +59,7 @@ from .retention import (
 )
 from .session_rates import summarize_sessions
 from .subfolders import subfolder_findings
-from .summary import RunSummary, Timings
+from .summary import RunSummary, StageClock
 from .thumbnails import face_thumbnails
 from .train import fit_model
 from .verdict import stranger_verdict
@@ -306,13 +305,12 @@ def run(options: RunOptions) -> RunResult | Unchanged:
 
     Returns :class:`Unchanged` (nothing published) when the model in service was trained from the same
     photos, options, face models and code, unless ``options.skip_unchanged`` is False or it is a --review run."""
-    timings: dict[str, float] = {}
-    started = t = time.perf_counter()
+    clock = StageClock()
     data_dir, paths = options.resolved_paths()
     refuse_overlap(data_dir, paths)
     log.info("Reading the student folders in %s", data_dir)
-    index = index_dataset(data_dir)
-    timings["index"] = time.perf_counter() - t
+    with clock.stage("index"):
+        index = index_dataset(data_dir)
     ignored = len(index.ignored_files) + len(index.loose_files)
     log.info(
         "Found %d photos of %d students%s",
@@ -327,26 +325,25 @@ def run(options: RunOptions) -> RunResult | Unchanged:
     require_free_space(paths.backend_models, estimate_output_bytes(len(index.records), len(index.students)))
 
     with locked(paths, options.lock_timeout, log):
-        t = time.perf_counter()
-        photos = photo_digests(index)  # every photo's bytes, read once more: cheap next to finding faces
-        timings["index"] += time.perf_counter() - t
+        with clock.stage("index"):
+            photos = photo_digests(index)  # every photo's bytes, read once more: cheap next to finding faces
         if options.skip_unchanged and not options.review:  # --review builds a model to look at, whatever happens
             same = _unchanged(options, paths, data_dir, photos)
             if same is not None:
                 return same  # the CLI says so
-        t = time.perf_counter()
         log.info("Finding and embedding the faces (%s, %s)", options.backend.detector, options.backend.embedder)
-        extracted = extract_with_models(
-            index.records,
-            options.backend,
-            paths.cache_dir,
-            use_cache=options.use_cache,
-            batch_size=options.batch_size,
-            workers=options.workers,
-            progress=options.progress,
-        )
-        timings["load_models"] = extracted.load_seconds
-        timings["extract"] = time.perf_counter() - t - extracted.load_seconds
+        clock.add("load_models", 0.0)  # listed first: the models load before any face is found
+        with clock.stage("extract"):
+            extracted = extract_with_models(
+                index.records,
+                options.backend,
+                paths.cache_dir,
+                use_cache=options.use_cache,
+                batch_size=options.batch_size,
+                workers=options.workers,
+                progress=options.progress,
+            )
+        clock.move(extracted.load_seconds, "extract", "load_models")
         extraction = extracted.extraction
         log.info(
             "Faces: %d photos embedded (%d reused from the last run), %d skipped",
@@ -363,34 +360,31 @@ def run(options: RunOptions) -> RunResult | Unchanged:
             )
         X, y = extraction.embeddings, extraction.student_ids
 
-        t = time.perf_counter()
         log.info("Checking the photos (wrong folders, duplicates, blur)")
-        duplicates = duplicate_groups(extraction.records, extraction.sha256)
-        # every photo to every student, for both checks
-        similarity = student_similarity(X, y, seed=options.seed, sources=extraction.sources)
-        findings = [
-            *data_quality(extraction, duplicates, seed=options.seed, similarity=similarity),
-            *subfolder_findings(extraction, index, similarity=similarity),
-        ]
-        evidence = stranger_evidence(findings, [r.path for r in extraction.records], duplicates)
-        timings["quality"] = time.perf_counter() - t
-        t = time.perf_counter()
+        with clock.stage("quality"):
+            duplicates = duplicate_groups(extraction.records, extraction.sha256)
+            # every photo to every student, for both checks
+            similarity = student_similarity(X, y, seed=options.seed, sources=extraction.sources)
+            findings = [
+                *data_quality(extraction, duplicates, seed=options.seed, similarity=similarity),
+                *subfolder_findings(extraction, index, similarity=similarity),
+            ]
+            evidence = stranger_evidence(findings, [r.path for r in extraction.records], duplicates)
         log.info("Measuring accuracy and stranger safety on held-out photos")
-        evaluation = evaluate(
-            X,
-            y,
-            test_size=options.test_size,
-            seed=options.seed,
-            max_far=options.max_far,
-            evidence=evidence,
-            sources=extraction.sources,
-        )
-        timings["evaluate"] = time.perf_counter() - t
-        t = time.perf_counter()
+        with clock.stage("evaluate"):
+            evaluation = evaluate(
+                X,
+                y,
+                test_size=options.test_size,
+                seed=options.seed,
+                max_far=options.max_far,
+                evidence=evidence,
+                sources=extraction.sources,
+            )
         log.info("Training the model on all %d photos", len(X))
-        calibrator = evaluation.open_set.calibrator if evaluation.open_set is not None else None
-        model = fit_model(X, y, seed=options.seed, open_set_calibrator=calibrator)
-        timings["train"] = time.perf_counter() - t
+        with clock.stage("train"):
+            calibrator = evaluation.open_set.calibrator if evaluation.open_set is not None else None
+            model = fit_model(X, y, seed=options.seed, open_set_calibrator=calibrator)
 
         threshold = options.threshold if options.threshold is not None else evaluation.recommended_threshold
         stage = publish.begin_stage(paths, publish.new_version_id())
@@ -411,7 +405,6 @@ def run(options: RunOptions) -> RunResult | Unchanged:
             reenrolled=reenrolled,
             not_enrolled=not_enrolled_elsewhere(paths, enrolled | erased),
         )
-        excluded = [s.student_id for s in index.students if embedded.get(s.student_id, 0) == 0]
         verdict = stranger_verdict(evaluation, float(threshold), findings)
         sessions = summarize_sessions(evaluation.open_set, float(threshold))
         candidate = candidate_from_run(evaluation, separated, face_models, X, verdict.target_met)
@@ -431,9 +424,9 @@ def run(options: RunOptions) -> RunResult | Unchanged:
             evaluation=evaluation,
             threshold=float(threshold),
             threshold_source="set with --threshold" if options.threshold is not None else "recommended",
-            excluded_students=tuple(excluded),
+            excluded_students=index.without_faces(embedded),
             duplicate_groups=tuple(tuple(g) for g in duplicates),
-            timings=Timings((*timings.items(), ("total", time.perf_counter() - started))),  # up to publishing
+            timings=clock.timings(),  # up to publishing
             prior_artifacts=tuple(publish.swap_plan(paths, new_models_files(plots)).removed),  # what the swap replaces
             library_versions=tuple(library_versions().items()),
             findings=tuple(findings),

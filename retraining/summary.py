@@ -7,6 +7,9 @@ retraining/report.py writes it as metrics.json and the CSV files.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +42,35 @@ class Timings:
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.stages)
+
+
+class StageClock:
+    """Times a run's stages as they happen (``with clock.stage("extract"):``), so no stage is timed by hand."""
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+        self._seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the time spent inside the block to ``name`` (a stage may run in several blocks)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self._seconds[name] = self._seconds.get(name, 0.0) + seconds
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        """Count ``seconds`` of stage ``source`` under ``target`` (loading the models happens inside extraction)."""
+        self.add(source, -seconds)
+        self.add(target, seconds)
+
+    def timings(self) -> Timings:
+        """The stages so far and the total since the clock started."""
+        return Timings((*self._seconds.items(), ("total", time.perf_counter() - self._started)))
 
 
 @dataclass(frozen=True)
