@@ -9,8 +9,10 @@ face a third of the frame high), so nothing is downloaded. Detector SCRFD 2.5g
 (``../shared/data/weights``) and the offline dlib embedder, on the CPU, as the tests use.
 Printed: seconds for the clip (open + hash + decode + detect + track + embed + select) and for
 the same number of photos through ``extract_embeddings`` (read + decode + detect + embed) of the same
-pictures saved as 1920x1080 JPEGs, and their ratio. ``--memory N``: an N-second 3840×2160 clip is sampled in a child process; its peak
-RSS is compared with a child that only imports the same libraries (the baseline).
+pictures saved as 1920x1080 JPEGs, and their ratio.
+``--memory N``: an N-second 3840×2160 clip is sampled in a child process: the growth of its
+peak RSS (VmHWM, reset after the imports) over the RSS after the same imports, against a
+child that imports and does nothing (the baseline).
 """
 
 from __future__ import annotations
@@ -75,15 +77,26 @@ def _as_photos(tmp: Path, photos: list[Path]) -> list[Path]:
 
 
 CHILD = """
-import resource, sys
+import sys
 sys.path[:0] = [{root!r}]
 import av, numpy
 from retraining import video
 from pathlib import Path
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts again from here
+frames = 0
 if {sample}:
     with video.open_clip(Path({clip!r})) as clip:
-        n = sum(1 for _ in video.sample_frames(clip))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        frames = sum(1 for _ in video.sample_frames(clip))
+print(before, status("VmHWM"), frames)
 """
 
 
@@ -97,14 +110,20 @@ def memory(tmp: Path, seconds: int) -> None:
     )
     print(f"{seconds} s 4K clip built in {time.perf_counter() - started:.0f} s: {clip.stat().st_size / 1e6:.0f} MB")
 
-    def peak(sample: bool) -> float:
+    def peak(sample: bool) -> tuple[float, float, int]:
         code = CHILD.format(root=str(ROOT), clip=str(clip), sample=sample)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        return float(out.stdout.strip().splitlines()[-1])
+        before, high, frames = out.stdout.split()
+        return float(before), float(high), int(frames)
 
-    base, sampled = peak(False), peak(True)
-    print(f"peak RSS: libraries only {base:.0f} MiB, sampling the {seconds} s 4K clip {sampled:.0f} MiB")
-    print(f"growth: {sampled - base:.0f} MiB (ratio {sampled / base:.2f})")
+    base_before, base_high, _ = peak(False)
+    before, high, frames = peak(True)
+    print(
+        f"RSS after imports {before:.0f} MiB; peak while sampling {frames} frames of the {seconds} s 4K clip {high:.0f} MiB"
+    )
+    print(
+        f"growth while sampling: {high - before:.0f} MiB (doing nothing after the same imports: {base_high - base_before:.0f} MiB)"
+    )
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from .dataset import HIDDEN_JUNK, DatasetIndex, index_dataset, parse_folder_name
 from .errors import DatasetError, PublishError
 from .face_data import erased_ids, students_in
 from .files import remove
+from .video import clip_digest
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ def photo_digests(index: DatasetIndex) -> list[tuple[str, str, str, str]]:
     ("", "", path, why) of every entry the index skipped. A photo that cannot be read counts by its reason."""
     out: list[tuple[str, str, str, str]] = []
     for record in index.records:
-        try:
-            digest = sha256_bytes(read_photo(record.path))
+        try:  # a clip is hashed in chunks: it may be hundreds of megabytes
+            digest = clip_digest(record.path) if record.is_clip else sha256_bytes(read_photo(record.path))
         except ImageError as err:
             digest = f"unreadable: {err}"
         out.append((record.student_id, record.student_name, _relative(record.path, index.data_dir), digest))

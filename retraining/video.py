@@ -440,4 +440,11 @@ def select_frames(
         selection.frames.append(
             ChosenFrame(round(times[i], 2), face, crop, vectors[k], len(faces_here), second, float(sharp[k]))
         )
+    left = {
+        "without the student's face": selection.sampled - len(student.faces),
+        "blurred": selection.blurred,
+        "near-identical to a frame kept": selection.near_identical,
+    }
+    if any(left.values()):
+        selection.notes.append("left out: " + ", ".join(f"{n} {why}" for why, n in left.items() if n))
     return selection

@@ -168,7 +168,10 @@ def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path)
 def _advice(s: RunSummary) -> str:
     """Likely cause, trade-off and what to do, after a headline that says something is wrong."""
     v = s.verdict
-    text = f"Likely cause: {verdict_cause_text(v)}."
+    cause = verdict_cause_text(v)
+    parts = [f"Likely cause: {cause}."] if cause else []
     if v.tradeoffs:
-        text += f" Trade-off: {verdict_tradeoff_text(v)}."
-    return text + " Fix the photos listed below and retrain."
+        parts.append(f"Trade-off: {verdict_tradeoff_text(v)}.")
+    if v.recognition_rate is not None:  # unmeasured: the headline itself says what to add
+        parts.append("Fix the photos listed below and retrain.")
+    return " ".join(parts)

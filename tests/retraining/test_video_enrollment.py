@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clips import write_clip
-from conftest import LFW, LFW_STRANGERS, SCRFD_WEIGHTS, extract_scrfd_dlib, require_shared_data
+from conftest import LFW, LFW_STRANGERS, SCRFD_WEIGHTS, require_shared_data
+from embedding_store import extract_scrfd_dlib
 
 from bench.lfw_enrollment import stranger_photos
 from retraining import video
@@ -138,3 +139,10 @@ def test_each_clip_and_its_frames_are_listed_in_inputs_csv(enrolled_both_ways: d
     assert len(frames) >= 8 * N_PEOPLE and all(r["status"] == "used" for r in frames)
     metrics = json.loads((out / "models" / "metrics.json").read_text())  # type: ignore[operator]
     assert metrics["counts"]["test"] == 0 and metrics["accuracy"] is None  # one clip each: nothing held out
+
+
+def test_the_report_lists_each_clip_with_the_frames_it_gave(enrolled_both_ways: dict[str, object]) -> None:
+    report = (enrolled_both_ways["clips"] / "models" / "training_report.txt").read_text()  # type: ignore[operator]
+    listed = [line for line in report.splitlines() if "turning.mp4:" in line and f" of {video.CANDIDATES}" in line]
+    assert len(listed) == N_PEOPLE
+    assert "could not be measured" in report  # one clip each: no recognition rate is claimed
