@@ -134,6 +134,7 @@ def html_page(s: RunSummary, thumbs: Mapping[str, str] | None, models_dir: Path)
         "n_students": len(counts),
         "n_found": len(s.index.records),
         "n_embedded": len(s.extraction.records),
+        "n_clips": len(s.extraction.clips),
         "figures": key_figures(s),
         "accuracy": pct(ev.accuracy),
         "threshold": f"{fmt_threshold(s.threshold)}",

@@ -146,3 +146,7 @@ def test_the_report_lists_each_clip_with_the_frames_it_gave(enrolled_both_ways: 
     listed = [line for line in report.splitlines() if "turning.mp4:" in line and f" of {video.CANDIDATES}" in line]
     assert len(listed) == N_PEOPLE
     assert "could not be measured" in report  # one clip each: no recognition rate is claimed
+    assert "Likely cause: ." not in report and "fix the photos listed" not in report
+    assert f"of them frames of {N_PEOPLE} videos" in report
+    page = (enrolled_both_ways["clips"] / "models" / "report.html").read_text()  # type: ignore[operator]
+    assert "photos and video frames used" in page and "could not be measured" in page
