@@ -96,13 +96,13 @@ class _HelpFormat(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefault
         return super()._get_help_string(action)
 
 
-USAGE = "retrain_model.py [--demo | --data-dir FOLDER] [--output-root FOLDER] [MODE] [options]"
-DESCRIPTION = "Train the face model from one photo folder per student (STU001_First_Last), check it, publish it."
+USAGE = "retrain_model.py [--demo | --data-dir FOLDER] [options]"
+DESCRIPTION = "Train, check and publish the face model from one folder per student."
 EXAMPLES = """examples:
-  python retrain_model.py --demo            first time: try it on the demo photos that ship with it
-  python retrain_model.py                   train on backend/dataset/processed and publish the model
-  python retrain_model.py --review          train and check only; publish it later with --promote
-  python retrain_model.py --erase STU004    a student left (folder moved out): erase their face data
+  python retrain_model.py --demo          first time: the demo photos
+  python retrain_model.py                 train on backend/dataset/processed
+  python retrain_model.py --review        check first; publish with --promote
+  python retrain_model.py --erase STU004  a student left (folder moved out)
 Every option, the report and the exit codes: docs/RETRAINING_GUIDE.md"""
 #: Room for the longest option (``--embedder-runtime NAME``) beside its help.
 HELP_POSITION = 27
@@ -118,24 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     data = p.add_argument_group("what to train on")
-    data.add_argument(
-        "--demo", action="store_true", help="the demo photos in demo/photos, offline models; output in demo/output"
-    )
+    data.add_argument("--demo", action="store_true", help="demo photos, offline models; output in demo/output")
     data.add_argument(
         "--data-dir",
         type=Path,
         metavar="FOLDER",
-        help="the student folders (default: <output root>/backend/dataset/processed)",
+        help="student folders (default: backend/dataset/processed)",
     )
     data.add_argument(
         "--output-root",
         type=Path,
         metavar="FOLDER",
-        help="where backend/models/ and models/ go (default: the project folder)",
+        help="where backend/models/, models/ go (default: here)",
     )
-    data.add_argument(
-        "--threshold", type=float, metavar="T", help="confidence (0-1) to publish (default: the recommended one)"
-    )
+    data.add_argument("--threshold", type=float, metavar="T", help="confidence 0-1 to publish (default: recommended)")
     data.add_argument(
         "--test-size", type=float, default=DEFAULTS.test_size, metavar="SHARE", help="share of photos held out to test"
     )
@@ -144,42 +140,40 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULTS.max_far,
         metavar="SHARE",
-        help="stranger share the recommended threshold may accept",
+        help="strangers the threshold may accept",
     )
-    data.add_argument(
-        "--seed", type=int, default=DEFAULTS.seed, metavar="N", help="random seed of the split and calibration"
-    )
+    data.add_argument("--seed", type=int, default=DEFAULTS.seed, metavar="N", help="seed of the split and calibration")
 
     models = p.add_argument_group("face models")
     models.add_argument(
         "--detector",
         choices=DETECTORS,
         metavar="NAME",
-        help=f"{' or '.join(DETECTORS)} (offline) (default: {DEFAULTS.backend.detector}; {DEMO_BACKEND[0]} with --demo)",
+        help=f"{' or '.join(DETECTORS)} (default: {DEFAULTS.backend.detector}; {DEMO_BACKEND[0]} with --demo)",
     )
     models.add_argument(
         "--embedder",
         choices=EMBEDDERS,
         metavar="NAME",
-        help=f"{' or '.join(EMBEDDERS)} (offline) (default: {DEFAULTS.backend.embedder}; {DEMO_BACKEND[1]} with --demo)",
+        help=f"{' or '.join(EMBEDDERS)} (default: {DEFAULTS.backend.embedder}; {DEMO_BACKEND[1]} with --demo)",
     )
-    models.add_argument("--detector-model", metavar="FILE", help="an SCRFD .onnx instead of buffalo_l/det_10g.onnx")
-    models.add_argument("--weights-dir", metavar="FOLDER", help=f"weight files for offline use (also ${WEIGHTS_ENV})")
-    models.add_argument("--no-download", action="store_true", help="never download weights; use local files only")
+    models.add_argument("--detector-model", metavar="FILE", help="an SCRFD .onnx instead of det_10g.onnx")
+    models.add_argument("--weights-dir", metavar="FOLDER", help=f"weights folder (or ${WEIGHTS_ENV})")
+    models.add_argument("--no-download", action="store_true", help="use local weight files only")
     devices = ("auto", "cpu", "cuda")
     models.add_argument(
         "--device",
         choices=devices,
         default=DEFAULTS.backend.device,
         metavar="NAME",
-        help=f"where the embedder runs: {', '.join(devices)}",
+        help=f"embedder on {', '.join(devices)}",
     )
     models.add_argument(
         "--embedder-runtime",
         choices=RUNTIMES,
         default=DEFAULTS.backend.embedder_runtime,
         metavar="NAME",
-        help=f"how FaceNet runs: {', '.join(RUNTIMES)}",
+        help=f"FaceNet on {', '.join(RUNTIMES)}",
     )
     models.add_argument(
         "--batch-size", type=int, default=DEFAULTS.batch_size, metavar="N", help="face crops embedded at once"
@@ -188,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help=f"photo-reading threads, 0: none (default: half the cores, 2-8: {default_workers()} here)",
+        help=f"photo-reading threads, 0: none (default: {default_workers()} here)",
     )
     models.add_argument("--no-cache", action="store_true", help="re-embed every photo (ignore models/cache)")
 
@@ -198,34 +192,30 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULTS.gate.min_accuracy,
         metavar="SHARE",
-        help="refuse a model clearly less accurate than this",
+        help="refuse a model clearly less accurate",
     )
     gate.add_argument(
         "--max-regression",
         type=float,
         default=DEFAULTS.gate.max_regression,
         metavar="PTS",
-        help="refuse a model this many points worse than the live one",
+        help="refuse a model this many points worse",
     )
-    gate.add_argument("--force", action="store_true", help="publish even if the gate refuses it or nothing changed")
+    gate.add_argument("--force", action="store_true", help="publish even if refused or nothing changed")
 
     modes = p.add_argument_group("modes (one at a time; without one: train and publish)")
     mode = modes.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--dry-run", action="store_true", help="check everything, list what would be replaced; change nothing"
-    )
-    mode.add_argument("--review", action="store_true", help="train and check, but keep the model waiting for --promote")
+    mode.add_argument("--dry-run", action="store_true", help="check all, list what would change; change nothing")
+    mode.add_argument("--review", action="store_true", help="train and check; keep the model for --promote")
     mode.add_argument("--promote", action="store_true", help="publish the model that --review left waiting")
     mode.add_argument("--rollback", action="store_true", help="put the previous model back")
     mode.add_argument(
         "--erase",
         action="append",
         metavar="STUDENT_ID",
-        help="erase a student's face data (repeatable; move their folder out first)",
+        help="erase a student's face data (repeatable)",
     )
-    mode.add_argument(
-        "--upgrade-model", action="store_true", help="convert models of earlier releases, without retraining"
-    )
+    mode.add_argument("--upgrade-model", action="store_true", help="convert earlier releases' models, no retraining")
 
     out = p.add_argument_group("output and messages")
     out.add_argument(
@@ -235,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="previous models kept for --rollback",
     )
-    out.add_argument("--keep-unpublished", action="store_true", help="keep waiting and refused models after a publish")
+    out.add_argument("--keep-unpublished", action="store_true", help="keep waiting and refused models after publishing")
     out.add_argument(
         "--wait", type=float, default=DEFAULTS.lock_timeout, metavar="SECONDS", help="wait for another run to finish"
     )
@@ -243,14 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--open-report",
         dest="open_report",
         action="store_true",
-        help="open models/report.html in the browser at the end (--no-open: do not)",
+        help="open models/report.html at the end (or --no-open)",
     )
     out.add_argument(
         "--no-open", dest="open_report", action="store_false", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     out.add_argument("--no-photos-in-report", action="store_true", help="report.html without face thumbnails")
     out.add_argument("--quiet", action="store_true", help="only warnings, errors and the final summary")
-    out.add_argument("--verbose", action="store_true", help="also the libraries' own messages (for bug reports)")
+    out.add_argument("--verbose", action="store_true", help="also the libraries' messages (for bug reports)")
     out.add_argument("-h", "--help", action="help", help="show this help and exit")
     return p
 

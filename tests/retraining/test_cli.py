@@ -31,7 +31,7 @@ OPTIONS_OF_EARLIER_RELEASES = (
 HELP_MAX_LINES = 60
 
 
-def _help(monkeypatch: pytest.MonkeyPatch, columns: int = 100) -> str:
+def _help(monkeypatch: pytest.MonkeyPatch, columns: int = 80) -> str:  # a terminal's usual width
     monkeypatch.setenv("COLUMNS", str(columns))
     return retrain_model.build_parser().format_help()
 
@@ -44,7 +44,7 @@ def test_help_fits_a_screen_in_groups_with_examples(monkeypatch: pytest.MonkeyPa
     text = _help(monkeypatch)
     lines = text.splitlines()
     assert len(lines) <= HELP_MAX_LINES, f"{len(lines)} lines:\n{text}"
-    assert max(len(line) for line in lines) <= 100
+    assert max(len(line) for line in lines) <= 80
     titles = [line for line in lines if line and not line.startswith(" ") and line.endswith(":")]
     for title in ("what to train on", "face models", "quality gate", "modes (one at a time", "output and messages"):
         assert any(t.startswith(title) for t in titles), titles
