@@ -14,7 +14,7 @@ from ..erasure import ErasureResult
 from ..pipeline import DryRunResult, RunResult
 from .templating import render
 from .text_report import confusion_lines
-from .words import key_figures, students_in_order, verdict_cause_text, verdict_headline, verdict_tradeoff_text
+from .words import key_figures, students_in_order, verdict_words
 
 #: Above this many students the summary leaves the confusion matrix to the report.
 CONSOLE_CONFUSION_MAX = 12
@@ -32,9 +32,7 @@ def format_summary(result: RunResult) -> str:
         "console.txt.j2",
         result=result,
         s=s,
-        headline=verdict_headline(s.verdict),
-        cause=verdict_cause_text(s.verdict),
-        tradeoff=verdict_tradeoff_text(s.verdict),
+        **verdict_words(s.verdict),
         skipped_folders=len(s.index.skipped_student_folders()),
         figures=key_figures(s),
         confusion=confusion_lines(ev) if ev.confusion.size and len(ev.labels) <= CONSOLE_CONFUSION_MAX else [],

@@ -27,9 +27,7 @@ from .words import (
     session_lines,
     stranger_sentence,
     students_in_order,
-    verdict_cause_text,
-    verdict_headline,
-    verdict_tradeoff_text,
+    verdict_words,
 )
 
 #: Above this many students the confusion matrix lists only the rows with errors.
@@ -105,9 +103,7 @@ def training_report_text(s: RunSummary, artifact_paths: Sequence[Path]) -> str:
         "training_report.txt.j2",
         s=s,
         artifacts=artifact_paths,
-        headline=verdict_headline(s.verdict),
-        cause=verdict_cause_text(s.verdict),
-        tradeoff=verdict_tradeoff_text(s.verdict),
+        **verdict_words(s.verdict),
         counts=s.extraction.counts(),
         ignored_types=idx.ignored_by_extension().most_common(),
         figures=key_figures(s),

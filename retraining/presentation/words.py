@@ -137,6 +137,11 @@ def verdict_headline(v: Verdict) -> str:
     return ""
 
 
+def verdict_words(v: Verdict) -> dict[str, str]:
+    """The verdict's ``headline``, likely ``cause`` and ``tradeoff`` sentences, for any template."""
+    return {"headline": verdict_headline(v), "cause": verdict_cause_text(v), "tradeoff": verdict_tradeoff_text(v)}
+
+
 def verdict_cause_text(v: Verdict) -> str:
     return "; ".join(v.causes) if v.causes else ""
 
