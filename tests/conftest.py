@@ -8,10 +8,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import embedding_store
 import pytest
+from embedding_store import SCRFD_25G, fill_scrfd_dlib_cache  # SCRFD 2.5g: of every test on LFW photos
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -80,6 +86,147 @@ def tree_digest(root: Path) -> dict[str, str]:
     return out
 
 
+# ----------------------------------------------------------------------------- work started early
+
+
+class EarlyJob:
+    """Work whose result a fixture only reads (subprocesses that need nothing from the tests before it), run
+    in the background as soon as the session knows that a test using that fixture will run.
+
+    The test process keeps about one of the 2 cores busy; the LFW embeddings, the README samples and the
+    lint/type checks are subprocesses that then run beside it instead of after everything before them.
+    The jobs run one after the other (so that at most two processes run beside the tests), in one thread;
+    the fixture waits for its job's result (or its exception)."""
+
+    def __init__(self, name: str, work: Callable[[pytest.TempPathFactory], Any]) -> None:
+        self.name, self.work = name, work
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        try:
+            self.result = self.work(tmp_path_factory)
+        except BaseException as err:  # re-raised in the test that reads the result
+            self.error = err
+        finally:
+            self.done.set()
+
+
+#: fixture name -> its job (registered by the test modules with :func:`run_early`, at import)
+_EARLY: dict[str, EarlyJob] = {}
+_EARLY_STARTED: set[str] = set()
+
+
+#: the processes early jobs started (see :func:`run_process`)
+_EARLY_PROCESSES: list[subprocess.Popen[str]] = []
+
+
+def run_process(cmd: list[str], *, timeout: float, **popen: Any) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` for early jobs (``popen``: Popen's arguments, ``text=True`` added): the process is
+    killed if the session ends first (a failure with ``-x``, Ctrl+C), instead of running on unwatched."""
+    with subprocess.Popen(cmd, text=True, **popen) as proc:
+        _EARLY_PROCESSES.append(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End what early jobs still run (nothing, when every test that needed them ran)."""
+    for proc in [*_EARLY_PROCESSES, *embedding_store.RUNNING]:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_early(fixture: str, work: Callable[[pytest.TempPathFactory], Any]) -> None:
+    """Start ``work(tmp_path_factory)`` in the background once collection shows that a selected test uses
+    ``fixture``; that fixture returns :func:`early_result` (the same value ``work`` returns)."""
+    _EARLY[fixture] = EarlyJob(fixture, work)
+
+
+def early_result(fixture: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The result of the job registered for ``fixture`` (run here and now if it was not started early)."""
+    job = _EARLY[fixture]
+    if fixture not in _EARLY_STARTED:
+        _EARLY_STARTED.add(fixture)
+        job.run(tmp_path_factory)
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
+    return job.result
+
+
+#: The early job needed first (a few minutes in, by the gate, quality and stranger tests); the others, in the
+#: order their modules registered them, are needed only later.
+NEEDED_FIRST = "lfw_embedding_cache"
+#: every fixture a selected test uses (directly or through other fixtures), once collection is done
+FIXTURES_IN_USE: set[str] = set()
+#: the environment the session started with: what early jobs give their subprocesses (not an environment
+#: that a test running at the same time has patched)
+ENVIRON = dict(os.environ)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    FIXTURES_IN_USE.update(used)
+    jobs = [job for name, job in _EARLY.items() if name in used and name not in _EARLY_STARTED]
+    factory = getattr(session.config, "_tmp_path_factory", None)  # what the tmp_path_factory fixture returns
+    if not jobs or factory is None:
+        return
+    _EARLY_STARTED.update(job.name for job in jobs)
+    jobs.sort(key=lambda job: job.name != NEEDED_FIRST)  # stable: the others keep their order
+
+    def run_all() -> None:
+        for job in jobs:
+            job.run(factory)
+
+    threading.Thread(target=run_all, name="early-jobs", daemon=True).start()
+
+
+# ----------------------------------------------------------------------------- LFW embeddings, shared
+
+#: fixture name -> the LFW photos it will embed (SCRFD 2.5g + dlib), registered by its module at import
+_LFW_WANTED: dict[str, Callable[[], list[Path]]] = {}
+
+
+def embed_lfw_early(fixture: str, photos: Callable[[], list[Path]]) -> None:
+    """Say which photos ``fixture`` will embed through :func:`lfw_embedding_cache`: when a selected test uses
+    it, they are embedded in the background from the session's start (:func:`run_early`), while the tests
+    before it run. The fixture still embeds what it needs itself (then all from the cache)."""
+    _LFW_WANTED[fixture] = photos
+
+
+def _embed_lfw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("lfw_embedding_cache") / "cache"
+    if LFW.exists() and SCRFD_25G.exists():  # else the fixture skips (fails in CI) before it is used
+        wanted = {p for name, photos in _LFW_WANTED.items() if name in FIXTURES_IN_USE for p in photos()}
+        fill_scrfd_dlib_cache(sorted(wanted), cache, parallel_from=1)  # in helper processes: GIL left to the tests
+    return cache
+
+
+run_early("lfw_embedding_cache", _embed_lfw)
+
+
+@pytest.fixture(scope="session")
+def lfw_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache (SCRFD 2.5g + dlib) for the whole session, shared by every fixture that embeds
+    LFW photos (``test_stranger_estimate``, ``test_quality``, ``test_gate``, ...): a photo, known by its
+    bytes' SHA-256, is detected and embedded once per session, whichever fixture needs it first; what the
+    modules registered with :func:`embed_lfw_early` is embedded in the background from the session's start.
+
+    Fixtures add to it only through ``embedding_store`` (``fill_scrfd_dlib_cache``, ``extract_scrfd_dlib``);
+    tests and runs copy it (a run's output root gets its own copy), never write to it."""
+    for path in (LFW, SCRFD_25G):
+        require_shared_data(path)
+    return early_result("lfw_embedding_cache", tmp_path_factory)
+
+
 #: Fixtures that run the whole pipeline (or embed a whole real data set): a test using one is end-to-end.
 END_TO_END_FIXTURES = frozenset(
     {
@@ -91,6 +238,7 @@ END_TO_END_FIXTURES = frozenset(
         "lfw_planted",
         "lfw_enrollment",
         "leaver_enrolled",
+        "lfw_embedding_cache",
     }
 )
 

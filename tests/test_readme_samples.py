@@ -9,12 +9,13 @@ Each sample is then compared with what was printed (stdout and stderr, as in a t
 line, modulo numbers, model version ids and the output folder's path; blank lines and runs of spaces
 do not count. A sample line ``...`` stands for any number of printed lines; printed lines before the
 sample's first line are skipped (a sample may start at the summary). A first line ``$ ...`` must show
-the marker's command. The runs are end-to-end (about a minute on 2 cores): marked ``slow``.
+the marker's command. The runs are end-to-end (about a minute on 2 cores): marked ``slow``. Being
+subprocesses that need nothing else from the session, they start in the background as soon as the
+session knows these tests will run (``conftest.run_early``), on the core the test process leaves idle.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ENVIRON, ROOT, early_result, run_early, run_process
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!-- sample: (?P<command>.+?) -->\n[ \t]*```[a-z]*\n(?P<block>.*?)[ \t]*```", re.S)
@@ -104,27 +105,52 @@ def _args(command: str, out_root: Path) -> list[str]:
     return args
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
-    """Every sampled command, run once in document order; the output root and command -> printed text."""
+BACKEND_EXAMPLE = re.compile(r"```python\n(.*?)```\n\nprints `(.*?)`", re.S)
+
+
+@dataclass(frozen=True)
+class Runs:
+    out_root: str
+    printed: dict[str, str]  # command -> what it printed
+    backend: subprocess.CompletedProcess[str] | None  # the README's backend example, run on the demo's model
+
+
+def _run_samples(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """Every sampled command, run once in document order, then the README's backend example."""
     out = tmp_path_factory.mktemp("samples") / "output"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # stdout and stderr interleaved as in a terminal
+    env = {**ENVIRON, "PYTHONUNBUFFERED": "1"}  # stdout and stderr interleaved as in a terminal
     printed: dict[str, str] = {}
     for sample in samples():
         if sample.command in printed:
             continue
-        result = subprocess.run(
+        result = run_process(
             [sys.executable, *_args(sample.command, out)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
             timeout=900,
         )
         assert result.returncode == 0, f"{sample.command} failed:\n{result.stdout[-4000:]}"
         printed[sample.command] = result.stdout
-    return str(out.resolve()), printed
+    out_root = str(out.resolve())
+    backend = None
+    code = BACKEND_EXAMPLE.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    if code and '"demo/output"' in code[1]:  # else the test says what is missing
+        script = code[1].replace('"demo/output"', repr(out_root))
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        backend = run_process([sys.executable, "-c", script], cwd=ROOT, env=ENVIRON, timeout=300, **pipes)
+    return Runs(out_root, printed, backend)
+
+
+# started in the background when the session starts (conftest.run_early): the runs are subprocesses
+run_early("runs", _run_samples)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The output root, what each sampled command printed, and the backend example's run."""
+    return early_result("runs", tmp_path_factory)
 
 
 def test_the_readme_shows_the_demo_and_the_docs_the_checker() -> None:
@@ -136,8 +162,8 @@ def test_the_readme_shows_the_demo_and_the_docs_the_checker() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sample", samples(), ids=lambda s: s.name)
-def test_sample_output_is_what_the_command_prints(sample: Sample, runs: tuple[str, dict[str, str]]) -> None:
-    out_root, printed = runs
+def test_sample_output_is_what_the_command_prints(sample: Sample, runs: Runs) -> None:
+    out_root, printed = runs.out_root, runs.printed
     lines = sample.lines
     if lines and lines[0].startswith("$ "):
         assert lines[0] == f"$ .venv/bin/python {sample.command}", f"{sample.name}: the shown command differs"
@@ -149,15 +175,14 @@ def test_sample_output_is_what_the_command_prints(sample: Sample, runs: tuple[st
 
 
 @pytest.mark.slow
-def test_the_readme_backend_example_runs_on_the_demo_model(runs: tuple[str, dict[str, str]]) -> None:
+def test_the_readme_backend_example_runs_on_the_demo_model(runs: Runs) -> None:
     """The README's backend snippet, on the model the demo published, prints what the README says."""
-    out_root, _ = runs
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```\n\nprints `(.*?)`", readme, re.S)
+    code = BACKEND_EXAMPLE.search(readme)
     assert code, "README.md: no backend example followed by 'prints `...`'"
     assert '"demo/output"' in code[1]
-    script = code[1].replace('"demo/output"', repr(out_root))
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = runs.backend  # the snippet, with the demo's output folder, run after the samples (_run_samples)
+    assert result is not None and result.args[-1] == code[1].replace('"demo/output"', repr(runs.out_root))
     assert result.returncode == 0, result.stderr[-3000:]
     assert _normalise(result.stdout) == _normalise(code[2]), (result.stdout, code[2])
 

@@ -1,4 +1,4 @@
-"""Kill safety with a REAL SIGKILL: ``retrain_model.py`` runs in a child process (tests/crash_harness.py
+"""Kill safety with a REAL SIGKILL: ``retrain_model.py`` runs in a child process (tests/retraining/crash_harness.py
 stops it at a chosen point) and is killed there. Afterwards the backend's loader must load a
 complete, consistent model — the previous one or the new one, never a mix — and the next run
 must succeed (clearing the dead run's lock and finishing or discarding its half-done work).
@@ -10,15 +10,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import crash_harness
 import numpy as np
 import pytest
-from conftest import OFFLINE_ARGS, ORL, ROOT, require_shared_data, tree_digest
+from conftest import OFFLINE_ARGS, ORL, require_shared_data, tree_digest
+from crash_harness import Child
 
 import retrain_model
 from backend.recognizer import FaceRecognizer, journal, manifest
@@ -27,7 +27,6 @@ from retraining import publish
 
 pytestmark = pytest.mark.slow  # end-to-end runs of retrain_model.py
 
-HARNESS = Path(__file__).with_name("crash_harness.py")
 #: Where the kill lands, and which model must be live afterwards.
 KILL_POINTS = {
     "extract": "old",  # photos half embedded
@@ -51,33 +50,15 @@ def tiny_tree(dst: Path) -> Path:
     return dst
 
 
-def start_child(point: str, data: Path, root: Path, workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
+def start_child(point: str, data: Path, root: Path, workdir: Path, *extra: str) -> tuple[Child, Path, Path]:
     """Start retrain_model.py in a child that stops at ``point`` (see crash_harness.py)."""
     marker = workdir / f"{point}.reached"
     log = workdir / f"{point}.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(HARNESS),
-                point,
-                str(marker),
-                "--data-dir",
-                str(data),
-                "--output-root",
-                str(root),
-                "--quiet",
-                *OFFLINE_ARGS,
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, marker, log
+    argv = ["--data-dir", str(data), "--output-root", str(root), "--quiet", *OFFLINE_ARGS, *extra]
+    return crash_harness.start(point, marker, argv, log), marker, log
 
 
-def wait_until_reached(proc: subprocess.Popen, marker: Path, log: Path, point: str) -> None:
+def wait_until_reached(proc: Child, marker: Path, log: Path, point: str) -> None:
     deadline = time.monotonic() + MARKER_TIMEOUT_S
     while not marker.exists():
         if proc.poll() is not None:
@@ -93,14 +74,14 @@ def wait_until_reached(proc: subprocess.Popen, marker: Path, log: Path, point: s
     assert int(marker.read_text()) == proc.pid
 
 
-def start_until(point: str, data: Path, root: Path, workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
+def start_until(point: str, data: Path, root: Path, workdir: Path, *extra: str) -> tuple[Child, Path, Path]:
     """Start retrain_model.py in a child stopped at ``point``; return once it is there."""
     proc, marker, log = start_child(point, data, root, workdir, *extra)
     wait_until_reached(proc, marker, log, point)
     return proc, marker, log
 
 
-def sigkill(proc: subprocess.Popen) -> None:
+def sigkill(proc: Child) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
 

@@ -118,15 +118,24 @@ class Trace:
 
 
 @pytest.fixture(scope="module")
-def leaver_enrolled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray, dict[str, np.ndarray]]:
+def leaver_enrolled(
+    tmp_path_factory: pytest.TempPathFactory, published_root: Path
+) -> tuple[Path, Path, np.ndarray, dict[str, np.ndarray]]:
     """Published, a --review candidate, a rejected model (the candidate, set aside as the gate does),
-    all holding STU004; then his folder moved out of the data folder. Read-only: tests copy it."""
+    all holding STU004; then his folder moved out of the data folder. Read-only: tests copy it.
+
+    The ORL photos are all in the session's published model: the first run starts from a copy of its
+    embedding cache (the same MTCNN + dlib), as a school's next run would; his blurred photo is new."""
     base = tmp_path_factory.mktemp("erasure")
     data = make_orl_tree(base / "data", n_students=N_STUDENTS)
     # a blurred photo of him: a finding, so the report pages carry thumbnails of his face
     blurred = Image.open(data / LEAVER_FOLDER / "3.pgm").filter(ImageFilter.GaussianBlur(4))
     blurred.save(data / LEAVER_FOLDER / "blurred.png")
     root = base / "root"
+    cache = OutputPaths.at(root).cache_dir
+    for folder in reversed(cache.parents[: len(cache.relative_to(base).parts) - 1]):
+        folder.mkdir(mode=0o700)  # owner-only, as the run makes them (assert_owner_only)
+    shutil.copytree(OutputPaths.at(published_root).cache_dir, cache)
     assert run(data, root) == 0
     assert run(data, root, "--force") == 0  # a second publish (forced: nothing changed): the first is kept
     assert run(data, root, "--review") == 0

@@ -15,6 +15,7 @@ from conftest import make_orl_tree
 from PIL import Image
 
 from backend.recognizer.openset import features
+from backend.recognizer.paths import OutputPaths
 from retraining import cache as cache_mod
 from retraining.dataset import index_dataset
 from retraining.extract import extract_embeddings
@@ -111,9 +112,17 @@ def test_fingerprint_change_or_damage_invalidates(engines, serial, tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def orl_embeddings(tmp_path_factory: pytest.TempPathFactory, engines):
+def orl_embeddings(tmp_path_factory: pytest.TempPathFactory, engines, published_root: Path):
+    """20 ORL students x 10 photos (MTCNN + dlib). The first 12 students' photos are the ones the session's
+    published model was trained on: they are read from its embedding cache (a copy in memory; the root is
+    not written), the other 80 photos are embedded here."""
+    detector, embedder = engines
     tree = make_orl_tree(tmp_path_factory.mktemp("orl20") / "processed", n_students=20, n_images=10)
-    ex = _run(tree, engines, workers=2)
+    fingerprint = cache_mod.pipeline_fingerprint(detector, embedder)
+    cache = cache_mod.load_cache(OutputPaths.at(published_root).cache_dir, fingerprint, embedder.dim)
+    ex = _run(tree, engines, cache=cache, workers=2)
+    assert (cache.hits, cache.misses) == (120, 80), "the published run's cache is of other models"
+    assert len(ex.records) == 200 and not ex.skipped
     return ex.embeddings, ex.student_ids
 
 
@@ -151,7 +160,7 @@ def test_linear_svm_reaches_liblinear_optimum(orl_embeddings, balance_binary: bo
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    from backend.recognizer.linear_svm import BalancedLinearSVM
+    from retraining.balanced_svm import BalancedLinearSVM
 
     X, y = orl_embeddings
     X = StandardScaler().fit_transform(X)
@@ -189,7 +198,7 @@ def test_linear_svm_correction_branches_agree_with_the_dense_product(
     all-violators formula G·W + Xᵀ S 1 plus a sparse fix-up: the same steps, whichever is taken."""
     from sklearn.preprocessing import StandardScaler
 
-    from backend.recognizer import linear_svm
+    from retraining import balanced_svm as linear_svm
 
     X, y = orl_embeddings
     X = StandardScaler().fit_transform(X)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LFW, ORL, SCRFD_WEIGHTS, require_shared_data, tree_digest
+from conftest import LFW, ORL, SCRFD_25G, embed_lfw_early, require_shared_data, tree_digest
+from embedding_store import extract_scrfd_dlib
 from test_crash_safety import start_until
 
 import retrain_model
@@ -26,10 +27,14 @@ from backend.recognizer.paths import OutputPaths
 from retraining import outcome
 from retraining.gate import Candidate, GateSettings, accuracy_upper95, decide
 
-SCRFD_25G = SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"
 PEOPLE = 12
 ARGS = ["--detector", "scrfd", "--detector-model", str(SCRFD_25G), "--device", "cpu", "--quiet"]
 DLIB = [*ARGS, "--embedder", "dlib"]
+
+
+def lfw_people(people: int = PEOPLE) -> list[tuple[str, list[Path]]]:
+    """The first ``people`` LFW people (by name) and their first 10 photos."""
+    return [(p.name, sorted(p.glob("*.jpg"))[:10]) for p in sorted(p for p in LFW.iterdir() if p.is_dir())[:people]]
 
 
 def lfw_tree(dst: Path, people: int = PEOPLE, move_share: float = 0.0) -> Path:
@@ -38,10 +43,10 @@ def lfw_tree(dst: Path, people: int = PEOPLE, move_share: float = 0.0) -> Path:
     require_shared_data(LFW)
     require_shared_data(SCRFD_25G)
     folders = []
-    for k, person in enumerate(sorted(p for p in LFW.iterdir() if p.is_dir())[:people]):
-        folder = dst / f"STU{k + 1:03d}_{person.name}"
+    for k, (name, photos) in enumerate(lfw_people(people)):
+        folder = dst / f"STU{k + 1:03d}_{name}"
         folder.mkdir(parents=True)
-        for photo in sorted(person.glob("*.jpg"))[:10]:
+        for photo in photos:
             shutil.copyfile(photo, folder / photo.name)
         folders.append(folder)
     moves = []
@@ -57,13 +62,24 @@ def run(data: Path, root: Path, *extra: str) -> int:
     return retrain_model.main(["--data-dir", str(data), "--output-root", str(root), *extra])
 
 
+# embedded in the background from the session's start
+embed_lfw_early("good", lambda: [photo for _, photos in lfw_people() for photo in photos])
+
+
 @pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(data folder, output root) of a good published model; copy the root before changing it."""
+def good(tmp_path_factory: pytest.TempPathFactory, lfw_embedding_cache: Path) -> tuple[Path, Path]:
+    """(data folder, output root) of a good published model; copy the root before changing it.
+
+    Its photos are embedded into the session's LFW embedding cache (test_quality's tree holds them too), and
+    the run starts from a copy of it, as a school's second run starts from its first run's cache."""
     base = tmp_path_factory.mktemp("gate")
     data = lfw_tree(base / "data")
-    assert run(data, base / "root", *DLIB) == 0
-    return data, base / "root"
+    photos = sorted(data.glob("*/*.jpg"))
+    assert len(extract_scrfd_dlib(photos, lfw_embedding_cache).records) == len(photos) == 10 * PEOPLE
+    root = base / "root"
+    shutil.copytree(lfw_embedding_cache, OutputPaths.at(root).cache_dir)
+    assert run(data, root, *DLIB) == 0
+    return data, root
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-from conftest import OFFLINE_ARGS, ROOT, make_orl_tree, tree_digest
+from conftest import ENVIRON, OFFLINE_ARGS, ROOT, early_result, make_orl_tree, run_early, run_process, tree_digest
 
 import retrain_model
 from backend.recognizer import FaceRecognizer
@@ -242,11 +242,29 @@ def test_threshold_option_is_published_and_the_summary_says_so(
     assert f"threshold          : {loaded.threshold:.2f} (recommended)\n" in capsys.readouterr().out
 
 
-def test_console_shows_stage_lines_not_library_internals_or_bar_redraws(tmp_path: Path) -> None:
+def _console_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """retrain_model.py in its own process on 3 ORL students x 4 photos, its output to pipes (not a terminal)."""
+    tmp = tmp_path_factory.mktemp("console")
+    data = make_orl_tree(tmp / "data", n_students=3, n_images=4)
+    cmd = [sys.executable, "retrain_model.py", "--data-dir", str(data), "--output-root", str(tmp / "out")]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return run_process([*cmd, *OFFLINE_ARGS], cwd=ROOT, env=ENVIRON, timeout=300, **pipes)
+
+
+# a process that needs nothing from the other tests: started in the background when the session starts
+run_early("console_run", _console_run)
+
+
+@pytest.fixture
+def console_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    return early_result("console_run", tmp_path_factory)
+
+
+def test_console_shows_stage_lines_not_library_internals_or_bar_redraws(
+    console_run: subprocess.CompletedProcess[str],
+) -> None:
     """Output to a log file (not a terminal): one line per stage, no progress-bar redraws, no INFO noise."""
-    data = make_orl_tree(tmp_path / "data", n_students=3, n_images=4)
-    cmd = [sys.executable, "retrain_model.py", "--data-dir", str(data), "--output-root", str(tmp_path / "out")]
-    done = subprocess.run([*cmd, *OFFLINE_ARGS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = console_run
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stderr.splitlines()
     assert lines[0].startswith("Reading the student folders in") and lines[-1].startswith("Published model")

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import OFFLINE_ARGS, ORL, make_orl_tree, tree_digest
+from conftest import LFW, LFW_STRANGERS, OFFLINE_ARGS, ORL, embed_lfw_early, make_orl_tree, tree_digest
 
 import retrain_model
 from backend.recognizer.paths import OutputPaths
@@ -35,14 +35,18 @@ from retraining.quality import (
 
 
 @pytest.fixture(scope="module")
-def flawed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    """6 students × 6 photos + one mislabelled photo + one duplicate across students."""
+def flawed_run(tmp_path_factory: pytest.TempPathFactory, published_root: Path) -> tuple[Path, Path, dict]:
+    """6 students × 6 photos + one mislabelled photo + one duplicate across students.
+
+    Every one of these ORL photos is in the session's published model (same MTCNN + dlib): the run starts
+    from a copy of that model's embedding cache, as a school's next run does (the findings are the subject)."""
     root = tmp_path_factory.mktemp("flawed")
     data = make_orl_tree(root / "data", n_students=6, n_images=6)
     shutil.copy2(ORL / "s1" / "8.pgm", data / "STU002_Person_2" / "from_s1.pgm")  # s1's face in s2's folder
     shutil.copy2(data / "STU003_Person_3" / "2.pgm", data / "STU004_Person_4" / "dup.pgm")  # same file twice
     before = tree_digest(data)
     out = root / "out"
+    shutil.copytree(OutputPaths.at(published_root).cache_dir, OutputPaths.at(out).cache_dir)
     code = retrain_model.main(["--data-dir", str(data), "--output-root", str(out), "--quiet", *OFFLINE_ARGS])
     assert code == 0
     assert tree_digest(data) == before
@@ -242,7 +246,7 @@ class PlantedLfw:
     """60 LFW people x 10 photos as student folders, and photos to plant into them, embedded once."""
 
     data: Path  # STU001_<name>/<photo>.jpg ... (read-only: copy it to change it)
-    cache_dir: Path  # the pipeline's embedding cache of every photo here (SCRFD 2.5g + dlib)
+    cache_dir: Path  # the session's LFW embedding cache, holding every photo here (SCRFD 2.5g + dlib): copy it
     faces: dict[str, tuple[np.ndarray, FaceInfo]]  # str(photo) -> (embedding, face info)
     strangers: list[Path]  # photos of 20 people who are not enrolled
     blurred: dict[Path, Path]  # enrolled photo -> a Gaussian-blurred copy (sigma 2-4 px)
@@ -263,31 +267,44 @@ def _write_rgb(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
 
 
-@pytest.fixture(scope="module")
-def lfw_planted(tmp_path_factory: pytest.TempPathFactory) -> PlantedLfw:
-    """Real photos, real SCRFD 2.5g weights, the offline dlib embedder: about 670 photos embedded once."""
-    from conftest import LFW, LFW_STRANGERS, SCRFD_WEIGHTS, require_shared_data
+def _lfw_sources() -> tuple[list[tuple[str, list[Path]]], list[Path], np.random.Generator]:
+    """60 LFW people (by name) with their first 10 photos, one photo each of 20 never-enrolled people, and
+    the random stream after choosing those (it goes on to choose the photos to plant)."""
+    people = [(p.name, sorted(p.glob("*.jpg"))[:10]) for p in sorted(p for p in LFW.iterdir() if p.is_dir())[:60]]
+    rng = np.random.default_rng(3)
+    strangers = [sorted(d.glob("*.jpg"))[0] for d in sorted(p for p in LFW_STRANGERS.iterdir() if p.is_dir())]
+    return people, [strangers[i] for i in rng.choice(len(strangers), 20, replace=False)], rng
 
-    from backend.recognizer.backends import BackendConfig
-    from retraining.extract import extract_with_models
+
+def _sources_to_embed() -> list[Path]:
+    people, strangers, _ = _lfw_sources()
+    return [photo for _, photos in people for photo in photos] + strangers
+
+
+embed_lfw_early("lfw_planted", _sources_to_embed)  # embedded in the background from the session's start
+
+
+@pytest.fixture(scope="module")
+def lfw_planted(tmp_path_factory: pytest.TempPathFactory, lfw_embedding_cache: Path) -> PlantedLfw:
+    """Real photos, real SCRFD 2.5g weights, the offline dlib embedder: about 670 photos embedded once, into the
+    session's LFW embedding cache (photos another fixture embedded already are read from it)."""
+    from conftest import SCRFD_25G, require_shared_data
+    from embedding_store import extract_scrfd_dlib
 
     require_shared_data(LFW)
     require_shared_data(LFW_STRANGERS)
-    detector = SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"
-    require_shared_data(detector)
+    require_shared_data(SCRFD_25G)
     root = tmp_path_factory.mktemp("lfw_planted")
     data, planted = root / "data", root / "planted"
     planted.mkdir()
+    people, strangers, rng = _lfw_sources()
     enrolled = []
-    for k, person in enumerate(sorted(p for p in LFW.iterdir() if p.is_dir())[:60]):
-        folder = data / f"STU{k + 1:03d}_{person.name}"
+    for k, (name, photos) in enumerate(people):
+        folder = data / f"STU{k + 1:03d}_{name}"
         folder.mkdir(parents=True)
-        for photo in sorted(person.glob("*.jpg"))[:10]:
+        for photo in photos:
             shutil.copyfile(photo, folder / photo.name)
             enrolled.append(folder / photo.name)
-    rng = np.random.default_rng(3)
-    strangers = [sorted(d.glob("*.jpg"))[0] for d in sorted(p for p in LFW_STRANGERS.iterdir() if p.is_dir())]
-    strangers = [strangers[i] for i in rng.choice(len(strangers), 20, replace=False)]
     picked = [enrolled[i] for i in rng.choice(len(enrolled), 46, replace=False)]
     blurred, small, copies = {}, {}, {}
     for k, photo in enumerate(picked):
@@ -308,15 +325,9 @@ def lfw_planted(tmp_path_factory: pytest.TempPathFactory) -> PlantedLfw:
                 copies[photo], cv2.resize(rgb, (round(w * 0.9), round(h * 0.9)), interpolation=cv2.INTER_AREA), 80
             )
     photos = [*enrolled, *strangers, *blurred.values(), *small.values(), *copies.values()]
-    # as retrain_model.py runs it on 2 cores: two detection threads ahead of the embedder
-    backend = BackendConfig(
-        detector="scrfd", detector_model=str(detector), embedder="dlib", device="cpu", detector_sessions=2
-    )
-    cache_dir = root / "cache"
-    run = extract_with_models([ImageRecord(p, "x", "x") for p in photos], backend, cache_dir, workers=2, progress=False)
-    ex = run.extraction
+    ex = extract_scrfd_dlib(photos, lfw_embedding_cache)
     faces = {str(r.path): (v, f) for r, v, f in zip(ex.records, ex.embeddings, ex.faces)}
-    return PlantedLfw(data, cache_dir, faces, strangers, blurred, small, copies)
+    return PlantedLfw(data, lfw_embedding_cache, faces, strangers, blurred, small, copies)
 
 
 def _precision_recall(found: list[Finding], kind: str, planted: set[str]) -> tuple[float, float]:
@@ -418,13 +429,12 @@ def test_small_faces_are_found(lfw_planted: PlantedLfw) -> None:
 def test_mislabel_findings_are_precise_on_planted_mistakes_in_lfw(tmp_path: Path, lfw_planted: PlantedLfw) -> None:
     """60 LFW people x 10 photos (real SCRFD 2.5g + dlib): 20 photos moved into wrong folders are found
     (recall >= 90 %) without burying them (precision >= 70 %); the clean tree gives only a handful."""
-    from conftest import SCRFD_WEIGHTS
+    from conftest import SCRFD_25G
 
     data = tmp_path / "data"
     shutil.copytree(lfw_planted.data, data)
     folders = sorted(p for p in data.iterdir() if p.is_dir())
-    detector = SCRFD_WEIGHTS / "scrfd_2.5g_bnkps.onnx"
-    args = ["--data-dir", str(data), "--detector", "scrfd", "--detector-model", str(detector), "--embedder", "dlib"]
+    args = ["--data-dir", str(data), "--detector", "scrfd", "--detector-model", str(SCRFD_25G), "--embedder", "dlib"]
     args += ["--device", "cpu", "--quiet", "--force"]  # the gate is not what this test is about
     root = tmp_path / "root"  # one output root: the runs take the photos from the embedding cache
     shutil.copytree(lfw_planted.cache_dir, OutputPaths.at(root).cache_dir)
