@@ -320,7 +320,7 @@ def test_every_input_is_reported_a_linked_student_folder_too(tmp_path: Path) -> 
         on_disk |= {os.path.join(folder, name) for name in dirs + files}
     assert on_disk <= set(rows)  # every file and folder is accounted for
     report = paths.report_txt.read_text()
-    assert "STU007_X: is a link to a folder" in report and "notes.txt: not a photo type" in report
+    assert "STU007_X: is a link to a folder" in report and "notes.txt: not a photo or video type" in report
     meta = json.loads(paths.metrics_json.read_text())
     assert meta["quality_gate"]["passed"] is True
 
