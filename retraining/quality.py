@@ -27,6 +27,7 @@ from backend.recognizer.errors import ImageError
 from backend.recognizer.hashing import sha256_bytes
 from backend.recognizer.images import read_photo
 
+from .cache import file_digest_of
 from .dataset import ImageRecord
 from .extract import Extraction
 from .train import fit_model
@@ -623,8 +624,9 @@ def duplicate_groups(records: list[ImageRecord], sha256: list[str] | None = None
     for k, rec in enumerate(records):
         if known is not None and known[k]:
             entry = (rec.student_id, rec.source)  # a clip's frames: the clip, once
-            if entry not in by_hash[known[k][:64]]:
-                by_hash[known[k][:64]].append(entry)
+            group = by_hash[file_digest_of(known[k])]
+            if entry not in group:
+                group.append(entry)
             continue
         try:  # read_photo: a file swapped for a named pipe since indexing is refused, not waited on
             by_hash[sha256_bytes(read_photo(rec.path))].append((rec.student_id, rec.path))
